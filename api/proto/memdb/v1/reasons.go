@@ -1,0 +1,82 @@
+package memdbv1
+
+// This file is hand-written: the error vocabulary shared by the server and
+// the client SDK. A failed call carries a google.rpc.ErrorInfo detail whose
+// Domain is ErrorDomain and whose Reason is one of the constants below; the
+// gRPC code is fixed by the reason (CodeOf), so a client can branch on the
+// reason and a person on the code.
+
+import "google.golang.org/grpc/codes"
+
+// ErrorDomain is the ErrorInfo domain of memdbd errors.
+const ErrorDomain = "memdb.v1"
+
+// Error reasons.
+const (
+	ReasonInvalidArgument = "INVALID_ARGUMENT"  // malformed request
+	ReasonTypeMismatch    = "TYPE_MISMATCH"     // value of the wrong type for a declared field
+	ReasonTableNotFound   = "TABLE_NOT_FOUND"   // no such table
+	ReasonTableExists     = "TABLE_EXISTS"      // table name taken
+	ReasonIndexNotFound   = "INDEX_NOT_FOUND"   // no such index
+	ReasonIndexExists     = "INDEX_EXISTS"      // index name taken
+	ReasonRowExists       = "ROW_EXISTS"        // insert of a present key
+	ReasonRowNotFound     = "ROW_NOT_FOUND"     // update of an absent key
+	ReasonUniqueViolation = "UNIQUE_VIOLATION"  // unique index would hold a duplicate
+	ReasonVersionMismatch = "VERSION_MISMATCH"  // compare-and-set failed
+	ReasonTooManyOps      = "TOO_MANY_OPS"      // transaction over the op limit
+	ReasonTooLarge        = "TOO_LARGE"         // key, value, row or request over a size limit
+	ReasonStaleSequence   = "STALE_SEQUENCE"    // write session sequence already acknowledged
+	ReasonSessionLimit    = "SESSION_LIMIT"     // too many sessions or outstanding writes
+	ReasonUnsupported     = "UNSUPPORTED"       // command format newer than this node understands
+	ReasonHalted          = "HALTED"            // state machine stopped after an unknown command
+	ReasonNoLeader        = "NO_LEADER"         // no leader known; retry later
+	ReasonNotLeader       = "NOT_LEADER"        // this node cannot serve it; see the leader hint
+	ReasonStale           = "STALE"             // a stale read bound cannot be met
+	ReasonOverloaded      = "OVERLOADED"        // refused to protect latency; retry after a pause
+	ReasonPageExpired     = "PAGE_EXPIRED"      // page token no longer valid; restart the scan
+	ReasonCorrupt         = "CORRUPT"           // stored data failed an integrity check
+	ReasonInternal        = "INTERNAL"          // a bug; please report it
+)
+
+var reasonCodes = map[string]codes.Code{
+	ReasonInvalidArgument: codes.InvalidArgument,
+	ReasonTypeMismatch:    codes.InvalidArgument,
+	ReasonTableNotFound:   codes.NotFound,
+	ReasonTableExists:     codes.AlreadyExists,
+	ReasonIndexNotFound:   codes.NotFound,
+	ReasonIndexExists:     codes.AlreadyExists,
+	ReasonRowExists:       codes.AlreadyExists,
+	ReasonRowNotFound:     codes.NotFound,
+	ReasonUniqueViolation: codes.AlreadyExists,
+	ReasonVersionMismatch: codes.FailedPrecondition,
+	ReasonTooManyOps:      codes.InvalidArgument,
+	ReasonTooLarge:        codes.InvalidArgument,
+	ReasonStaleSequence:   codes.FailedPrecondition,
+	ReasonSessionLimit:    codes.ResourceExhausted,
+	ReasonUnsupported:     codes.FailedPrecondition,
+	ReasonHalted:          codes.Unavailable,
+	ReasonNoLeader:        codes.Unavailable,
+	ReasonNotLeader:       codes.Unavailable,
+	ReasonStale:           codes.Unavailable,
+	ReasonOverloaded:      codes.ResourceExhausted,
+	ReasonPageExpired:     codes.FailedPrecondition,
+	ReasonCorrupt:         codes.DataLoss,
+	ReasonInternal:        codes.Internal,
+}
+
+// CodeOf returns the gRPC code of a reason; Unknown for an unknown reason.
+func CodeOf(reason string) codes.Code {
+	if c, ok := reasonCodes[reason]; ok {
+		return c
+	}
+	return codes.Unknown
+}
+
+// Reasons lists every reason, for tests that check both ends agree.
+func Reasons() []string {
+	out := make([]string, 0, len(reasonCodes))
+	for r := range reasonCodes {
+		out = append(out, r)
+	}
+	return out
+}

@@ -1,0 +1,295 @@
+package fsm
+
+import (
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/memdbd/memdbd/api/convert"
+	cmdpb "github.com/memdbd/memdbd/api/proto/memdb/command/v1"
+	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
+	"github.com/memdbd/memdbd/store"
+)
+
+// Command format versions. A binary writes CommandVersion and applies
+// entries up to MaxCommandVersion; anything newer halts it.
+const (
+	CommandVersion    = 1
+	MaxCommandVersion = 1
+)
+
+// Config configures the state machine. Every field that shapes replicated
+// state (the session settings) must be equal on every replica.
+type Config struct {
+	// SessionTTL is how long, in log time, a client session is remembered
+	// after its last write. A client retrying a write later than this may
+	// apply it twice.
+	SessionTTL time.Duration
+	// MaxSessions bounds the number of live sessions; a write opening one
+	// more fails with ReasonSessionLimit.
+	MaxSessions int
+	// MaxResultsPerSession bounds the unacknowledged results kept for one
+	// client; a write beyond it fails with ReasonSessionLimit.
+	MaxResultsPerSession int
+	// TrackChanges records row changes for change feeds.
+	TrackChanges bool
+	// Logger receives the state machine's logs; slog.Default() when nil.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the settings every memdbd node uses.
+func DefaultConfig() Config {
+	return Config{SessionTTL: time.Hour, MaxSessions: 100_000, MaxResultsPerSession: 10_000}
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	switch {
+	case c.SessionTTL < time.Minute:
+		return fmt.Errorf("fsm: SessionTTL %v must be at least 1m", c.SessionTTL)
+	case c.MaxSessions < 1:
+		return fmt.Errorf("fsm: MaxSessions must be positive")
+	case c.MaxResultsPerSession < 1:
+		return fmt.Errorf("fsm: MaxResultsPerSession must be positive")
+	}
+	return nil
+}
+
+// FSM is the replicated state machine. See the package comment.
+type FSM struct {
+	cfg   Config
+	log   *slog.Logger
+	store *store.Store
+
+	// Owned by the FSM goroutine (ApplyBatch, Snapshot, Restore).
+	sessions   map[string]*session
+	logTime    int64 // max leader clock seen, Unix nanos
+	nextExpiry int64 // log time of the next session expiry sweep
+
+	applied atomic.Uint64 // index of the last entry applied
+	halted  atomic.Pointer[error]
+
+	// waitMu guards waitCh, which is closed and replaced after every batch.
+	waitMu sync.Mutex
+	waitCh chan struct{}
+}
+
+var _ raft.BatchingFSM = (*FSM)(nil)
+
+// New returns a state machine over an empty store.
+func New(cfg Config) (*FSM, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	st, err := store.New(store.Options{TrackChanges: cfg.TrackChanges})
+	if err != nil {
+		return nil, err
+	}
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.Default()
+	}
+	return &FSM{cfg: cfg, log: lg, store: st, sessions: map[string]*session{}, waitCh: make(chan struct{})}, nil
+}
+
+// Store returns the store the state machine applies to. Callers read it
+// through Store().View(); only the state machine writes.
+func (f *FSM) Store() *store.Store { return f.store }
+
+// Applied returns the index of the last log entry the state machine
+// applied (entries of kinds Raft does not hand to the FSM, such as no-ops,
+// are not counted).
+func (f *FSM) Applied() uint64 { return f.applied.Load() }
+
+// Halted returns the error that halted the state machine, or nil.
+func (f *FSM) Halted() error {
+	if p := f.halted.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// AppliedCh returns a channel closed at the next applied batch. Waiters
+// load Applied, then wait on the channel they took before loading.
+func (f *FSM) AppliedCh() <-chan struct{} {
+	f.waitMu.Lock()
+	defer f.waitMu.Unlock()
+	return f.waitCh
+}
+
+func (f *FSM) notify() {
+	f.waitMu.Lock()
+	close(f.waitCh)
+	f.waitCh = make(chan struct{})
+	f.waitMu.Unlock()
+}
+
+// Apply applies one entry. hashicorp/raft uses ApplyBatch, since FSM
+// implements BatchingFSM; Apply exists to satisfy raft.FSM.
+func (f *FSM) Apply(l *raft.Log) interface{} {
+	return f.ApplyBatch([]*raft.Log{l})[0]
+}
+
+// ApplyBatch applies committed entries in order and publishes their effect
+// to readers at once. It returns one *commandv1.Result per entry (nil for
+// configuration entries). Results may be shared with the session table
+// and must not be modified.
+func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
+	out := make([]interface{}, len(logs))
+	b := f.store.Begin()
+	last := f.applied.Load()
+	for i, l := range logs {
+		if f.Halted() != nil {
+			out[i] = haltedResult(l.Index, f.Halted())
+			continue
+		}
+		if l.Type == raft.LogCommand {
+			out[i] = f.applyCommand(b, l)
+		} else if err := b.Advance(l.Index); err != nil {
+			// Only a revision that goes backwards fails here: a bug.
+			f.log.Error("fsm: cannot advance revision", "index", l.Index, "err", err)
+		}
+		last = l.Index
+	}
+	b.Commit()
+	f.applied.Store(last)
+	f.notify()
+	return out
+}
+
+func haltedResult(index uint64, err error) *cmdpb.Result {
+	return &cmdpb.Result{Revision: index, ErrorReason: pb.ReasonHalted, ErrorMessage: err.Error()}
+}
+
+func errResult(index uint64, err error) *cmdpb.Result {
+	return &cmdpb.Result{Revision: index, ErrorReason: Reason(err), ErrorMessage: err.Error()}
+}
+
+// applyCommand applies one command entry. Every path calls exactly one
+// store command (or Advance), so the store's revision follows the log.
+func (f *FSM) applyCommand(b *store.Batch, l *raft.Log) *cmdpb.Result {
+	var env cmdpb.Envelope
+	if err := proto.Unmarshal(l.Data, &env); err != nil {
+		_ = b.Advance(l.Index)
+		return errResult(l.Index, fmt.Errorf("%w: undecodable command: %v", store.ErrInvalidArgument, err))
+	}
+	if env.Version > MaxCommandVersion {
+		err := fmt.Errorf("%w: log entry %d has command format version %d; this node understands up to %d and must be upgraded",
+			ErrHalted, l.Index, env.Version, MaxCommandVersion)
+		f.halted.Store(&err)
+		f.log.Error("fsm: HALTED: refusing to apply a command it does not understand; upgrade this node",
+			"index", l.Index, "version", env.Version, "max_version", MaxCommandVersion)
+		return haltedResult(l.Index, err)
+	}
+	if env.Version == 0 {
+		_ = b.Advance(l.Index)
+		return errResult(l.Index, fmt.Errorf("%w: command has no format version", store.ErrInvalidArgument))
+	}
+	if env.UnixNanos > f.logTime {
+		f.logTime = env.UnixNanos
+	}
+	f.expireSessions()
+	if s := env.Session; len(s.GetClientId()) > 0 || s.GetSeq() != 0 {
+		return f.applySession(b, l.Index, &env)
+	}
+	return f.execute(b, l.Index, &env)
+}
+
+// execute runs the command of an envelope against the store.
+func (f *FSM) execute(b *store.Batch, index uint64, env *cmdpb.Envelope) *cmdpb.Result {
+	res := &cmdpb.Result{Revision: index}
+	var err error
+	switch c := env.Command.(type) {
+	case *cmdpb.Envelope_Txn:
+		var txn store.Txn
+		if txn, err = convert.Txn(c.Txn.GetConditions(), c.Txn.GetThen(), c.Txn.GetElse()); err != nil {
+			break
+		}
+		var tr store.TxnResult
+		if tr, err = b.Txn(index, txn); err != nil {
+			return errResult(index, err)
+		}
+		res.Succeeded = tr.Succeeded
+		res.Results = make([]*pb.OpResult, len(tr.Results))
+		for i, r := range tr.Results {
+			res.Results[i] = convert.OpResultToPB(r)
+		}
+		return res
+	case *cmdpb.Envelope_CreateTable:
+		var sc store.TableSchema
+		if sc, err = convert.Schema(c.CreateTable); err != nil {
+			break
+		}
+		if err = b.CreateTable(index, sc); err != nil {
+			return errResult(index, err)
+		}
+		f.log.Info("table created", "table", sc.Name, "revision", index)
+		return res
+	case *cmdpb.Envelope_DropTable:
+		if err = b.DropTable(index, c.DropTable.GetTable()); err != nil {
+			return errResult(index, err)
+		}
+		f.log.Info("table dropped", "table", c.DropTable.GetTable(), "revision", index)
+		return res
+	case *cmdpb.Envelope_CreateIndex:
+		start := time.Now()
+		if err = b.CreateIndex(index, c.CreateIndex.GetTable(), convert.Index(c.CreateIndex.GetIndex())); err != nil {
+			return errResult(index, err)
+		}
+		f.log.Info("index created", "table", c.CreateIndex.GetTable(), "index", c.CreateIndex.GetIndex().GetName(),
+			"revision", index, "took", time.Since(start))
+		return res
+	case *cmdpb.Envelope_DropIndex:
+		if err = b.DropIndex(index, c.DropIndex.GetTable(), c.DropIndex.GetIndex()); err != nil {
+			return errResult(index, err)
+		}
+		return res
+	case *cmdpb.Envelope_Tick:
+		_ = b.Advance(index)
+		return res
+	default:
+		err = fmt.Errorf("%w: envelope carries no command", store.ErrInvalidArgument)
+	}
+	// Conversion failed before the store saw the command.
+	_ = b.Advance(index)
+	return errResult(index, err)
+}
+
+// Encode builds the bytes of a log entry. now is the proposer's clock.
+func Encode(env *cmdpb.Envelope, now time.Time) ([]byte, error) {
+	env.Version = CommandVersion
+	env.UnixNanos = now.UnixNano()
+	return proto.Marshal(env)
+}
+
+// ResultError returns the error a result carries, or nil.
+func ResultError(r *cmdpb.Result) error {
+	if r == nil || r.ErrorReason == "" {
+		return nil
+	}
+	return &CommandError{Reason: r.ErrorReason, Message: r.ErrorMessage}
+}
+
+// CommandError is a command's failure as the log recorded it: a wire
+// reason and a message.
+type CommandError struct {
+	Reason  string
+	Message string
+}
+
+func (e *CommandError) Error() string { return e.Message }
+
+// Is lets errors.Is match a CommandError against the store's sentinels.
+func (e *CommandError) Is(target error) bool {
+	for _, r := range reasonTable {
+		if r.reason == e.Reason && r.err == target {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,334 @@
+package fsm
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"time"
+	"unsafe"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/memdbd/memdbd/api/convert"
+	cmdpb "github.com/memdbd/memdbd/api/proto/memdb/command/v1"
+	"github.com/memdbd/memdbd/store"
+)
+
+// Snapshot format, version 1:
+//
+//	"MEMDBSNP" | uint32 format version (big-endian)
+//	record*    where record = type byte | uvarint length | payload
+//	uint32 CRC-32C (Castagnoli, big-endian) of every byte before it
+//
+// Records, in this order: one meta (SnapshotMeta), the sessions (Session),
+// then per table in name order a table record (SnapshotTable) followed by
+// its rows in key order (the store's row encoding, verbatim), and an end
+// record. The meta carries the state hash of the store, which Restore
+// recomputes before it replaces anything: the CRC catches damaged bytes,
+// the hash catches a snapshot that decodes to the wrong state.
+const (
+	snapshotMagic   = "MEMDBSNP"
+	snapshotVersion = 1
+
+	recMeta    byte = 1
+	recSession byte = 2
+	recTable   byte = 3
+	recRow     byte = 4
+	recEnd     byte = 5
+
+	// maxRecord bounds a record's length so that a corrupt length cannot
+	// make Restore allocate without bound before the checksum fails.
+	maxRecord = 256 << 20
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+type fsmSnapshot struct {
+	view     *store.View
+	logTime  int64
+	sessions [][]byte
+}
+
+// Snapshot captures the current state: the store's view in O(1) and an
+// encoded copy of the session table, which is small (one entry per live
+// client) and, unlike the store, mutable in place.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	if err := f.Halted(); err != nil {
+		// A halted node has not applied what its log says; a snapshot would
+		// let Raft compact entries this node still has to apply.
+		return nil, err
+	}
+	sessions, err := encodeSessions(f.sessions)
+	if err != nil {
+		return nil, fmt.Errorf("fsm: encoding sessions: %w", err)
+	}
+	return &fsmSnapshot{view: f.store.View(), logTime: f.logTime, sessions: sessions}, nil
+}
+
+// Persist streams the snapshot to the sink. It runs concurrently with
+// ApplyBatch and only reads the immutable view it captured.
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if err := s.write(sink); err != nil {
+		_ = sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+// Release does nothing: the view is garbage once unreferenced.
+func (s *fsmSnapshot) Release() {}
+
+// snapWriter frames records and checksums everything it writes.
+type snapWriter struct {
+	w   *bufio.Writer
+	crc uint32
+	err error
+}
+
+func (w *snapWriter) write(p []byte) {
+	if w.err != nil {
+		return
+	}
+	w.crc = crc32.Update(w.crc, castagnoli, p)
+	_, w.err = w.w.Write(p)
+}
+
+func (w *snapWriter) record(typ byte, payload []byte) {
+	var hdr [1 + binary.MaxVarintLen64]byte
+	hdr[0] = typ
+	n := binary.PutUvarint(hdr[1:], uint64(len(payload)))
+	w.write(hdr[:1+n])
+	w.write(payload)
+}
+
+func (w *snapWriter) message(typ byte, m proto.Message) {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil && w.err == nil {
+		w.err = err
+	}
+	w.record(typ, b)
+}
+
+// write writes the snapshot in the format above.
+func (s *fsmSnapshot) write(out io.Writer) error {
+	w := &snapWriter{w: bufio.NewWriterSize(out, 1<<20)}
+	hash := s.view.Hash()
+	tables := s.view.Tables()
+	var hdr [12]byte
+	copy(hdr[:], snapshotMagic)
+	binary.BigEndian.PutUint32(hdr[8:], snapshotVersion)
+	w.write(hdr[:])
+	w.message(recMeta, &cmdpb.SnapshotMeta{
+		Revision: s.view.Revision(), LogUnixNanos: s.logTime,
+		Tables: uint32(len(tables)), Sessions: uint32(len(s.sessions)), StateHash: hash[:],
+	})
+	for _, b := range s.sessions {
+		w.record(recSession, b)
+	}
+	for _, t := range tables {
+		w.message(recTable, &cmdpb.SnapshotTable{Schema: convert.SchemaToPB(t.Schema), CreateRevision: t.CreateRevision, Rows: uint64(t.Rows)})
+		err := s.view.Rows(t.Schema.Name, func(raw string) bool {
+			// The row is immutable; viewing its bytes in place avoids copying
+			// every row of the database once more.
+			w.record(recRow, unsafe.Slice(unsafe.StringData(raw), len(raw)))
+			return w.err == nil
+		})
+		if err != nil && w.err == nil {
+			w.err = err
+		}
+	}
+	w.record(recEnd, nil)
+	if w.err != nil {
+		return fmt.Errorf("fsm: writing snapshot: %w", w.err)
+	}
+	var trailer [4]byte
+	binary.BigEndian.PutUint32(trailer[:], w.crc)
+	if _, err := w.w.Write(trailer[:]); err != nil {
+		return fmt.Errorf("fsm: writing snapshot: %w", err)
+	}
+	if err := w.w.Flush(); err != nil {
+		return fmt.Errorf("fsm: writing snapshot: %w", err)
+	}
+	return nil
+}
+
+// snapReader reads records and checksums everything it reads.
+type snapReader struct {
+	r   *bufio.Reader
+	crc uint32
+}
+
+func (r *snapReader) full(p []byte) error {
+	if _, err := io.ReadFull(r.r, p); err != nil {
+		return truncated(err)
+	}
+	r.crc = crc32.Update(r.crc, castagnoli, p)
+	return nil
+}
+
+func truncated(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: truncated", ErrSnapshotCorrupt)
+	}
+	return err
+}
+
+// next reads one record; the payload is freshly allocated and owned by the
+// caller.
+func (r *snapReader) next() (byte, []byte, error) {
+	var hdr [1 + binary.MaxVarintLen64]byte
+	if err := r.full(hdr[:1]); err != nil {
+		return 0, nil, err
+	}
+	n := 0
+	for i := 1; ; i++ {
+		if i == len(hdr) {
+			return 0, nil, fmt.Errorf("%w: bad record length", ErrSnapshotCorrupt)
+		}
+		if err := r.full(hdr[i : i+1]); err != nil {
+			return 0, nil, err
+		}
+		if hdr[i] < 0x80 {
+			n = i + 1
+			break
+		}
+	}
+	size, w := binary.Uvarint(hdr[1:n])
+	if w <= 0 || size > maxRecord {
+		return 0, nil, fmt.Errorf("%w: record of %d bytes", ErrSnapshotCorrupt, size)
+	}
+	payload := make([]byte, size)
+	if err := r.full(payload); err != nil {
+		return 0, nil, err
+	}
+	return hdr[0], payload, nil
+}
+
+// Restore replaces the whole state with a snapshot's. It reads and checks
+// everything first (framing, checksum, state hash); on any error the state
+// machine is left exactly as it was.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	start := time.Now()
+	st, err := f.readSnapshot(rc)
+	if err != nil {
+		f.log.Error("fsm: snapshot restore failed; state unchanged", "err", err)
+		return err
+	}
+	if err := f.store.Load(st.loader, st.meta.Revision); err != nil {
+		return fmt.Errorf("fsm: restoring snapshot: %w", err)
+	}
+	f.sessions = st.sessions
+	f.logTime = st.meta.LogUnixNanos
+	f.nextExpiry = 0
+	f.halted.Store(nil)
+	f.applied.Store(st.meta.Revision)
+	f.notify()
+	f.log.Info("snapshot restored", "revision", st.meta.Revision, "tables", st.meta.Tables,
+		"sessions", st.meta.Sessions, "took", time.Since(start))
+	return nil
+}
+
+type restored struct {
+	meta     *cmdpb.SnapshotMeta
+	sessions map[string]*session
+	loader   *store.Loader
+}
+
+func (f *FSM) readSnapshot(in io.Reader) (*restored, error) {
+	r := &snapReader{r: bufio.NewReaderSize(in, 1<<20)}
+	var hdr [12]byte
+	if err := r.full(hdr[:]); err != nil {
+		return nil, err
+	}
+	if string(hdr[:8]) != snapshotMagic {
+		return nil, fmt.Errorf("%w: not a memdbd snapshot", ErrSnapshotCorrupt)
+	}
+	if v := binary.BigEndian.Uint32(hdr[8:]); v != snapshotVersion {
+		return nil, fmt.Errorf("%w: format version %d, this node reads %d", ErrSnapshotVersion, v, snapshotVersion)
+	}
+	st := &restored{sessions: map[string]*session{}, loader: f.store.NewLoader()}
+	var rowsLeft uint64
+	var table string
+	for {
+		typ, payload, err := r.next()
+		if err != nil {
+			return nil, err
+		}
+		if st.meta == nil && typ != recMeta {
+			return nil, fmt.Errorf("%w: snapshot does not start with its meta record", ErrSnapshotCorrupt)
+		}
+		if typ != recRow && rowsLeft != 0 {
+			return nil, fmt.Errorf("%w: table %s is missing %d rows", ErrSnapshotCorrupt, table, rowsLeft)
+		}
+		switch typ {
+		case recMeta:
+			if st.meta != nil {
+				return nil, fmt.Errorf("%w: two meta records", ErrSnapshotCorrupt)
+			}
+			st.meta = &cmdpb.SnapshotMeta{}
+			if err := proto.Unmarshal(payload, st.meta); err != nil {
+				return nil, fmt.Errorf("%w: meta: %v", ErrSnapshotCorrupt, err)
+			}
+		case recSession:
+			id, s, err := decodeSession(payload)
+			if err != nil {
+				return nil, fmt.Errorf("%w: session: %v", ErrSnapshotCorrupt, err)
+			}
+			if _, dup := st.sessions[id]; dup {
+				return nil, fmt.Errorf("%w: session appears twice", ErrSnapshotCorrupt)
+			}
+			st.sessions[id] = s
+		case recTable:
+			var pt cmdpb.SnapshotTable
+			if err := proto.Unmarshal(payload, &pt); err != nil {
+				return nil, fmt.Errorf("%w: table: %v", ErrSnapshotCorrupt, err)
+			}
+			sc, err := convert.Schema(pt.Schema)
+			if err == nil {
+				err = st.loader.AddTable(sc, pt.CreateRevision)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%w: table: %v", ErrSnapshotCorrupt, err)
+			}
+			table, rowsLeft = sc.Name, pt.Rows
+		case recRow:
+			if rowsLeft == 0 {
+				return nil, fmt.Errorf("%w: more rows than announced", ErrSnapshotCorrupt)
+			}
+			rowsLeft--
+			// payload was allocated for this row alone and is never written
+			// again, so it can become the row's string without a copy: restore
+			// is dominated by per-row allocation and copying.
+			if err := st.loader.AddRow(unsafe.String(unsafe.SliceData(payload), len(payload))); err != nil {
+				return nil, fmt.Errorf("%w: %v", ErrSnapshotCorrupt, err)
+			}
+		case recEnd:
+			want := r.crc
+			var trailer [4]byte
+			if _, err := io.ReadFull(r.r, trailer[:]); err != nil {
+				return nil, truncated(err)
+			}
+			if got := binary.BigEndian.Uint32(trailer[:]); got != want {
+				return nil, fmt.Errorf("%w: checksum mismatch (stored %08x, computed %08x)", ErrSnapshotCorrupt, got, want)
+			}
+			if _, err := r.r.ReadByte(); err != io.EOF {
+				return nil, fmt.Errorf("%w: trailing bytes after the checksum", ErrSnapshotCorrupt)
+			}
+			if int(st.meta.Sessions) != len(st.sessions) {
+				return nil, fmt.Errorf("%w: %d sessions announced, %d found", ErrSnapshotCorrupt, st.meta.Sessions, len(st.sessions))
+			}
+			if h := st.loader.Hash(); !bytes.Equal(h[:], st.meta.StateHash) {
+				return nil, fmt.Errorf("%w: state hash mismatch", ErrSnapshotCorrupt)
+			}
+			return st, nil
+		default:
+			return nil, fmt.Errorf("%w: unknown record type %d", ErrSnapshotCorrupt, typ)
+		}
+	}
+}

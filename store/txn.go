@@ -1,0 +1,449 @@
+package store
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"unicode/utf8"
+)
+
+// OpKind is the kind of a transaction operation.
+type OpKind uint8
+
+// Operation kinds.
+const (
+	OpInsert OpKind = iota + 1 // create a row; fails if the key exists
+	OpUpsert                   // create or replace a whole row
+	OpUpdate                   // change some fields of an existing row
+	OpDelete                   // delete a row if it exists
+	OpGet                      // read a row inside the transaction
+)
+
+// Op is one operation of a transaction.
+type Op struct {
+	Kind  OpKind
+	Table string
+	// Fields: the whole row for insert and upsert (primary key included),
+	// the fields to set for update.
+	Fields []Field
+	// Key: the primary key for update, delete and get.
+	Key Value
+	// Unset: fields an update removes.
+	Unset []string
+	// ExpectedVersion, when non-zero, requires the row to exist with this
+	// version (compare-and-set) for upsert, update and delete.
+	ExpectedVersion uint64
+}
+
+// CondTest is what a condition tests.
+type CondTest uint8
+
+// Condition tests.
+const (
+	CondExists CondTest = iota + 1
+	CondNotExists
+	CondVersion
+	CondModRevision
+	CondCreateRevision
+	CondField
+)
+
+// CompareOp compares two numbers or values.
+type CompareOp uint8
+
+// Comparison operators.
+const (
+	CmpEqual CompareOp = iota
+	CmpNotEqual
+	CmpLess
+	CmpLessEqual
+	CmpGreater
+	CmpGreaterEqual
+)
+
+func (o CompareOp) holds(c int) bool {
+	switch o {
+	case CmpEqual:
+		return c == 0
+	case CmpNotEqual:
+		return c != 0
+	case CmpLess:
+		return c < 0
+	case CmpLessEqual:
+		return c <= 0
+	case CmpGreater:
+		return c > 0
+	case CmpGreaterEqual:
+		return c >= 0
+	}
+	return false
+}
+
+// Condition tests one row before a transaction's operations run. An absent
+// row has version and revisions 0, and its fields are null.
+type Condition struct {
+	Table  string
+	Key    Value
+	Test   CondTest
+	Op     CompareOp
+	Number uint64 // CondVersion, CondModRevision, CondCreateRevision
+	Field  string // CondField
+	Value  Value  // CondField
+}
+
+// Txn is an atomic, conditional group of operations across tables.
+type Txn struct {
+	Conditions []Condition
+	Then, Else []Op
+}
+
+// OpResult is the outcome of one operation.
+type OpResult struct {
+	Kind OpKind
+	// Meta: the row after insert, upsert and update.
+	Meta Meta
+	// Deleted: delete found and removed a row.
+	Deleted bool
+	// Found and Row: get.
+	Found bool
+	Row   Row
+}
+
+// TxnResult is the outcome of a transaction.
+type TxnResult struct {
+	// Succeeded is true when the conditions held and Then ran.
+	Succeeded bool
+	// Results has one entry per operation of the branch that ran.
+	Results []OpResult
+}
+
+// Txn applies a transaction at revision rev. If an operation of the chosen
+// branch fails, every change of the transaction is undone and the error
+// returned.
+func (b *Batch) Txn(rev uint64, txn Txn) (res TxnResult, err error) {
+	if err := b.begin(rev); err != nil {
+		return res, err
+	}
+	defer func() { b.finish(err) }()
+	l := b.s.opts.Limits
+	if len(txn.Conditions) > l.MaxConditions {
+		return res, fmt.Errorf("%d conditions, limit %d: %w", len(txn.Conditions), l.MaxConditions, ErrTooManyOps)
+	}
+	if len(txn.Then) > l.MaxOps || len(txn.Else) > l.MaxOps {
+		return res, fmt.Errorf("%d operations in a branch, limit %d: %w", max(len(txn.Then), len(txn.Else)), l.MaxOps, ErrTooManyOps)
+	}
+	ok := true
+	for i, c := range txn.Conditions {
+		held, err := b.evalCondition(c)
+		if err != nil {
+			return res, fmt.Errorf("condition %d: %w", i, err)
+		}
+		ok = ok && held
+	}
+	ops := txn.Then
+	if !ok {
+		ops = txn.Else
+	}
+	res.Succeeded = ok
+	res.Results = make([]OpResult, 0, len(ops))
+	for i, op := range ops {
+		r, err := b.applyOp(rev, op)
+		if err != nil {
+			if len(ops) > 1 {
+				err = fmt.Errorf("operation %d: %w", i, err)
+			}
+			return TxnResult{}, err
+		}
+		res.Results = append(res.Results, r)
+	}
+	return res, nil
+}
+
+func (b *Batch) evalCondition(c Condition) (bool, error) {
+	t, ok := b.s.tables[c.Table]
+	if !ok {
+		return false, fmt.Errorf("%w: %s", ErrTableNotFound, c.Table)
+	}
+	key, err := t.encodeKey(c.Key, 0)
+	if err != nil {
+		return false, err
+	}
+	raw, found := t.getRaw(key)
+	var meta Meta
+	var fields []Field
+	if found {
+		if meta, fields, err = rowFields(raw); err != nil {
+			return false, fmt.Errorf("table %s: stored row: %w", c.Table, err)
+		}
+	}
+	num := func(n uint64) (bool, error) {
+		if c.Op > CmpGreaterEqual {
+			return false, fmt.Errorf("%w: unknown comparison %d", ErrInvalidArgument, c.Op)
+		}
+		return c.Op.holds(cmpUint(n, c.Number)), nil
+	}
+	switch c.Test {
+	case CondExists:
+		return found, nil
+	case CondNotExists:
+		return !found, nil
+	case CondVersion:
+		return num(meta.Version)
+	case CondModRevision:
+		return num(meta.ModRevision)
+	case CondCreateRevision:
+		return num(meta.CreateRevision)
+	case CondField:
+		if err := validateName(c.Field); err != nil {
+			return false, err
+		}
+		if err := validateValue(c.Value); err != nil {
+			return false, err
+		}
+		if c.Op > CmpGreaterEqual {
+			return false, fmt.Errorf("%w: unknown comparison %d", ErrInvalidArgument, c.Op)
+		}
+		var v Value
+		if c.Field == t.schema.PrimaryKey {
+			if found {
+				v = c.Key
+			}
+		} else if i, ok := slices.BinarySearchFunc(fields, c.Field, func(f Field, n string) int { return strings.Compare(f.Name, n) }); ok {
+			v = fields[i].Value
+		}
+		return c.Op.holds(v.Compare(c.Value)), nil
+	}
+	return false, fmt.Errorf("%w: unknown condition test %d", ErrInvalidArgument, c.Test)
+}
+
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func (b *Batch) applyOp(rev uint64, op Op) (OpResult, error) {
+	res := OpResult{Kind: op.Kind}
+	t, ok := b.s.tables[op.Table]
+	if !ok {
+		return res, fmt.Errorf("%w: %s", ErrTableNotFound, op.Table)
+	}
+	l := b.s.opts.Limits
+	switch op.Kind {
+	case OpInsert, OpUpsert:
+		pk, fields, err := t.checkRow(op.Fields, l)
+		if err != nil {
+			return res, err
+		}
+		key, err := t.encodeKey(pk, l.MaxKeyBytes)
+		if err != nil {
+			return res, err
+		}
+		old, found := t.getRaw(key)
+		var meta Meta
+		if found {
+			if op.Kind == OpInsert {
+				return res, fmt.Errorf("%w: table %s: key %s", ErrRowExists, op.Table, pk)
+			}
+			if meta, _, err = rowFields(old); err != nil {
+				return res, fmt.Errorf("table %s: stored row: %w", op.Table, err)
+			}
+		}
+		if op.ExpectedVersion != 0 && op.ExpectedVersion != meta.Version {
+			return res, fmt.Errorf("%w: table %s: key %s has version %d, expected %d", ErrVersionMismatch, op.Table, pk, meta.Version, op.ExpectedVersion)
+		}
+		res.Meta, err = b.write(t, rev, key, old, meta, fields)
+		return res, err
+	case OpUpdate:
+		key, err := t.encodeKey(op.Key, l.MaxKeyBytes)
+		if err != nil {
+			return res, err
+		}
+		old, found := t.getRaw(key)
+		if !found {
+			return res, fmt.Errorf("%w: table %s: key %s", ErrRowNotFound, op.Table, op.Key)
+		}
+		meta, fields, err := rowFields(old)
+		if err != nil {
+			return res, fmt.Errorf("table %s: stored row: %w", op.Table, err)
+		}
+		if op.ExpectedVersion != 0 && op.ExpectedVersion != meta.Version {
+			return res, fmt.Errorf("%w: table %s: key %s has version %d, expected %d", ErrVersionMismatch, op.Table, op.Key, meta.Version, op.ExpectedVersion)
+		}
+		merged, err := t.mergeUpdate(op, fields)
+		if err != nil {
+			return res, err
+		}
+		_, fields, err = t.checkRow(merged, l)
+		if err != nil {
+			return res, err
+		}
+		res.Meta, err = b.write(t, rev, key, old, meta, fields)
+		return res, err
+	case OpDelete:
+		key, err := t.encodeKey(op.Key, l.MaxKeyBytes)
+		if err != nil {
+			return res, err
+		}
+		old, found := t.getRaw(key)
+		if op.ExpectedVersion != 0 {
+			var meta Meta
+			if found {
+				if meta, _, err = rowFields(old); err != nil {
+					return res, fmt.Errorf("table %s: stored row: %w", op.Table, err)
+				}
+			}
+			if meta.Version != op.ExpectedVersion {
+				return res, fmt.Errorf("%w: table %s: key %s has version %d, expected %d", ErrVersionMismatch, op.Table, op.Key, meta.Version, op.ExpectedVersion)
+			}
+		}
+		if !found {
+			return res, nil
+		}
+		if err := t.deleteRow(string(key), old); err != nil {
+			return res, err
+		}
+		b.log = append(b.log, mutation{t: t, name: op.Table, key: string(key), old: old})
+		res.Deleted = true
+		return res, nil
+	case OpGet:
+		key, err := t.encodeKey(op.Key, 0)
+		if err != nil {
+			return res, err
+		}
+		raw, found := t.getRaw(key)
+		if !found {
+			return res, nil
+		}
+		res.Found = true
+		res.Row, err = decodeRow(raw, t.schema.PrimaryKey)
+		return res, err
+	}
+	return res, fmt.Errorf("%w: unknown operation kind %d", ErrInvalidArgument, op.Kind)
+}
+
+// write stores a new version of a row (old is "" when it is created).
+func (b *Batch) write(t *table, rev uint64, key []byte, old string, meta Meta, fields []Field) (Meta, error) {
+	if old == "" {
+		meta = Meta{CreateRevision: rev}
+	}
+	meta.ModRevision = rev
+	meta.Version++
+	row := encodeRow(key, meta, fields)
+	if l := b.s.opts.Limits.MaxRowBytes; len(row) > l {
+		return Meta{}, fmt.Errorf("table %s: row of %d bytes, limit %d: %w", t.schema.Name, len(row), l, ErrTooLarge)
+	}
+	if err := t.putRow(string(key), old, row); err != nil {
+		return Meta{}, err
+	}
+	b.log = append(b.log, mutation{t: t, name: t.schema.Name, key: string(key), old: old, new: row})
+	return meta, nil
+}
+
+// mergeUpdate applies an update's set and unset to a row's fields.
+func (t *table) mergeUpdate(op Op, fields []Field) ([]Field, error) {
+	pkName := t.schema.PrimaryKey
+	out := make([]Field, 0, len(fields)+len(op.Fields)+1)
+	out = append(out, Field{Name: pkName, Value: op.Key})
+	for _, f := range fields {
+		if slices.Contains(op.Unset, f.Name) || slices.ContainsFunc(op.Fields, func(s Field) bool { return s.Name == f.Name }) {
+			continue
+		}
+		out = append(out, f)
+	}
+	for _, name := range op.Unset {
+		if err := validateName(name); err != nil {
+			return nil, fmt.Errorf("table %s: unset: %w", t.schema.Name, err)
+		}
+		if name == pkName {
+			return nil, fmt.Errorf("%w: table %s: cannot unset the primary key %s", ErrInvalidArgument, t.schema.Name, pkName)
+		}
+	}
+	for _, f := range op.Fields {
+		if f.Name == pkName {
+			if !f.Value.Equal(op.Key) {
+				return nil, fmt.Errorf("%w: table %s: an update cannot change the primary key %s", ErrInvalidArgument, t.schema.Name, pkName)
+			}
+			continue
+		}
+		if slices.Contains(op.Unset, f.Name) {
+			return nil, fmt.Errorf("%w: table %s: field %s is both set and unset", ErrInvalidArgument, t.schema.Name, f.Name)
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// checkRow validates a whole row against the schema and limits. It returns
+// the primary key and the other fields sorted by name.
+func (t *table) checkRow(in []Field, l Limits) (Value, []Field, error) {
+	sc := t.schema
+	if len(in) > l.MaxFields {
+		return Value{}, nil, fmt.Errorf("table %s: row has %d fields, limit %d: %w", sc.Name, len(in), l.MaxFields, ErrTooLarge)
+	}
+	fields := make([]Field, 0, len(in))
+	var pk Value
+	havePK := false
+	for _, f := range in {
+		if err := validateName(f.Name); err != nil {
+			return Value{}, nil, fmt.Errorf("table %s: field name: %w", sc.Name, err)
+		}
+		if err := validateValue(f.Value); err != nil {
+			return Value{}, nil, fmt.Errorf("table %s: field %s: %w", sc.Name, f.Name, err)
+		}
+		if decl, ok := sc.Field(f.Name); ok && f.Value.kind != KindNull && f.Value.kind != decl.Type.Kind() {
+			return Value{}, nil, fmt.Errorf("%w: table %s: field %s is %s, got %s", ErrTypeMismatch, sc.Name, f.Name, decl.Type, f.Value.kind)
+		}
+		if f.Name == sc.PrimaryKey {
+			if havePK {
+				return Value{}, nil, fmt.Errorf("%w: table %s: field %s given twice", ErrInvalidArgument, sc.Name, f.Name)
+			}
+			pk, havePK = f.Value, true
+			continue
+		}
+		fields = append(fields, f)
+	}
+	if !havePK || pk.kind == KindNull {
+		return Value{}, nil, fmt.Errorf("%w: table %s: the primary key %s is missing", ErrInvalidArgument, sc.Name, sc.PrimaryKey)
+	}
+	slices.SortFunc(fields, func(a, b Field) int { return strings.Compare(a.Name, b.Name) })
+	for i := 1; i < len(fields); i++ {
+		if fields[i].Name == fields[i-1].Name {
+			return Value{}, nil, fmt.Errorf("%w: table %s: field %s given twice", ErrInvalidArgument, sc.Name, fields[i].Name)
+		}
+	}
+	for _, decl := range sc.Fields {
+		if !decl.Required || decl.Name == sc.PrimaryKey {
+			continue
+		}
+		i, ok := slices.BinarySearchFunc(fields, decl.Name, func(f Field, n string) int { return strings.Compare(f.Name, n) })
+		if !ok || fields[i].Value.kind == KindNull {
+			return Value{}, nil, fmt.Errorf("%w: table %s: required field %s is missing", ErrInvalidArgument, sc.Name, decl.Name)
+		}
+	}
+	return pk, fields, nil
+}
+
+// validateValue refuses values no encoding can hold: unknown kinds, NaN,
+// strings that are not UTF-8.
+func validateValue(v Value) error {
+	switch v.kind {
+	case KindNull, KindBool, KindInt, KindBytes, KindTimestamp:
+		return nil
+	case KindDouble:
+		if isNaN(v) {
+			return fmt.Errorf("%w: NaN is not a storable double", ErrInvalidArgument)
+		}
+		return nil
+	case KindString:
+		if !utf8.ValidString(v.s) {
+			return fmt.Errorf("%w: string is not valid UTF-8", ErrInvalidArgument)
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: unknown value kind %d", ErrInvalidArgument, v.kind)
+}
