@@ -1,6 +1,8 @@
 package fsm
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -292,4 +294,25 @@ func (e *CommandError) Is(target error) bool {
 		}
 	}
 	return false
+}
+
+// StateHash returns a SHA-256 digest of the replicated state: the store's
+// content and the session table. Replicas at the same applied index have
+// equal hashes. It must be called from the FSM goroutine or while no entry
+// is being applied.
+func (f *FSM) StateHash() ([32]byte, error) {
+	sessions, err := encodeSessions(f.sessions)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	h := sha256.New()
+	v := f.store.View().Hash()
+	h.Write(v[:])
+	for _, s := range sessions {
+		h.Write(binary.AppendUvarint(nil, uint64(len(s))))
+		h.Write(s)
+	}
+	var out [32]byte
+	h.Sum(out[:0])
+	return out, nil
 }
