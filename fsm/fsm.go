@@ -1,7 +1,6 @@
 package fsm
 
 import (
-	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"log/slog"
@@ -9,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
@@ -296,23 +296,20 @@ func (e *CommandError) Is(target error) bool {
 	return false
 }
 
-// StateHash returns a SHA-256 digest of the replicated state: the store's
-// content and the session table. Replicas at the same applied index have
+// StateHash returns a 64-bit digest (XXH64) of the replicated state: the
+// store's content and the session table. Replicas at the same applied index have
 // equal hashes. It must be called from the FSM goroutine or while no entry
 // is being applied.
-func (f *FSM) StateHash() ([32]byte, error) {
+func (f *FSM) StateHash() (uint64, error) {
 	sessions, err := encodeSessions(f.sessions)
 	if err != nil {
-		return [32]byte{}, err
+		return 0, err
 	}
-	h := sha256.New()
-	v := f.store.View().Hash()
-	h.Write(v[:])
+	h := xxhash.New()
+	_, _ = h.Write(binary.BigEndian.AppendUint64(nil, f.store.View().Hash()))
 	for _, s := range sessions {
-		h.Write(binary.AppendUvarint(nil, uint64(len(s))))
-		h.Write(s)
+		_, _ = h.Write(binary.AppendUvarint(nil, uint64(len(s))))
+		_, _ = h.Write(s)
 	}
-	var out [32]byte
-	h.Sum(out[:0])
-	return out, nil
+	return h.Sum64(), nil
 }

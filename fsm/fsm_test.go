@@ -254,4 +254,3 @@ func TestSessionExpiryIsDeterministic(t *testing.T) {
 		t.Fatalf("replica diverged: sessions %d logTime %d, leader %d %d", len(b.f.sessions), b.f.logTime, len(a.f.sessions), a.f.logTime)
 	}
 }
-

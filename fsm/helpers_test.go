@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"io"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -27,7 +28,9 @@ type harness struct {
 
 func newHarness(t testing.TB) *harness {
 	t.Helper()
-	f, err := New(DefaultConfig())
+	cfg := DefaultConfig()
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	f, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,9 +87,11 @@ func usersSchema() *pb.TableSchema {
 	}
 }
 
-func str(s string) *pb.Value  { return &pb.Value{Kind: &pb.Value_StringValue{StringValue: s}} }
-func i64(i int64) *pb.Value   { return &pb.Value{Kind: &pb.Value_IntValue{IntValue: i}} }
-func null() *pb.Value         { return &pb.Value{Kind: &pb.Value_NullValue{NullValue: structpb.NullValue_NULL_VALUE}} }
+func str(s string) *pb.Value { return &pb.Value{Kind: &pb.Value_StringValue{StringValue: s}} }
+func i64(i int64) *pb.Value  { return &pb.Value{Kind: &pb.Value_IntValue{IntValue: i}} }
+func null() *pb.Value {
+	return &pb.Value{Kind: &pb.Value_NullValue{NullValue: structpb.NullValue_NULL_VALUE}}
+}
 func txn(ops ...*pb.Op) *cmdpb.Envelope_Txn {
 	return &cmdpb.Envelope_Txn{Txn: &cmdpb.Txn{Then: ops}}
 }

@@ -125,7 +125,7 @@ func (s *fsmSnapshot) write(out io.Writer) error {
 	w.write(hdr[:])
 	w.message(recMeta, &cmdpb.SnapshotMeta{
 		Revision: s.view.Revision(), LogUnixNanos: s.logTime,
-		Tables: uint32(len(tables)), Sessions: uint32(len(s.sessions)), StateHash: hash[:],
+		Tables: uint32(len(tables)), Sessions: uint32(len(s.sessions)), StateHash: binary.BigEndian.AppendUint64(nil, hash),
 	})
 	for _, b := range s.sessions {
 		w.record(recSession, b)
@@ -157,17 +157,51 @@ func (s *fsmSnapshot) write(out io.Writer) error {
 	return nil
 }
 
-// snapReader reads records and checksums everything it reads.
+// checksumReader computes the CRC-32C of everything read through it except
+// the last four bytes of the stream, which are the stored checksum. It
+// sits below the buffered reader, so the CRC runs over large chunks
+// rather than once per record.
+type checksumReader struct {
+	r    io.Reader
+	crc  uint32
+	tail [4]byte // the last bytes read, not hashed yet
+	n    int     // bytes in tail
+}
+
+func (c *checksumReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	buf := p[:n]
+	if c.n+len(buf) <= len(c.tail) {
+		c.n += copy(c.tail[c.n:], buf)
+		return n, err
+	}
+	// Hash the oldest bytes of tail+buf, keep the newest four.
+	hashN := c.n + len(buf) - len(c.tail)
+	fromTail := min(hashN, c.n)
+	c.crc = crc32.Update(c.crc, castagnoli, c.tail[:fromTail])
+	c.crc = crc32.Update(c.crc, castagnoli, buf[:hashN-fromTail])
+	var next [4]byte
+	k := copy(next[:], c.tail[fromTail:c.n])
+	copy(next[k:], buf[hashN-fromTail:])
+	c.tail, c.n = next, len(c.tail)
+	return n, err
+}
+
+// snapReader reads framed records.
 type snapReader struct {
-	r   *bufio.Reader
-	crc uint32
+	r  *bufio.Reader
+	cs *checksumReader
+}
+
+func newSnapReader(in io.Reader) *snapReader {
+	cs := &checksumReader{r: in}
+	return &snapReader{r: bufio.NewReaderSize(cs, 1<<20), cs: cs}
 }
 
 func (r *snapReader) full(p []byte) error {
 	if _, err := io.ReadFull(r.r, p); err != nil {
 		return truncated(err)
 	}
-	r.crc = crc32.Update(r.crc, castagnoli, p)
 	return nil
 }
 
@@ -241,7 +275,7 @@ type restored struct {
 }
 
 func (f *FSM) readSnapshot(in io.Reader) (*restored, error) {
-	r := &snapReader{r: bufio.NewReaderSize(in, 1<<20)}
+	r := newSnapReader(in)
 	var hdr [12]byte
 	if err := r.full(hdr[:]); err != nil {
 		return nil, err
@@ -309,21 +343,25 @@ func (f *FSM) readSnapshot(in io.Reader) (*restored, error) {
 				return nil, fmt.Errorf("%w: %v", ErrSnapshotCorrupt, err)
 			}
 		case recEnd:
-			want := r.crc
 			var trailer [4]byte
 			if _, err := io.ReadFull(r.r, trailer[:]); err != nil {
 				return nil, truncated(err)
 			}
-			if got := binary.BigEndian.Uint32(trailer[:]); got != want {
-				return nil, fmt.Errorf("%w: checksum mismatch (stored %08x, computed %08x)", ErrSnapshotCorrupt, got, want)
-			}
 			if _, err := r.r.ReadByte(); err != io.EOF {
 				return nil, fmt.Errorf("%w: trailing bytes after the checksum", ErrSnapshotCorrupt)
+			}
+			// At end of stream the checksum reader holds exactly the trailer
+			// and has hashed everything before it.
+			if r.cs.n != 4 || r.cs.tail != trailer {
+				return nil, fmt.Errorf("%w: framing does not end at the checksum", ErrSnapshotCorrupt)
+			}
+			if got, want := binary.BigEndian.Uint32(trailer[:]), r.cs.crc; got != want {
+				return nil, fmt.Errorf("%w: checksum mismatch (stored %08x, computed %08x)", ErrSnapshotCorrupt, got, want)
 			}
 			if int(st.meta.Sessions) != len(st.sessions) {
 				return nil, fmt.Errorf("%w: %d sessions announced, %d found", ErrSnapshotCorrupt, st.meta.Sessions, len(st.sessions))
 			}
-			if h := st.loader.Hash(); !bytes.Equal(h[:], st.meta.StateHash) {
+			if h := st.loader.Hash(); !bytes.Equal(binary.BigEndian.AppendUint64(nil, h), st.meta.StateHash) {
 				return nil, fmt.Errorf("%w: state hash mismatch", ErrSnapshotCorrupt)
 			}
 			return st, nil

@@ -136,7 +136,7 @@ func TestSnapshotStateHashMismatch(t *testing.T) {
 	h := populated(t, 5)
 	data := snapshotBytes(t, h.f)
 	// Rewrite the meta record's hash and fix the CRC.
-	r := &snapReader{r: bufio.NewReader(bytes.NewReader(data[12:]))}
+	r := newSnapReader(bytes.NewReader(data[12:]))
 	typ, payload, err := r.next()
 	if err != nil || typ != recMeta {
 		t.Fatal(err)

@@ -22,9 +22,12 @@ import (
 //	string, bytes      the bytes with 0x00 escaped as 0x00 0xFF, then 0x00
 //
 // A tuple is the concatenation of its values. Every encoded value is
-// self-delimiting and no encoding is a proper prefix of another value's, so
-// the encoding of a tuple prefix is a byte prefix of the encodings of every
-// tuple that starts with it; prefix and range scans work on bytes alone.
+// self-delimiting, so the encoding of a tuple prefix is a byte prefix of the
+// encodings of every tuple that starts with it; prefix and range scans work
+// on bytes alone. The converse does not hold for strings and bytes: "a"
+// (06 61 00) is a byte prefix of "a\x00" (06 61 00 FF 00). A whole value is
+// followed by a tag byte (below 0xFF) or nothing, so the tuples that start
+// with an encoded tuple p are exactly the keys in [p, p+0xFF) (tupleEnd).
 const (
 	tagNull byte = 0x01 + iota
 	tagFalse
@@ -328,7 +331,8 @@ func (r *rowReader) next() (f Field, ok bool, err error) {
 	}
 	b := r.rest
 	n, w := uvarint(b)
-	if w <= 0 || uint64(len(b)-w) < n+1 {
+	// n+1 would overflow for n = MaxUint64: compare without adding.
+	if w <= 0 || uint64(len(b)-w) <= n {
 		return f, false, errCorrupt
 	}
 	f.Name = b[w : w+int(n)]
@@ -433,7 +437,7 @@ func validateRow(row string) error {
 	if err != nil {
 		return err
 	}
-	_, rest, err := decodeKeyValue(r.key)
+	rest, err := skipKeyValue(r.key)
 	if err != nil || rest != "" {
 		return fmt.Errorf("row key: %w", errCorrupt)
 	}
@@ -458,3 +462,33 @@ func validateRow(row string) error {
 
 // mathNaN reports whether a double value is NaN.
 func isNaN(v Value) bool { return v.kind == KindDouble && math.IsNaN(math.Float64frombits(v.n)) }
+
+// skipKeyValue returns what follows the first encoded value of b, checking
+// its framing without allocating (decodeKeyValue builds the value).
+func skipKeyValue(b string) (string, error) {
+	if len(b) == 0 {
+		return b, errCorrupt
+	}
+	tag, b := b[0], b[1:]
+	switch tag {
+	case tagNull, tagFalse, tagTrue:
+		return b, nil
+	case tagInt, tagTimestamp, tagDouble:
+		if len(b) < 8 {
+			return b, errCorrupt
+		}
+		return b[8:], nil
+	case tagString, tagBytes:
+		for i := 0; i < len(b); i++ {
+			if b[i] != 0 {
+				continue
+			}
+			if i+1 < len(b) && b[i+1] == 0xFF {
+				i++
+				continue
+			}
+			return b[i+1:], nil
+		}
+	}
+	return b, errCorrupt
+}

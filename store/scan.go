@@ -66,6 +66,16 @@ func (r *keyRange) lowerHi(b []byte) {
 
 func (r keyRange) empty() bool { return r.hi != nil && string(r.lo) >= string(r.hi) }
 
+// tupleEnd returns the smallest key greater than every key whose leading
+// values are the tuple encoded as p. It is not prefixEnd(p): the encoding
+// of a string that ends at p's last terminator 0x00 may continue with 0xFF
+// (an escaped 0x00 inside a longer string: "a" is 06 61 00 and "a\x00" is
+// 06 61 00 FF 00), whereas what follows a whole value is a tag byte, below
+// 0xFF, or nothing.
+func tupleEnd(p []byte) []byte {
+	return append(p[:len(p):len(p)], 0xFF)
+}
+
 // scanner iterates the entries of the primary key or of one index.
 type scanner struct {
 	t  *table
@@ -123,12 +133,16 @@ func (v *View) scanner(tableName string, o *ScanOptions) (*scanner, error) {
 	if len(o.Prefix) > 0 {
 		p := encodeTuplePrefix(o.Prefix, o.PartialLast)
 		s.r.raiseLo(p)
-		s.r.lowerHi(prefixEnd(p))
+		if o.PartialLast {
+			s.r.lowerHi(prefixEnd(p))
+		} else {
+			s.r.lowerHi(tupleEnd(p))
+		}
 	}
 	if len(o.Start) > 0 {
 		p := encodeTuple(o.Start)
 		if o.StartExclusive {
-			s.r.raiseLo(prefixEnd(p))
+			s.r.raiseLo(tupleEnd(p))
 		} else {
 			s.r.raiseLo(p)
 		}
@@ -136,7 +150,7 @@ func (v *View) scanner(tableName string, o *ScanOptions) (*scanner, error) {
 	if len(o.End) > 0 {
 		p := encodeTuple(o.End)
 		if o.EndInclusive {
-			s.r.lowerHi(prefixEnd(p))
+			s.r.lowerHi(tupleEnd(p))
 		} else {
 			s.r.lowerHi(p)
 		}
@@ -261,7 +275,7 @@ func (v *View) Count(tableName string, o ScanOptions) (int, error) {
 func entryValuesLen(entry string, n int) int {
 	off := 0
 	for i := 0; i < n; i++ {
-		_, rest, err := decodeKeyValue(entry[off:])
+		rest, err := skipKeyValue(entry[off:])
 		if err != nil {
 			return len(entry)
 		}

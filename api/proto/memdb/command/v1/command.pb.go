@@ -606,7 +606,7 @@ type SnapshotMeta struct {
 	LogUnixNanos int64  `protobuf:"varint,2,opt,name=log_unix_nanos,json=logUnixNanos" json:"log_unix_nanos,omitempty"`
 	Tables       uint32 `protobuf:"varint,3,opt,name=tables" json:"tables,omitempty"`
 	Sessions     uint32 `protobuf:"varint,4,opt,name=sessions" json:"sessions,omitempty"`
-	// State hash (SHA-256) of the store at that revision.
+	// State hash (XXH64, big-endian) of the store at that revision.
 	StateHash     []byte `protobuf:"bytes,5,opt,name=state_hash,json=stateHash" json:"state_hash,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
