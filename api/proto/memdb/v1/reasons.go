@@ -13,29 +13,29 @@ const ErrorDomain = "memdb.v1"
 
 // Error reasons.
 const (
-	ReasonInvalidArgument = "INVALID_ARGUMENT"  // malformed request
-	ReasonTypeMismatch    = "TYPE_MISMATCH"     // value of the wrong type for a declared field
-	ReasonTableNotFound   = "TABLE_NOT_FOUND"   // no such table
-	ReasonTableExists     = "TABLE_EXISTS"      // table name taken
-	ReasonIndexNotFound   = "INDEX_NOT_FOUND"   // no such index
-	ReasonIndexExists     = "INDEX_EXISTS"      // index name taken
-	ReasonRowExists       = "ROW_EXISTS"        // insert of a present key
-	ReasonRowNotFound     = "ROW_NOT_FOUND"     // update of an absent key
-	ReasonUniqueViolation = "UNIQUE_VIOLATION"  // unique index would hold a duplicate
-	ReasonVersionMismatch = "VERSION_MISMATCH"  // compare-and-set failed
-	ReasonTooManyOps      = "TOO_MANY_OPS"      // transaction over the op limit
-	ReasonTooLarge        = "TOO_LARGE"         // key, value, row or request over a size limit
-	ReasonStaleSequence   = "STALE_SEQUENCE"    // write session sequence already acknowledged
-	ReasonSessionLimit    = "SESSION_LIMIT"     // too many sessions or outstanding writes
-	ReasonUnsupported     = "UNSUPPORTED"       // command format newer than this node understands
-	ReasonHalted          = "HALTED"            // state machine stopped after an unknown command
-	ReasonNoLeader        = "NO_LEADER"         // no leader known; retry later
-	ReasonNotLeader       = "NOT_LEADER"        // this node cannot serve it; see the leader hint
-	ReasonStale           = "STALE"             // a stale read bound cannot be met
-	ReasonOverloaded      = "OVERLOADED"        // refused to protect latency; retry after a pause
-	ReasonPageExpired     = "PAGE_EXPIRED"      // page token no longer valid; restart the scan
-	ReasonCorrupt         = "CORRUPT"           // stored data failed an integrity check
-	ReasonInternal        = "INTERNAL"          // a bug; please report it
+	ReasonInvalidArgument = "INVALID_ARGUMENT" // malformed request
+	ReasonTypeMismatch    = "TYPE_MISMATCH"    // value of the wrong type for a declared field
+	ReasonTableNotFound   = "TABLE_NOT_FOUND"  // no such table
+	ReasonTableExists     = "TABLE_EXISTS"     // table name taken
+	ReasonIndexNotFound   = "INDEX_NOT_FOUND"  // no such index
+	ReasonIndexExists     = "INDEX_EXISTS"     // index name taken
+	ReasonRowExists       = "ROW_EXISTS"       // insert of a present key
+	ReasonRowNotFound     = "ROW_NOT_FOUND"    // update of an absent key
+	ReasonUniqueViolation = "UNIQUE_VIOLATION" // unique index would hold a duplicate
+	ReasonVersionMismatch = "VERSION_MISMATCH" // compare-and-set failed
+	ReasonTooManyOps      = "TOO_MANY_OPS"     // transaction over the op limit
+	ReasonTooLarge        = "TOO_LARGE"        // key, value, row or request over a size limit
+	ReasonStaleSequence   = "STALE_SEQUENCE"   // write session sequence already acknowledged
+	ReasonSessionLimit    = "SESSION_LIMIT"    // too many sessions or outstanding writes
+	ReasonUnsupported     = "UNSUPPORTED"      // command format newer than this node understands
+	ReasonHalted          = "HALTED"           // state machine stopped after an unknown command
+	ReasonNoLeader        = "NO_LEADER"        // no leader known; retry later
+	ReasonNotLeader       = "NOT_LEADER"       // this node cannot serve it; see the leader hint
+	ReasonStale           = "STALE"            // a stale read bound cannot be met
+	ReasonOverloaded      = "OVERLOADED"       // refused to protect latency; retry after a pause
+	ReasonPageExpired     = "PAGE_EXPIRED"     // page token no longer valid; restart the scan
+	ReasonCorrupt         = "CORRUPT"          // stored data failed an integrity check
+	ReasonInternal        = "INTERNAL"         // a bug; please report it
 )
 
 var reasonCodes = map[string]codes.Code{
