@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -75,6 +76,7 @@ type FSM struct {
 
 	applied atomic.Uint64 // index of the last entry applied
 	halted  atomic.Pointer[error]
+	members atomic.Pointer[membersState]
 
 	// waitMu guards waitCh, which is closed and replaced after every batch.
 	waitMu sync.Mutex
@@ -96,7 +98,9 @@ func New(cfg Config) (*FSM, error) {
 	if lg == nil {
 		lg = slog.Default()
 	}
-	return &FSM{cfg: cfg, log: lg, store: st, sessions: map[string]*session{}, waitCh: make(chan struct{})}, nil
+	f := &FSM{cfg: cfg, log: lg, store: st, sessions: map[string]*session{}, waitCh: make(chan struct{})}
+	f.members.Store(&membersState{members: map[string]Member{}})
+	return f, nil
 }
 
 // Store returns the store the state machine applies to. Callers read it
@@ -169,8 +173,14 @@ func haltedResult(index uint64, err error) *cmdpb.Result {
 }
 
 func errResult(index uint64, err error) *cmdpb.Result {
+	var ce *CommandError
+	if errors.As(err, &ce) {
+		return &cmdpb.Result{Revision: index, ErrorReason: ce.Reason, ErrorMessage: ce.Message}
+	}
 	return &cmdpb.Result{Revision: index, ErrorReason: Reason(err), ErrorMessage: err.Error()}
 }
+
+var errInvalid = store.ErrInvalidArgument
 
 // applyCommand applies one command entry. Every path calls exactly one
 // store command (or Advance), so the store's revision follows the log.
@@ -254,6 +264,12 @@ func (f *FSM) execute(b *store.Batch, index uint64, env *cmdpb.Envelope) *cmdpb.
 	case *cmdpb.Envelope_Tick:
 		_ = b.Advance(index)
 		return res
+	case *cmdpb.Envelope_RegisterMember:
+		_ = b.Advance(index)
+		if err := f.registerMember(c.RegisterMember); err != nil {
+			return errResult(index, err)
+		}
+		return res
 	default:
 		err = fmt.Errorf("%w: envelope carries no command", store.ErrInvalidArgument)
 	}
@@ -297,7 +313,7 @@ func (e *CommandError) Is(target error) bool {
 }
 
 // StateHash returns a 64-bit digest (XXH64) of the replicated state: the
-// store's content and the session table. Replicas at the same applied index have
+// store's content, the member registry and the session table. Replicas at the same applied index have
 // equal hashes. It must be called from the FSM goroutine or while no entry
 // is being applied.
 func (f *FSM) StateHash() (uint64, error) {
@@ -305,8 +321,14 @@ func (f *FSM) StateHash() (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	members, err := f.members.Load().encode()
+	if err != nil {
+		return 0, err
+	}
 	h := xxhash.New()
 	_, _ = h.Write(binary.BigEndian.AppendUint64(nil, f.store.View().Hash()))
+	_, _ = h.Write(binary.AppendUvarint(nil, uint64(len(members))))
+	_, _ = h.Write(members)
 	for _, s := range sessions {
 		_, _ = h.Write(binary.AppendUvarint(nil, uint64(len(s))))
 		_, _ = h.Write(s)

@@ -254,3 +254,38 @@ func TestSessionExpiryIsDeterministic(t *testing.T) {
 		t.Fatalf("replica diverged: sessions %d logTime %d, leader %d %d", len(b.f.sessions), b.f.logTime, len(a.f.sessions), a.f.logTime)
 	}
 }
+
+func TestMemberRegistry(t *testing.T) {
+	h := newHarness(t)
+	reg := func(id, addr, token string) *cmdpb.Result {
+		return h.apply(&cmdpb.Envelope{Command: &cmdpb.Envelope_RegisterMember{RegisterMember: &cmdpb.RegisterMember{
+			NodeId: id, ClientAddr: addr, RaftAddr: addr + "0", ClusterToken: []byte(token)}}})
+	}
+	if r := reg("n1", "127.0.0.1:1", "tok"); r.ErrorReason != "" {
+		t.Fatal(r.ErrorMessage)
+	}
+	if r := reg("n2", "127.0.0.1:2", ""); r.ErrorReason != "" {
+		t.Fatal(r.ErrorMessage)
+	}
+	if r := reg("n3", "127.0.0.1:3", "other"); r.ErrorReason != pb.ReasonInvalidArgument || !strings.Contains(r.ErrorMessage, "--initial-cluster") {
+		t.Fatalf("token mismatch: %q %q", r.ErrorReason, r.ErrorMessage)
+	}
+	if r := reg("", "x", ""); r.ErrorReason != pb.ReasonInvalidArgument {
+		t.Fatalf("empty id: %q", r.ErrorReason)
+	}
+	if r := reg("n1", "127.0.0.1:9", "tok"); r.ErrorReason != "" {
+		t.Fatal(r.ErrorMessage)
+	}
+	if m, ok := h.f.Member("n1"); !ok || m.ClientAddr != "127.0.0.1:9" {
+		t.Fatalf("n1 = %+v", m)
+	}
+	g := newRestored(t, snapshotBytes(t, h.f))
+	if len(g.Members()) != 2 || g.Members()[1].ID != "n2" {
+		t.Fatalf("restored members %+v", g.Members())
+	}
+	a, _ := h.f.StateHash()
+	b, _ := g.StateHash()
+	if a != b {
+		t.Fatal("state hash differs after restore")
+	}
+}

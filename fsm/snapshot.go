@@ -25,7 +25,8 @@ import (
 //	record*    where record = type byte | uvarint length | payload
 //	uint32 CRC-32C (Castagnoli, big-endian) of every byte before it
 //
-// Records, in this order: one meta (SnapshotMeta), the sessions (Session),
+// Records, in this order: one meta (SnapshotMeta), the member registry
+// (SnapshotMembers), the sessions (Session),
 // then per table in name order a table record (SnapshotTable) followed by
 // its rows in key order (the store's row encoding, verbatim), and an end
 // record. The meta carries the state hash of the store, which Restore
@@ -40,6 +41,7 @@ const (
 	recTable   byte = 3
 	recRow     byte = 4
 	recEnd     byte = 5
+	recMembers byte = 6
 
 	// maxRecord bounds a record's length so that a corrupt length cannot
 	// make Restore allocate without bound before the checksum fails.
@@ -51,6 +53,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 type fsmSnapshot struct {
 	view     *store.View
 	logTime  int64
+	members  []byte
 	sessions [][]byte
 }
 
@@ -67,7 +70,11 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fsm: encoding sessions: %w", err)
 	}
-	return &fsmSnapshot{view: f.store.View(), logTime: f.logTime, sessions: sessions}, nil
+	members, err := f.members.Load().encode()
+	if err != nil {
+		return nil, fmt.Errorf("fsm: encoding members: %w", err)
+	}
+	return &fsmSnapshot{view: f.store.View(), logTime: f.logTime, members: members, sessions: sessions}, nil
 }
 
 // Persist streams the snapshot to the sink. It runs concurrently with
@@ -127,6 +134,7 @@ func (s *fsmSnapshot) write(out io.Writer) error {
 		Revision: s.view.Revision(), LogUnixNanos: s.logTime,
 		Tables: uint32(len(tables)), Sessions: uint32(len(s.sessions)), StateHash: binary.BigEndian.AppendUint64(nil, hash),
 	})
+	w.record(recMembers, s.members)
 	for _, b := range s.sessions {
 		w.record(recSession, b)
 	}
@@ -258,6 +266,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("fsm: restoring snapshot: %w", err)
 	}
 	f.sessions = st.sessions
+	f.members.Store(st.members)
 	f.logTime = st.meta.LogUnixNanos
 	f.nextExpiry = 0
 	f.halted.Store(nil)
@@ -270,6 +279,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 
 type restored struct {
 	meta     *cmdpb.SnapshotMeta
+	members  *membersState
 	sessions map[string]*session
 	loader   *store.Loader
 }
@@ -308,6 +318,13 @@ func (f *FSM) readSnapshot(in io.Reader) (*restored, error) {
 			st.meta = &cmdpb.SnapshotMeta{}
 			if err := proto.Unmarshal(payload, st.meta); err != nil {
 				return nil, fmt.Errorf("%w: meta: %v", ErrSnapshotCorrupt, err)
+			}
+		case recMembers:
+			if st.members != nil {
+				return nil, fmt.Errorf("%w: two member records", ErrSnapshotCorrupt)
+			}
+			if st.members, err = decodeMembers(payload); err != nil {
+				return nil, fmt.Errorf("%w: members: %v", ErrSnapshotCorrupt, err)
 			}
 		case recSession:
 			id, s, err := decodeSession(payload)
@@ -357,6 +374,9 @@ func (f *FSM) readSnapshot(in io.Reader) (*restored, error) {
 			}
 			if got, want := binary.BigEndian.Uint32(trailer[:]), r.cs.crc; got != want {
 				return nil, fmt.Errorf("%w: checksum mismatch (stored %08x, computed %08x)", ErrSnapshotCorrupt, got, want)
+			}
+			if st.members == nil {
+				return nil, fmt.Errorf("%w: no member record", ErrSnapshotCorrupt)
 			}
 			if int(st.meta.Sessions) != len(st.sessions) {
 				return nil, fmt.Errorf("%w: %d sessions announced, %d found", ErrSnapshotCorrupt, st.meta.Sessions, len(st.sessions))

@@ -44,6 +44,7 @@ type Envelope struct {
 	//	*Envelope_CreateIndex
 	//	*Envelope_DropIndex
 	//	*Envelope_Tick
+	//	*Envelope_RegisterMember
 	Command       isEnvelope_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -161,6 +162,15 @@ func (x *Envelope) GetTick() *Tick {
 	return nil
 }
 
+func (x *Envelope) GetRegisterMember() *RegisterMember {
+	if x != nil {
+		if x, ok := x.Command.(*Envelope_RegisterMember); ok {
+			return x.RegisterMember
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Command interface {
 	isEnvelope_Command()
 }
@@ -190,6 +200,10 @@ type Envelope_Tick struct {
 	Tick *Tick `protobuf:"bytes,15,opt,name=tick,oneof"`
 }
 
+type Envelope_RegisterMember struct {
+	RegisterMember *RegisterMember `protobuf:"bytes,16,opt,name=register_member,json=registerMember,oneof"`
+}
+
 func (*Envelope_Txn) isEnvelope_Command() {}
 
 func (*Envelope_CreateTable) isEnvelope_Command() {}
@@ -201,6 +215,8 @@ func (*Envelope_CreateIndex) isEnvelope_Command() {}
 func (*Envelope_DropIndex) isEnvelope_Command() {}
 
 func (*Envelope_Tick) isEnvelope_Command() {}
+
+func (*Envelope_RegisterMember) isEnvelope_Command() {}
 
 type Txn struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -446,6 +462,88 @@ func (*Tick) Descriptor() ([]byte, []int) {
 	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{5}
 }
 
+// RegisterMember records how to reach a member: the address its clients
+// and its peers' forwarded requests use. Members register themselves once
+// they are part of the cluster.
+type RegisterMember struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	NodeId     string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId" json:"node_id,omitempty"`
+	ClientAddr string                 `protobuf:"bytes,2,opt,name=client_addr,json=clientAddr" json:"client_addr,omitempty"`
+	RaftAddr   string                 `protobuf:"bytes,3,opt,name=raft_addr,json=raftAddr" json:"raft_addr,omitempty"`
+	// Digest of the --initial-cluster list the node bootstrapped with; empty
+	// for a node that joined. Every bootstrapping member must agree.
+	ClusterToken []byte `protobuf:"bytes,4,opt,name=cluster_token,json=clusterToken" json:"cluster_token,omitempty"`
+	// Server version, for status and upgrades.
+	Version       string `protobuf:"bytes,5,opt,name=version" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterMember) Reset() {
+	*x = RegisterMember{}
+	mi := &file_memdb_command_v1_command_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterMember) ProtoMessage() {}
+
+func (x *RegisterMember) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_command_v1_command_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterMember.ProtoReflect.Descriptor instead.
+func (*RegisterMember) Descriptor() ([]byte, []int) {
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RegisterMember) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *RegisterMember) GetClientAddr() string {
+	if x != nil {
+		return x.ClientAddr
+	}
+	return ""
+}
+
+func (x *RegisterMember) GetRaftAddr() string {
+	if x != nil {
+		return x.RaftAddr
+	}
+	return ""
+}
+
+func (x *RegisterMember) GetClusterToken() []byte {
+	if x != nil {
+		return x.ClusterToken
+	}
+	return nil
+}
+
+func (x *RegisterMember) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
 // Result is the outcome of one command; the state machine remembers it per
 // session so that a retried command returns it again.
 type Result struct {
@@ -465,7 +563,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_memdb_command_v1_command_proto_msgTypes[6]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -477,7 +575,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_command_v1_command_proto_msgTypes[6]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -490,7 +588,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{6}
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Result) GetRevision() uint64 {
@@ -541,7 +639,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_memdb_command_v1_command_proto_msgTypes[7]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -553,7 +651,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_command_v1_command_proto_msgTypes[7]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -566,7 +664,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{7}
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Session) GetClientId() []byte {
@@ -614,7 +712,7 @@ type SnapshotMeta struct {
 
 func (x *SnapshotMeta) Reset() {
 	*x = SnapshotMeta{}
-	mi := &file_memdb_command_v1_command_proto_msgTypes[8]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -626,7 +724,7 @@ func (x *SnapshotMeta) String() string {
 func (*SnapshotMeta) ProtoMessage() {}
 
 func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_command_v1_command_proto_msgTypes[8]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -639,7 +737,7 @@ func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotMeta.ProtoReflect.Descriptor instead.
 func (*SnapshotMeta) Descriptor() ([]byte, []int) {
-	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{8}
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SnapshotMeta) GetRevision() uint64 {
@@ -677,6 +775,59 @@ func (x *SnapshotMeta) GetStateHash() []byte {
 	return nil
 }
 
+// SnapshotMembers carries the member registry in a snapshot.
+type SnapshotMembers struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClusterToken  []byte                 `protobuf:"bytes,1,opt,name=cluster_token,json=clusterToken" json:"cluster_token,omitempty"`
+	Members       []*RegisterMember      `protobuf:"bytes,2,rep,name=members" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotMembers) Reset() {
+	*x = SnapshotMembers{}
+	mi := &file_memdb_command_v1_command_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotMembers) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotMembers) ProtoMessage() {}
+
+func (x *SnapshotMembers) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_command_v1_command_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotMembers.ProtoReflect.Descriptor instead.
+func (*SnapshotMembers) Descriptor() ([]byte, []int) {
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SnapshotMembers) GetClusterToken() []byte {
+	if x != nil {
+		return x.ClusterToken
+	}
+	return nil
+}
+
+func (x *SnapshotMembers) GetMembers() []*RegisterMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
 // SnapshotTable opens one table's rows in a snapshot.
 type SnapshotTable struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -689,7 +840,7 @@ type SnapshotTable struct {
 
 func (x *SnapshotTable) Reset() {
 	*x = SnapshotTable{}
-	mi := &file_memdb_command_v1_command_proto_msgTypes[9]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -701,7 +852,7 @@ func (x *SnapshotTable) String() string {
 func (*SnapshotTable) ProtoMessage() {}
 
 func (x *SnapshotTable) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_command_v1_command_proto_msgTypes[9]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -714,7 +865,7 @@ func (x *SnapshotTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotTable.ProtoReflect.Descriptor instead.
 func (*SnapshotTable) Descriptor() ([]byte, []int) {
-	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SnapshotTable) GetSchema() *v1.TableSchema {
@@ -742,7 +893,7 @@ var File_memdb_command_v1_command_proto protoreflect.FileDescriptor
 
 const file_memdb_command_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1ememdb/command/v1/command.proto\x12\x10memdb.command.v1\x1a\x13memdb/v1/data.proto\x1a\x15memdb/v1/schema.proto\x1a\x14memdb/v1/types.proto\"\xd5\x03\n" +
+	"\x1ememdb/command/v1/command.proto\x12\x10memdb.command.v1\x1a\x13memdb/v1/data.proto\x1a\x15memdb/v1/schema.proto\x1a\x14memdb/v1/types.proto\"\xa2\x04\n" +
 	"\bEnvelope\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1d\n" +
 	"\n" +
@@ -756,7 +907,8 @@ const file_memdb_command_v1_command_proto_rawDesc = "" +
 	"\fcreate_index\x18\r \x01(\v2\x1d.memdb.command.v1.CreateIndexH\x00R\vcreateIndex\x12<\n" +
 	"\n" +
 	"drop_index\x18\x0e \x01(\v2\x1b.memdb.command.v1.DropIndexH\x00R\tdropIndex\x12,\n" +
-	"\x04tick\x18\x0f \x01(\v2\x16.memdb.command.v1.TickH\x00R\x04tickB\t\n" +
+	"\x04tick\x18\x0f \x01(\v2\x16.memdb.command.v1.TickH\x00R\x04tick\x12K\n" +
+	"\x0fregister_member\x18\x10 \x01(\v2 .memdb.command.v1.RegisterMemberH\x00R\x0eregisterMemberB\t\n" +
 	"\acommand\"~\n" +
 	"\x03Txn\x123\n" +
 	"\n" +
@@ -772,7 +924,14 @@ const file_memdb_command_v1_command_proto_rawDesc = "" +
 	"\tDropIndex\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\tR\x05index\"\x06\n" +
-	"\x04Tick\"\xb8\x01\n" +
+	"\x04Tick\"\xa6\x01\n" +
+	"\x0eRegisterMember\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1f\n" +
+	"\vclient_addr\x18\x02 \x01(\tR\n" +
+	"clientAddr\x12\x1b\n" +
+	"\traft_addr\x18\x03 \x01(\tR\braftAddr\x12#\n" +
+	"\rcluster_token\x18\x04 \x01(\fR\fclusterToken\x12\x18\n" +
+	"\aversion\x18\x05 \x01(\tR\aversion\"\xb8\x01\n" +
 	"\x06Result\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12!\n" +
 	"\ferror_reason\x18\x02 \x01(\tR\verrorReason\x12#\n" +
@@ -793,7 +952,10 @@ const file_memdb_command_v1_command_proto_rawDesc = "" +
 	"\x06tables\x18\x03 \x01(\rR\x06tables\x12\x1a\n" +
 	"\bsessions\x18\x04 \x01(\rR\bsessions\x12\x1d\n" +
 	"\n" +
-	"state_hash\x18\x05 \x01(\fR\tstateHash\"{\n" +
+	"state_hash\x18\x05 \x01(\fR\tstateHash\"r\n" +
+	"\x0fSnapshotMembers\x12#\n" +
+	"\rcluster_token\x18\x01 \x01(\fR\fclusterToken\x12:\n" +
+	"\amembers\x18\x02 \x03(\v2 .memdb.command.v1.RegisterMemberR\amembers\"{\n" +
 	"\rSnapshotTable\x12-\n" +
 	"\x06schema\x18\x01 \x01(\v2\x15.memdb.v1.TableSchemaR\x06schema\x12'\n" +
 	"\x0fcreate_revision\x18\x02 \x01(\x04R\x0ecreateRevision\x12\x12\n" +
@@ -811,7 +973,7 @@ func file_memdb_command_v1_command_proto_rawDescGZIP() []byte {
 	return file_memdb_command_v1_command_proto_rawDescData
 }
 
-var file_memdb_command_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_memdb_command_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_memdb_command_v1_command_proto_goTypes = []any{
 	(*Envelope)(nil),        // 0: memdb.command.v1.Envelope
 	(*Txn)(nil),             // 1: memdb.command.v1.Txn
@@ -819,39 +981,43 @@ var file_memdb_command_v1_command_proto_goTypes = []any{
 	(*CreateIndex)(nil),     // 3: memdb.command.v1.CreateIndex
 	(*DropIndex)(nil),       // 4: memdb.command.v1.DropIndex
 	(*Tick)(nil),            // 5: memdb.command.v1.Tick
-	(*Result)(nil),          // 6: memdb.command.v1.Result
-	(*Session)(nil),         // 7: memdb.command.v1.Session
-	(*SnapshotMeta)(nil),    // 8: memdb.command.v1.SnapshotMeta
-	(*SnapshotTable)(nil),   // 9: memdb.command.v1.SnapshotTable
-	nil,                     // 10: memdb.command.v1.Session.ResultsEntry
-	(*v1.WriteSession)(nil), // 11: memdb.v1.WriteSession
-	(*v1.TableSchema)(nil),  // 12: memdb.v1.TableSchema
-	(*v1.Condition)(nil),    // 13: memdb.v1.Condition
-	(*v1.Op)(nil),           // 14: memdb.v1.Op
-	(*v1.IndexSchema)(nil),  // 15: memdb.v1.IndexSchema
-	(*v1.OpResult)(nil),     // 16: memdb.v1.OpResult
+	(*RegisterMember)(nil),  // 6: memdb.command.v1.RegisterMember
+	(*Result)(nil),          // 7: memdb.command.v1.Result
+	(*Session)(nil),         // 8: memdb.command.v1.Session
+	(*SnapshotMeta)(nil),    // 9: memdb.command.v1.SnapshotMeta
+	(*SnapshotMembers)(nil), // 10: memdb.command.v1.SnapshotMembers
+	(*SnapshotTable)(nil),   // 11: memdb.command.v1.SnapshotTable
+	nil,                     // 12: memdb.command.v1.Session.ResultsEntry
+	(*v1.WriteSession)(nil), // 13: memdb.v1.WriteSession
+	(*v1.TableSchema)(nil),  // 14: memdb.v1.TableSchema
+	(*v1.Condition)(nil),    // 15: memdb.v1.Condition
+	(*v1.Op)(nil),           // 16: memdb.v1.Op
+	(*v1.IndexSchema)(nil),  // 17: memdb.v1.IndexSchema
+	(*v1.OpResult)(nil),     // 18: memdb.v1.OpResult
 }
 var file_memdb_command_v1_command_proto_depIdxs = []int32{
-	11, // 0: memdb.command.v1.Envelope.session:type_name -> memdb.v1.WriteSession
+	13, // 0: memdb.command.v1.Envelope.session:type_name -> memdb.v1.WriteSession
 	1,  // 1: memdb.command.v1.Envelope.txn:type_name -> memdb.command.v1.Txn
-	12, // 2: memdb.command.v1.Envelope.create_table:type_name -> memdb.v1.TableSchema
+	14, // 2: memdb.command.v1.Envelope.create_table:type_name -> memdb.v1.TableSchema
 	2,  // 3: memdb.command.v1.Envelope.drop_table:type_name -> memdb.command.v1.DropTable
 	3,  // 4: memdb.command.v1.Envelope.create_index:type_name -> memdb.command.v1.CreateIndex
 	4,  // 5: memdb.command.v1.Envelope.drop_index:type_name -> memdb.command.v1.DropIndex
 	5,  // 6: memdb.command.v1.Envelope.tick:type_name -> memdb.command.v1.Tick
-	13, // 7: memdb.command.v1.Txn.conditions:type_name -> memdb.v1.Condition
-	14, // 8: memdb.command.v1.Txn.then:type_name -> memdb.v1.Op
-	14, // 9: memdb.command.v1.Txn.else:type_name -> memdb.v1.Op
-	15, // 10: memdb.command.v1.CreateIndex.index:type_name -> memdb.v1.IndexSchema
-	16, // 11: memdb.command.v1.Result.results:type_name -> memdb.v1.OpResult
-	10, // 12: memdb.command.v1.Session.results:type_name -> memdb.command.v1.Session.ResultsEntry
-	12, // 13: memdb.command.v1.SnapshotTable.schema:type_name -> memdb.v1.TableSchema
-	6,  // 14: memdb.command.v1.Session.ResultsEntry.value:type_name -> memdb.command.v1.Result
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	6,  // 7: memdb.command.v1.Envelope.register_member:type_name -> memdb.command.v1.RegisterMember
+	15, // 8: memdb.command.v1.Txn.conditions:type_name -> memdb.v1.Condition
+	16, // 9: memdb.command.v1.Txn.then:type_name -> memdb.v1.Op
+	16, // 10: memdb.command.v1.Txn.else:type_name -> memdb.v1.Op
+	17, // 11: memdb.command.v1.CreateIndex.index:type_name -> memdb.v1.IndexSchema
+	18, // 12: memdb.command.v1.Result.results:type_name -> memdb.v1.OpResult
+	12, // 13: memdb.command.v1.Session.results:type_name -> memdb.command.v1.Session.ResultsEntry
+	6,  // 14: memdb.command.v1.SnapshotMembers.members:type_name -> memdb.command.v1.RegisterMember
+	14, // 15: memdb.command.v1.SnapshotTable.schema:type_name -> memdb.v1.TableSchema
+	7,  // 16: memdb.command.v1.Session.ResultsEntry.value:type_name -> memdb.command.v1.Result
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_memdb_command_v1_command_proto_init() }
@@ -866,6 +1032,7 @@ func file_memdb_command_v1_command_proto_init() {
 		(*Envelope_CreateIndex)(nil),
 		(*Envelope_DropIndex)(nil),
 		(*Envelope_Tick)(nil),
+		(*Envelope_RegisterMember)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -873,7 +1040,7 @@ func file_memdb_command_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_memdb_command_v1_command_proto_rawDesc), len(file_memdb_command_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
