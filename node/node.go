@@ -1,0 +1,539 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	cmdpb "github.com/memdbd/memdbd/api/proto/memdb/command/v1"
+	"github.com/memdbd/memdbd/fsm"
+)
+
+// Node is one running cluster member.
+type Node struct {
+	cfg   Config
+	log   *slog.Logger
+	fsm   *fsm.FSM
+	raft  *raft.Raft
+	bolt  *raftboltdb.BoltStore
+	trans *raft.NetworkTransport
+	snaps *raft.FileSnapshotStore
+	token []byte
+
+	verify  *verifier
+	pending chan struct{} // semaphore: writes proposed and not yet done
+
+	// readyTerm is the term in which this node, as leader, applied its
+	// first entry; linearizable reads need readyTerm == current term.
+	readyTerm atomic.Uint64
+	readyMu   sync.Mutex
+	readyCh   chan struct{} // closed when readyTerm changes
+
+	notifyCh chan bool
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	closed   atomic.Bool
+}
+
+// Open starts a node: it opens (or creates) the data directory, starts
+// Raft, and bootstraps a new cluster when the directory is new and an
+// initial cluster is given. A node with neither data nor an initial cluster
+// waits to be added to a cluster (see the server's Join).
+func Open(cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.Default()
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating data dir: %w", err)
+	}
+	fcfg := cfg.FSM
+	fcfg.Logger = lg.With("component", "fsm")
+	f, err := fsm.New(fcfg)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, log: lg, fsm: f, pending: make(chan struct{}, cfg.MaxPendingWrites),
+		readyCh: make(chan struct{}), notifyCh: make(chan bool, 16), stop: make(chan struct{})}
+	ok := false
+	defer func() {
+		if !ok {
+			n.closeStores()
+		}
+	}()
+
+	// 1. The log and stable store: one bbolt file, fsync on every append.
+	n.bolt, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+	if err != nil {
+		return nil, fmt.Errorf("opening raft log %s: %w", filepath.Join(cfg.DataDir, "raft.db"), err)
+	}
+	logs, err := raft.NewLogCache(1024, n.bolt)
+	if err != nil {
+		return nil, err
+	}
+	// 2. Snapshots: files under DataDir/snapshots, a few kept.
+	n.snaps, err = raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, cfg.RetainSnapshots, newHclog(lg, "snapshots"))
+	if err != nil {
+		return nil, fmt.Errorf("opening snapshot store: %w", err)
+	}
+	// 3. Identity: refuse a data dir of another node or cluster.
+	hasState, err := raft.HasExistingState(logs, n.bolt, n.snaps)
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.InitialCluster) > 0 {
+		n.token = clusterToken(cfg.InitialCluster)
+	}
+	idt, err := checkIdentity(cfg.DataDir, cfg.ID, n.token, !hasState)
+	if err != nil {
+		return nil, err
+	}
+	if n.token == nil {
+		n.token = idt.ClusterToken
+	}
+	// 4. The transport, on its own port.
+	adv, err := net.ResolveTCPAddr("tcp", cfg.raftAdvertise())
+	if err != nil {
+		return nil, fmt.Errorf("raft advertise address %q: %w", cfg.raftAdvertise(), err)
+	}
+	n.trans, err = raft.NewTCPTransportWithLogger(cfg.RaftBind, adv, 3, 10*time.Second, newHclog(lg, "transport"))
+	if err != nil {
+		return nil, fmt.Errorf("raft transport on %s: %w", cfg.RaftBind, err)
+	}
+	// 5. Raft itself.
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.ID)
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.CommitTimeout
+	rc.MaxAppendEntries = cfg.MaxAppendEntries
+	// Buffer the apply channel so that concurrent writes are batched into
+	// one log append (one fsync) and one replication message.
+	rc.BatchApplyCh = true
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.TrailingLogs = cfg.TrailingLogs
+	rc.NotifyCh = n.notifyCh
+	rc.Logger = newHclog(lg, "raft")
+	if err := raft.ValidateConfig(rc); err != nil {
+		return nil, fmt.Errorf("raft config: %w", err)
+	}
+	n.raft, err = raft.NewRaft(rc, f, logs, n.bolt, n.snaps, n.trans)
+	if err != nil {
+		return nil, fmt.Errorf("starting raft: %w", err)
+	}
+	n.verify = &verifier{r: n.raft, wg: &n.wg}
+	// 6. Bootstrap a new cluster, once.
+	switch {
+	case !hasState && len(cfg.InitialCluster) > 0:
+		var servers []raft.Server
+		for _, p := range cfg.InitialCluster {
+			servers = append(servers, raft.Server{ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.RaftAddr), Suffrage: raft.Voter})
+		}
+		if err := n.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			_ = n.raft.Shutdown().Error()
+			return nil, fmt.Errorf("bootstrapping: %w", err)
+		}
+		lg.Info("bootstrapped a new cluster", "members", len(servers))
+	case hasState:
+		lg.Info("restarted on existing data", "data_dir", cfg.DataDir)
+	default:
+		lg.Info("no data and no initial cluster: waiting to be added to a cluster")
+	}
+	n.wg.Add(2)
+	go n.watchLeadership()
+	go n.tickLoop()
+	ok = true
+	return n, nil
+}
+
+// FSM returns the state machine.
+func (n *Node) FSM() *fsm.FSM { return n.fsm }
+
+// ID returns the node id.
+func (n *Node) ID() string { return n.cfg.ID }
+
+// ClusterToken returns the digest of the initial member list this node
+// bootstrapped with, or nil.
+func (n *Node) ClusterToken() []byte { return n.token }
+
+// Config returns the node's configuration.
+func (n *Node) Config() Config { return n.cfg }
+
+func (n *Node) closeStores() {
+	if n.trans != nil {
+		_ = n.trans.Close()
+	}
+	if n.bolt != nil {
+		_ = n.bolt.Close()
+	}
+}
+
+// watchLeadership reacts to leadership changes: a new leader applies a
+// tick of its term (readiness) and registers itself.
+func (n *Node) watchLeadership() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case isLeader := <-n.notifyCh:
+			term := n.raft.CurrentTerm()
+			if !isLeader {
+				n.log.Info("lost leadership", "term", term)
+				continue
+			}
+			n.log.Info("became leader", "term", term)
+			n.becomeReady(term)
+		}
+	}
+}
+
+// becomeReady applies an entry of the new term and, once applied, marks
+// the node ready for linearizable reads in that term.
+func (n *Node) becomeReady(term uint64) {
+	for attempt := 0; ; attempt++ {
+		if n.raft.State() != raft.Leader || n.raft.CurrentTerm() != term {
+			return
+		}
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 4*n.cfg.ElectionTimeout)
+		_, err := n.Apply(ctx, &cmdpb.Envelope{Command: &cmdpb.Envelope_Tick{Tick: &cmdpb.Tick{}}})
+		cancel()
+		if err == nil {
+			if n.raft.CurrentTerm() == term {
+				n.setReady(term)
+				n.log.Info("leader ready", "term", term, "took", time.Since(start))
+				n.registerSelf(term)
+			}
+			return
+		}
+		n.log.Warn("leader could not apply its first entry", "term", term, "attempt", attempt, "err", err)
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(n.cfg.HeartbeatTimeout / 4):
+		}
+	}
+}
+
+// registerSelf records this leader's client address in the cluster, so
+// that followers can forward to it. Followers register through the
+// server, which forwards to the leader.
+func (n *Node) registerSelf(term uint64) {
+	if m, ok := n.fsm.Member(n.cfg.ID); ok && m.ClientAddr == n.cfg.ClientAdvertise && m.Version == n.cfg.Version {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*n.cfg.ElectionTimeout)
+	defer cancel()
+	res, err := n.Apply(ctx, n.RegistrationCommand())
+	if err == nil {
+		err = fsm.ResultError(res)
+	}
+	if err != nil {
+		n.log.Error("member registration failed", "term", term, "err", err)
+	}
+}
+
+// RegistrationCommand returns the command that registers this node.
+func (n *Node) RegistrationCommand() *cmdpb.Envelope {
+	return &cmdpb.Envelope{Command: &cmdpb.Envelope_RegisterMember{RegisterMember: &cmdpb.RegisterMember{
+		NodeId: n.cfg.ID, ClientAddr: n.cfg.ClientAdvertise, RaftAddr: n.cfg.raftAdvertise(),
+		ClusterToken: n.token, Version: n.cfg.Version,
+	}}}
+}
+
+// Registered reports whether the cluster knows this node's current
+// addresses.
+func (n *Node) Registered() bool {
+	m, ok := n.fsm.Member(n.cfg.ID)
+	return ok && m.ClientAddr == n.cfg.ClientAdvertise && m.Version == n.cfg.Version
+}
+
+func (n *Node) setReady(term uint64) {
+	n.readyMu.Lock()
+	n.readyTerm.Store(term)
+	close(n.readyCh)
+	n.readyCh = make(chan struct{})
+	n.readyMu.Unlock()
+}
+
+// tickLoop appends a tick now and then while leader, so that log time
+// advances (session expiry) when there are no writes.
+func (n *Node) tickLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.cfg.TickInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+			if n.raft.State() != raft.Leader {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 4*n.cfg.ElectionTimeout)
+			if _, err := n.Apply(ctx, &cmdpb.Envelope{Command: &cmdpb.Envelope_Tick{Tick: &cmdpb.Tick{}}}); err != nil {
+				n.log.Debug("tick failed", "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+// IsLeader reports whether this node believes it is the leader.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Leader returns the known leader's id and client address ("" if not
+// registered yet); empty id when no leader is known.
+func (n *Node) Leader() (id, clientAddr string) {
+	_, lid := n.raft.LeaderWithID()
+	if lid == "" {
+		return "", ""
+	}
+	m, _ := n.fsm.Member(string(lid))
+	return string(lid), m.ClientAddr
+}
+
+func (n *Node) notLeader() error {
+	id, addr := n.Leader()
+	return &NotLeaderError{LeaderID: id, LeaderAddr: addr}
+}
+
+// Apply proposes a command and waits for its result. Only the leader may
+// propose; others get a *NotLeaderError. The context's deadline bounds the
+// wait: past it the outcome is unknown (ErrOutcomeUnknown), and a retry
+// with the same session sequence is safe.
+func (n *Node) Apply(ctx context.Context, env *cmdpb.Envelope) (*cmdpb.Result, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if n.closed.Load() {
+		return nil, ErrShutdown
+	}
+	if n.raft.State() != raft.Leader {
+		return nil, n.notLeader()
+	}
+	select {
+	case n.pending <- struct{}{}:
+	default:
+		return nil, fmt.Errorf("%w: %d writes pending", ErrOverloaded, cap(n.pending))
+	}
+	data, err := fsm.Encode(env, time.Now())
+	if err != nil {
+		<-n.pending
+		return nil, err
+	}
+	timeout := 10 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	fut := n.raft.Apply(data, timeout)
+	type outcome struct {
+		res interface{}
+		err error
+	}
+	done := make(chan outcome, 1)
+	// The future has no context; a goroutine waits for it so that the caller
+	// can leave at its deadline. Raft resolves every future within the
+	// leader lease (or at shutdown), which bounds the goroutine.
+	go func() {
+		err := fut.Error()
+		var res interface{}
+		if err == nil {
+			res = fut.Response()
+		}
+		<-n.pending
+		done <- outcome{res, err}
+	}()
+	select {
+	case o := <-done:
+		if o.err != nil {
+			return nil, n.mapApplyError(o.err)
+		}
+		res, ok := o.res.(*cmdpb.Result)
+		if !ok {
+			return nil, fmt.Errorf("state machine returned %T", o.res)
+		}
+		return res, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %v", ErrOutcomeUnknown, ctx.Err())
+	}
+}
+
+func (n *Node) mapApplyError(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		// Not appended: certainly not applied.
+		return n.notLeader()
+	case errors.Is(err, raft.ErrLeadershipLost):
+		return fmt.Errorf("%w: leadership lost while the write was in flight: %w", ErrOutcomeUnknown, n.notLeader())
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return fmt.Errorf("%w: the log did not accept the write in time", ErrOverloaded)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return ErrShutdown
+	}
+	return err
+}
+
+// ReadIndex returns the index a linearizable read must observe: the commit
+// index at the time of the call, after a quorum confirmed this node still
+// leads. Leader only.
+func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if err := n.waitReady(ctx); err != nil {
+		return 0, err
+	}
+	idx := n.raft.CommitIndex()
+	if err := n.verify.verify(ctx); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return 0, n.notLeader()
+		}
+		if errors.Is(err, raft.ErrRaftShutdown) {
+			return 0, ErrShutdown
+		}
+		return 0, err
+	}
+	return idx, nil
+}
+
+// waitReady waits until this leader has applied an entry of its term.
+func (n *Node) waitReady(ctx context.Context) error {
+	for {
+		if n.raft.State() != raft.Leader {
+			return n.notLeader()
+		}
+		n.readyMu.Lock()
+		ch := n.readyCh
+		ready := n.readyTerm.Load() == n.raft.CurrentTerm()
+		n.readyMu.Unlock()
+		if ready {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %v", ErrNotReady, ctx.Err())
+		case <-time.After(n.cfg.HeartbeatTimeout):
+			// Re-check: leadership may have been lost without a new term yet.
+		}
+	}
+}
+
+// WaitApplied waits until the state machine has applied index.
+func (n *Node) WaitApplied(ctx context.Context, index uint64) error {
+	for {
+		if n.fsm.Applied() >= index {
+			return nil
+		}
+		ch := n.fsm.AppliedCh()
+		if n.fsm.Applied() >= index {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.stop:
+			return ErrShutdown
+		}
+	}
+}
+
+// LastContact returns how long ago this node heard from a leader; zero
+// for the leader itself.
+func (n *Node) LastContact() time.Duration {
+	if n.raft.State() == raft.Leader {
+		return 0
+	}
+	lc := n.raft.LastContact()
+	if lc.IsZero() {
+		return time.Duration(1<<63 - 1)
+	}
+	return time.Since(lc)
+}
+
+// AddVoter adds a voting member (leader only).
+func (n *Node) AddVoter(ctx context.Context, id, raftAddr string) error {
+	if n.raft.State() != raft.Leader {
+		return n.notLeader()
+	}
+	timeout := 10 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	if err := n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, timeout).Error(); err != nil {
+		return n.mapApplyError(err)
+	}
+	n.log.Info("member added", "id", id, "raft_addr", raftAddr)
+	return nil
+}
+
+// Status is what a node knows about itself and the cluster.
+type Status struct {
+	ID           string
+	State        string
+	Term         uint64
+	LeaderID     string
+	LeaderAddr   string
+	CommitIndex  uint64
+	AppliedIndex uint64
+	LastContact  time.Duration
+	Servers      []raft.Server
+}
+
+// Status reports the node's Raft state.
+func (n *Node) Status() Status {
+	lid, laddr := n.Leader()
+	st := Status{ID: n.cfg.ID, State: n.raft.State().String(), Term: n.raft.CurrentTerm(), LeaderID: lid, LeaderAddr: laddr,
+		CommitIndex: n.raft.CommitIndex(), AppliedIndex: n.fsm.Applied(), LastContact: n.LastContact()}
+	if f := n.raft.GetConfiguration(); f.Error() == nil {
+		st.Servers = f.Configuration().Servers
+	}
+	return st
+}
+
+// Close stops the node: a leader first hands leadership to the most
+// up-to-date follower (bounded by ctx), then Raft and the stores close.
+func (n *Node) Close(ctx context.Context) error {
+	if !n.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	if n.raft.State() == raft.Leader && len(n.Status().Servers) > 1 {
+		start := time.Now()
+		fut := n.raft.LeadershipTransfer()
+		done := make(chan error, 1)
+		go func() { done <- fut.Error() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				n.log.Warn("leadership transfer failed", "err", err)
+			} else {
+				n.log.Info("leadership transferred", "took", time.Since(start))
+			}
+		case <-ctx.Done():
+			n.log.Warn("leadership transfer did not finish in time")
+		}
+	}
+	close(n.stop)
+	err := n.raft.Shutdown().Error()
+	n.wg.Wait()
+	n.closeStores()
+	return err
+}
