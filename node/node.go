@@ -40,6 +40,7 @@ type Node struct {
 	readyCh   chan struct{} // closed when readyTerm changes
 
 	notifyCh chan bool
+	hadState bool
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	closed   atomic.Bool
@@ -104,6 +105,7 @@ func Open(cfg Config) (*Node, error) {
 	if n.token == nil {
 		n.token = idt.ClusterToken
 	}
+	n.hadState = hasState
 	// 4. The transport, on its own port.
 	adv, err := net.ResolveTCPAddr("tcp", cfg.raftAdvertise())
 	if err != nil {
@@ -509,27 +511,40 @@ func (n *Node) Status() Status {
 	return st
 }
 
+// HadState reports whether the node started on a data directory that
+// already held Raft state.
+func (n *Node) HadState() bool { return n.hadState }
+
+// TransferLeadership hands leadership to the most up-to-date follower, if
+// this node leads a cluster of more than one voter. Bounded by ctx.
+func (n *Node) TransferLeadership(ctx context.Context) error {
+	if n.raft.State() != raft.Leader || len(n.Status().Servers) < 2 {
+		return nil
+	}
+	start := time.Now()
+	fut := n.raft.LeadershipTransfer()
+	done := make(chan error, 1)
+	go func() { done <- fut.Error() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("leadership transfer: %w", err)
+		}
+		n.log.Info("leadership transferred", "took", time.Since(start))
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("leadership transfer did not finish in time: %w", ctx.Err())
+	}
+}
+
 // Close stops the node: a leader first hands leadership to the most
 // up-to-date follower (bounded by ctx), then Raft and the stores close.
 func (n *Node) Close(ctx context.Context) error {
 	if !n.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	if n.raft.State() == raft.Leader && len(n.Status().Servers) > 1 {
-		start := time.Now()
-		fut := n.raft.LeadershipTransfer()
-		done := make(chan error, 1)
-		go func() { done <- fut.Error() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				n.log.Warn("leadership transfer failed", "err", err)
-			} else {
-				n.log.Info("leadership transferred", "took", time.Since(start))
-			}
-		case <-ctx.Done():
-			n.log.Warn("leadership transfer did not finish in time")
-		}
+	if err := n.TransferLeadership(ctx); err != nil {
+		n.log.Warn("closing without a leadership transfer", "err", err)
 	}
 	close(n.stop)
 	err := n.raft.Shutdown().Error()
@@ -537,3 +552,6 @@ func (n *Node) Close(ctx context.Context) error {
 	n.closeStores()
 	return err
 }
+
+// Term returns the current Raft term; cheap.
+func (n *Node) Term() uint64 { return n.raft.CurrentTerm() }

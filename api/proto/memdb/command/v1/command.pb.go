@@ -889,6 +889,199 @@ func (x *SnapshotTable) GetRows() uint64 {
 	return 0
 }
 
+type ProposeRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Envelope *Envelope              `protobuf:"bytes,1,opt,name=envelope" json:"envelope,omitempty"`
+	// Id of the forwarding node, for logs and loop detection.
+	From          string `protobuf:"bytes,2,opt,name=from" json:"from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProposeRequest) Reset() {
+	*x = ProposeRequest{}
+	mi := &file_memdb_command_v1_command_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProposeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProposeRequest) ProtoMessage() {}
+
+func (x *ProposeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_command_v1_command_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProposeRequest.ProtoReflect.Descriptor instead.
+func (*ProposeRequest) Descriptor() ([]byte, []int) {
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ProposeRequest) GetEnvelope() *Envelope {
+	if x != nil {
+		return x.Envelope
+	}
+	return nil
+}
+
+func (x *ProposeRequest) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+type ProposeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Result        *Result                `protobuf:"bytes,1,opt,name=result" json:"result,omitempty"`
+	RaftTerm      uint64                 `protobuf:"varint,2,opt,name=raft_term,json=raftTerm" json:"raft_term,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProposeResponse) Reset() {
+	*x = ProposeResponse{}
+	mi := &file_memdb_command_v1_command_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProposeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProposeResponse) ProtoMessage() {}
+
+func (x *ProposeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_command_v1_command_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProposeResponse.ProtoReflect.Descriptor instead.
+func (*ProposeResponse) Descriptor() ([]byte, []int) {
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ProposeResponse) GetResult() *Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *ProposeResponse) GetRaftTerm() uint64 {
+	if x != nil {
+		return x.RaftTerm
+	}
+	return 0
+}
+
+type ReadIndexRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	From          string                 `protobuf:"bytes,1,opt,name=from" json:"from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadIndexRequest) Reset() {
+	*x = ReadIndexRequest{}
+	mi := &file_memdb_command_v1_command_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadIndexRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadIndexRequest) ProtoMessage() {}
+
+func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_command_v1_command_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
+func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ReadIndexRequest) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+type ReadIndexResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadIndexResponse) Reset() {
+	*x = ReadIndexResponse{}
+	mi := &file_memdb_command_v1_command_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadIndexResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadIndexResponse) ProtoMessage() {}
+
+func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_command_v1_command_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
+func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ReadIndexResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 var File_memdb_command_v1_command_proto protoreflect.FileDescriptor
 
 const file_memdb_command_v1_command_proto_rawDesc = "" +
@@ -959,7 +1152,20 @@ const file_memdb_command_v1_command_proto_rawDesc = "" +
 	"\rSnapshotTable\x12-\n" +
 	"\x06schema\x18\x01 \x01(\v2\x15.memdb.v1.TableSchemaR\x06schema\x12'\n" +
 	"\x0fcreate_revision\x18\x02 \x01(\x04R\x0ecreateRevision\x12\x12\n" +
-	"\x04rows\x18\x03 \x01(\x04R\x04rowsBFZ=github.com/memdbd/memdbd/api/proto/memdb/command/v1;commandv1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
+	"\x04rows\x18\x03 \x01(\x04R\x04rows\"\\\n" +
+	"\x0eProposeRequest\x126\n" +
+	"\benvelope\x18\x01 \x01(\v2\x1a.memdb.command.v1.EnvelopeR\benvelope\x12\x12\n" +
+	"\x04from\x18\x02 \x01(\tR\x04from\"`\n" +
+	"\x0fProposeResponse\x120\n" +
+	"\x06result\x18\x01 \x01(\v2\x18.memdb.command.v1.ResultR\x06result\x12\x1b\n" +
+	"\traft_term\x18\x02 \x01(\x04R\braftTerm\"&\n" +
+	"\x10ReadIndexRequest\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\")\n" +
+	"\x11ReadIndexResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index2\xb3\x01\n" +
+	"\vPeerService\x12N\n" +
+	"\aPropose\x12 .memdb.command.v1.ProposeRequest\x1a!.memdb.command.v1.ProposeResponse\x12T\n" +
+	"\tReadIndex\x12\".memdb.command.v1.ReadIndexRequest\x1a#.memdb.command.v1.ReadIndexResponseBFZ=github.com/memdbd/memdbd/api/proto/memdb/command/v1;commandv1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
 var (
 	file_memdb_command_v1_command_proto_rawDescOnce sync.Once
@@ -973,51 +1179,61 @@ func file_memdb_command_v1_command_proto_rawDescGZIP() []byte {
 	return file_memdb_command_v1_command_proto_rawDescData
 }
 
-var file_memdb_command_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_memdb_command_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_memdb_command_v1_command_proto_goTypes = []any{
-	(*Envelope)(nil),        // 0: memdb.command.v1.Envelope
-	(*Txn)(nil),             // 1: memdb.command.v1.Txn
-	(*DropTable)(nil),       // 2: memdb.command.v1.DropTable
-	(*CreateIndex)(nil),     // 3: memdb.command.v1.CreateIndex
-	(*DropIndex)(nil),       // 4: memdb.command.v1.DropIndex
-	(*Tick)(nil),            // 5: memdb.command.v1.Tick
-	(*RegisterMember)(nil),  // 6: memdb.command.v1.RegisterMember
-	(*Result)(nil),          // 7: memdb.command.v1.Result
-	(*Session)(nil),         // 8: memdb.command.v1.Session
-	(*SnapshotMeta)(nil),    // 9: memdb.command.v1.SnapshotMeta
-	(*SnapshotMembers)(nil), // 10: memdb.command.v1.SnapshotMembers
-	(*SnapshotTable)(nil),   // 11: memdb.command.v1.SnapshotTable
-	nil,                     // 12: memdb.command.v1.Session.ResultsEntry
-	(*v1.WriteSession)(nil), // 13: memdb.v1.WriteSession
-	(*v1.TableSchema)(nil),  // 14: memdb.v1.TableSchema
-	(*v1.Condition)(nil),    // 15: memdb.v1.Condition
-	(*v1.Op)(nil),           // 16: memdb.v1.Op
-	(*v1.IndexSchema)(nil),  // 17: memdb.v1.IndexSchema
-	(*v1.OpResult)(nil),     // 18: memdb.v1.OpResult
+	(*Envelope)(nil),          // 0: memdb.command.v1.Envelope
+	(*Txn)(nil),               // 1: memdb.command.v1.Txn
+	(*DropTable)(nil),         // 2: memdb.command.v1.DropTable
+	(*CreateIndex)(nil),       // 3: memdb.command.v1.CreateIndex
+	(*DropIndex)(nil),         // 4: memdb.command.v1.DropIndex
+	(*Tick)(nil),              // 5: memdb.command.v1.Tick
+	(*RegisterMember)(nil),    // 6: memdb.command.v1.RegisterMember
+	(*Result)(nil),            // 7: memdb.command.v1.Result
+	(*Session)(nil),           // 8: memdb.command.v1.Session
+	(*SnapshotMeta)(nil),      // 9: memdb.command.v1.SnapshotMeta
+	(*SnapshotMembers)(nil),   // 10: memdb.command.v1.SnapshotMembers
+	(*SnapshotTable)(nil),     // 11: memdb.command.v1.SnapshotTable
+	(*ProposeRequest)(nil),    // 12: memdb.command.v1.ProposeRequest
+	(*ProposeResponse)(nil),   // 13: memdb.command.v1.ProposeResponse
+	(*ReadIndexRequest)(nil),  // 14: memdb.command.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil), // 15: memdb.command.v1.ReadIndexResponse
+	nil,                       // 16: memdb.command.v1.Session.ResultsEntry
+	(*v1.WriteSession)(nil),   // 17: memdb.v1.WriteSession
+	(*v1.TableSchema)(nil),    // 18: memdb.v1.TableSchema
+	(*v1.Condition)(nil),      // 19: memdb.v1.Condition
+	(*v1.Op)(nil),             // 20: memdb.v1.Op
+	(*v1.IndexSchema)(nil),    // 21: memdb.v1.IndexSchema
+	(*v1.OpResult)(nil),       // 22: memdb.v1.OpResult
 }
 var file_memdb_command_v1_command_proto_depIdxs = []int32{
-	13, // 0: memdb.command.v1.Envelope.session:type_name -> memdb.v1.WriteSession
+	17, // 0: memdb.command.v1.Envelope.session:type_name -> memdb.v1.WriteSession
 	1,  // 1: memdb.command.v1.Envelope.txn:type_name -> memdb.command.v1.Txn
-	14, // 2: memdb.command.v1.Envelope.create_table:type_name -> memdb.v1.TableSchema
+	18, // 2: memdb.command.v1.Envelope.create_table:type_name -> memdb.v1.TableSchema
 	2,  // 3: memdb.command.v1.Envelope.drop_table:type_name -> memdb.command.v1.DropTable
 	3,  // 4: memdb.command.v1.Envelope.create_index:type_name -> memdb.command.v1.CreateIndex
 	4,  // 5: memdb.command.v1.Envelope.drop_index:type_name -> memdb.command.v1.DropIndex
 	5,  // 6: memdb.command.v1.Envelope.tick:type_name -> memdb.command.v1.Tick
 	6,  // 7: memdb.command.v1.Envelope.register_member:type_name -> memdb.command.v1.RegisterMember
-	15, // 8: memdb.command.v1.Txn.conditions:type_name -> memdb.v1.Condition
-	16, // 9: memdb.command.v1.Txn.then:type_name -> memdb.v1.Op
-	16, // 10: memdb.command.v1.Txn.else:type_name -> memdb.v1.Op
-	17, // 11: memdb.command.v1.CreateIndex.index:type_name -> memdb.v1.IndexSchema
-	18, // 12: memdb.command.v1.Result.results:type_name -> memdb.v1.OpResult
-	12, // 13: memdb.command.v1.Session.results:type_name -> memdb.command.v1.Session.ResultsEntry
+	19, // 8: memdb.command.v1.Txn.conditions:type_name -> memdb.v1.Condition
+	20, // 9: memdb.command.v1.Txn.then:type_name -> memdb.v1.Op
+	20, // 10: memdb.command.v1.Txn.else:type_name -> memdb.v1.Op
+	21, // 11: memdb.command.v1.CreateIndex.index:type_name -> memdb.v1.IndexSchema
+	22, // 12: memdb.command.v1.Result.results:type_name -> memdb.v1.OpResult
+	16, // 13: memdb.command.v1.Session.results:type_name -> memdb.command.v1.Session.ResultsEntry
 	6,  // 14: memdb.command.v1.SnapshotMembers.members:type_name -> memdb.command.v1.RegisterMember
-	14, // 15: memdb.command.v1.SnapshotTable.schema:type_name -> memdb.v1.TableSchema
-	7,  // 16: memdb.command.v1.Session.ResultsEntry.value:type_name -> memdb.command.v1.Result
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	18, // 15: memdb.command.v1.SnapshotTable.schema:type_name -> memdb.v1.TableSchema
+	0,  // 16: memdb.command.v1.ProposeRequest.envelope:type_name -> memdb.command.v1.Envelope
+	7,  // 17: memdb.command.v1.ProposeResponse.result:type_name -> memdb.command.v1.Result
+	7,  // 18: memdb.command.v1.Session.ResultsEntry.value:type_name -> memdb.command.v1.Result
+	12, // 19: memdb.command.v1.PeerService.Propose:input_type -> memdb.command.v1.ProposeRequest
+	14, // 20: memdb.command.v1.PeerService.ReadIndex:input_type -> memdb.command.v1.ReadIndexRequest
+	13, // 21: memdb.command.v1.PeerService.Propose:output_type -> memdb.command.v1.ProposeResponse
+	15, // 22: memdb.command.v1.PeerService.ReadIndex:output_type -> memdb.command.v1.ReadIndexResponse
+	21, // [21:23] is the sub-list for method output_type
+	19, // [19:21] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_memdb_command_v1_command_proto_init() }
@@ -1040,9 +1256,9 @@ func file_memdb_command_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_memdb_command_v1_command_proto_rawDesc), len(file_memdb_command_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   17,
 			NumExtensions: 0,
-			NumServices:   0,
+			NumServices:   1,
 		},
 		GoTypes:           file_memdb_command_v1_command_proto_goTypes,
 		DependencyIndexes: file_memdb_command_v1_command_proto_depIdxs,

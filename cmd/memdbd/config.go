@@ -1,0 +1,241 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/memdbd/memdbd/node"
+	"github.com/memdbd/memdbd/server"
+)
+
+// config is everything memdbd can be told. Each field is one setting,
+// given (highest precedence first) as a command-line flag --name, an
+// environment variable MEMDBD_NAME (upper case, dashes as underscores), a
+// key "name" in the YAML file named by --config, or its default.
+type config struct {
+	configFile string
+
+	nodeID          string
+	dataDir         string
+	clientAddr      string
+	clientAdvertise string
+	raftAddr        string
+	raftAdvertise   string
+	initialCluster  string
+	join            string
+	adminAddr       string
+
+	logLevel  string
+	logFormat string
+
+	heartbeatTimeout   time.Duration
+	electionTimeout    time.Duration
+	leaderLeaseTimeout time.Duration
+	commitTimeout      time.Duration
+	maxAppendEntries   int
+	snapshotThreshold  uint64
+	snapshotInterval   time.Duration
+	trailingLogs       uint64
+	retainSnapshots    int
+	maxPendingWrites   int
+
+	requestTimeout  time.Duration
+	maxInFlight     int
+	shutdownTimeout time.Duration
+	maxRequestBytes int
+	maxKeyBytes     int
+	maxValueBytes   int
+	maxTxnOps       int
+}
+
+const envPrefix = "MEMDBD_"
+
+// parseConfig reads flags, then fills every flag not given on the command
+// line from the environment, then from the config file.
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
+	c := &config{}
+	nd := node.DefaultConfig()
+	sd := server.DefaultConfig()
+	fs := flag.NewFlagSet("memdbd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.configFile, "config", "", "YAML file of settings (keys are the flag names)")
+	fs.StringVar(&c.nodeID, "node-id", "", "this node's unique, stable id (required)")
+	fs.StringVar(&c.dataDir, "data-dir", "", "directory for the Raft log, snapshots and node identity (required)")
+	fs.StringVar(&c.clientAddr, "client-addr", "127.0.0.1:7000", "gRPC listen address for clients and peers")
+	fs.StringVar(&c.clientAdvertise, "client-advertise", "", "gRPC address other nodes and clients use (default: --client-addr)")
+	fs.StringVar(&c.raftAddr, "raft-addr", "127.0.0.1:7100", "Raft listen address")
+	fs.StringVar(&c.raftAdvertise, "raft-advertise", "", "Raft address peers use (default: --raft-addr)")
+	fs.StringVar(&c.initialCluster, "initial-cluster", "", "bootstrap a new cluster of id=raft-host:port,... (same list on every initial node; ignored once the node has data)")
+	fs.StringVar(&c.join, "join", "", "join a running cluster through any of these member client addresses host:port,...")
+	fs.StringVar(&c.adminAddr, "admin-addr", "", "HTTP address for /metrics, /livez, /readyz and /debug/pprof (empty: off)")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.DurationVar(&c.heartbeatTimeout, "heartbeat-timeout", nd.HeartbeatTimeout, "followers start an election after this long without a leader")
+	fs.DurationVar(&c.electionTimeout, "election-timeout", nd.ElectionTimeout, "candidates retry an election after this long")
+	fs.DurationVar(&c.leaderLeaseTimeout, "leader-lease-timeout", nd.LeaderLeaseTimeout, "a leader without quorum contact for this long steps down")
+	fs.DurationVar(&c.commitTimeout, "commit-timeout", nd.CommitTimeout, "longest delay before followers learn the commit index")
+	fs.IntVar(&c.maxAppendEntries, "max-append-entries", nd.MaxAppendEntries, "entries per replication message and per apply batch")
+	fs.Uint64Var(&c.snapshotThreshold, "snapshot-threshold", nd.SnapshotThreshold, "log entries between snapshots")
+	fs.DurationVar(&c.snapshotInterval, "snapshot-interval", nd.SnapshotInterval, "how often the snapshot threshold is checked")
+	fs.Uint64Var(&c.trailingLogs, "trailing-logs", nd.TrailingLogs, "log entries kept after a snapshot")
+	fs.IntVar(&c.retainSnapshots, "retain-snapshots", nd.RetainSnapshots, "snapshot files kept on disk")
+	fs.IntVar(&c.maxPendingWrites, "max-pending-writes", nd.MaxPendingWrites, "writes in flight before new ones are refused")
+	fs.DurationVar(&c.requestTimeout, "request-timeout", sd.DefaultTimeout, "deadline for requests that carry none")
+	fs.IntVar(&c.maxInFlight, "max-in-flight", sd.MaxInFlight, "concurrent requests before new ones are refused")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "bound on leadership transfer and request drain at shutdown")
+	fs.IntVar(&c.maxRequestBytes, "max-request-bytes", sd.Limits.MaxRequestBytes, "largest request message")
+	fs.IntVar(&c.maxKeyBytes, "max-key-bytes", sd.Limits.MaxKeyBytes, "largest encoded primary key")
+	fs.IntVar(&c.maxValueBytes, "max-value-bytes", sd.Limits.MaxValueBytes, "largest string or bytes value")
+	fs.IntVar(&c.maxTxnOps, "max-txn-ops", sd.Limits.MaxOps, "most operations in one transaction branch")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	// Environment next.
+	if !set["config"] {
+		if v := getenv(envName("config")); v != "" {
+			c.configFile = v
+		}
+	}
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || f.Name == "config" {
+			return
+		}
+		if v := getenv(envName(f.Name)); v != "" {
+			if err := fs.Set(f.Name, v); err != nil && envErr == nil {
+				envErr = fmt.Errorf("environment %s: %v", envName(f.Name), err)
+			}
+			set[f.Name] = true
+		}
+	})
+	if envErr != nil {
+		return nil, envErr
+	}
+	// The file last.
+	if c.configFile != "" {
+		vals, err := readConfigFile(c.configFile)
+		if err != nil {
+			return nil, err
+		}
+		keys := make([]string, 0, len(vals))
+		for k := range vals {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			if fs.Lookup(k) == nil || k == "config" {
+				return nil, fmt.Errorf("config file %s: unknown setting %q", c.configFile, k)
+			}
+			if set[k] {
+				continue
+			}
+			if err := fs.Set(k, vals[k]); err != nil {
+				return nil, fmt.Errorf("config file %s: setting %s: %v", c.configFile, k, err)
+			}
+		}
+	}
+	return c, nil
+}
+
+func envName(flagName string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// readConfigFile reads a flat YAML mapping of setting names to scalars.
+func readConfigFile(path string) (map[string]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config file: %w", err)
+	}
+	var raw map[string]yaml.Node
+	if err := yaml.Unmarshal(b, &raw); err != nil {
+		return nil, fmt.Errorf("config file %s: %w", path, err)
+	}
+	out := make(map[string]string, len(raw))
+	for k, v := range raw {
+		if v.Kind != yaml.ScalarNode {
+			return nil, fmt.Errorf("config file %s: setting %s must be a single value", path, k)
+		}
+		out[k] = v.Value
+	}
+	return out, nil
+}
+
+// nodeConfig builds and validates the node's configuration.
+func (c *config) nodeConfig(version string) (node.Config, error) {
+	n := node.DefaultConfig()
+	n.ID, n.DataDir, n.Version = c.nodeID, c.dataDir, version
+	n.RaftBind, n.RaftAdvertise = c.raftAddr, c.raftAdvertise
+	n.ClientAdvertise = c.clientAdvertise
+	if n.ClientAdvertise == "" {
+		n.ClientAdvertise = c.clientAddr
+	}
+	peers, err := node.ParsePeers(c.initialCluster)
+	if err != nil {
+		return n, fmt.Errorf("--initial-cluster: %w", err)
+	}
+	if len(peers) > 0 && c.join != "" {
+		return n, fmt.Errorf("--initial-cluster and --join are exclusive: bootstrap a new cluster or join a running one")
+	}
+	n.InitialCluster = peers
+	n.HeartbeatTimeout, n.ElectionTimeout, n.LeaderLeaseTimeout = c.heartbeatTimeout, c.electionTimeout, c.leaderLeaseTimeout
+	n.CommitTimeout, n.MaxAppendEntries = c.commitTimeout, c.maxAppendEntries
+	n.SnapshotThreshold, n.SnapshotInterval, n.TrailingLogs = c.snapshotThreshold, c.snapshotInterval, c.trailingLogs
+	n.RetainSnapshots, n.MaxPendingWrites = c.retainSnapshots, c.maxPendingWrites
+	if err := n.Validate(); err != nil {
+		return n, flagError(err)
+	}
+	return n, nil
+}
+
+// serverConfig builds and validates the server's configuration.
+func (c *config) serverConfig(version string) (server.Config, error) {
+	s := server.DefaultConfig()
+	s.NodeID, s.Version = c.nodeID, version
+	s.DefaultTimeout, s.MaxInFlight = c.requestTimeout, c.maxInFlight
+	s.Limits.MaxRequestBytes, s.Limits.MaxKeyBytes, s.Limits.MaxValueBytes, s.Limits.MaxOps = c.maxRequestBytes, c.maxKeyBytes, c.maxValueBytes, c.maxTxnOps
+	if s.Limits.MaxRowBytes > s.Limits.MaxRequestBytes {
+		s.Limits.MaxRowBytes = s.Limits.MaxRequestBytes
+	}
+	if s.Limits.MaxValueBytes > s.Limits.MaxRowBytes {
+		return s, fmt.Errorf("--max-value-bytes %d is above the row limit %d", s.Limits.MaxValueBytes, s.Limits.MaxRowBytes)
+	}
+	if err := s.Validate(); err != nil {
+		return s, flagError(err)
+	}
+	return s, nil
+}
+
+// flagError names the flag behind a validation message where it can.
+func flagError(err error) error {
+	msg := err.Error()
+	for _, pair := range [][2]string{
+		{"node id", "--node-id"}, {"data dir", "--data-dir"}, {"raft address", "--raft-addr"},
+		{"heartbeat timeout", "--heartbeat-timeout"}, {"election timeout", "--election-timeout"},
+		{"leader lease timeout", "--leader-lease-timeout"}, {"commit timeout", "--commit-timeout"},
+		{"max append entries", "--max-append-entries"}, {"snapshot threshold", "--snapshot-threshold"},
+		{"snapshot interval", "--snapshot-interval"}, {"retain snapshots", "--retain-snapshots"},
+		{"max pending writes", "--max-pending-writes"}, {"initial cluster", "--initial-cluster"},
+		{"max key bytes", "--max-key-bytes"}, {"max value bytes", "--max-value-bytes"},
+		{"max request bytes", "--max-request-bytes"}, {"max ops", "--max-txn-ops"},
+		{"default timeout", "--request-timeout"}, {"max in-flight", "--max-in-flight"},
+	} {
+		if strings.Contains(msg, pair[0]) {
+			return fmt.Errorf("%s: %w", pair[1], err)
+		}
+	}
+	return err
+}

@@ -1,0 +1,216 @@
+// Command memdbd runs one member of a memdbd cluster: a replicated,
+// in-memory table store served over gRPC.
+//
+//	memdbd --node-id n1 --data-dir data/n1 \
+//	  --client-addr 127.0.0.1:7001 --raft-addr 127.0.0.1:7101 \
+//	  --initial-cluster n1=127.0.0.1:7101,n2=127.0.0.1:7102,n3=127.0.0.1:7103
+//
+// Run `memdbd -h` for every setting. Settings come from flags, then
+// MEMDBD_* environment variables, then the YAML file named by --config.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
+	"github.com/memdbd/memdbd/node"
+	"github.com/memdbd/memdbd/server"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	cfg, err := parseConfig(os.Args[1:], os.Getenv, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err == nil {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err = run(ctx, cfg)
+		stop()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "memdbd:", err)
+		os.Exit(1)
+	}
+}
+
+func newLogger(c *config) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.logLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch c.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)).With("node", c.nodeID), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)).With("node", c.nodeID), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", c.logFormat)
+}
+
+// run starts the node and its servers and blocks until ctx is cancelled
+// (SIGINT, SIGTERM), then shuts down in order.
+func run(ctx context.Context, c *config) error {
+	// 1. Settings and logging.
+	lg, err := newLogger(c)
+	if err != nil {
+		return err
+	}
+	ncfg, err := c.nodeConfig(version)
+	if err != nil {
+		return err
+	}
+	scfg, err := c.serverConfig(version)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ncfg.Logger, scfg.Logger, scfg.Registerer = lg, lg, reg
+
+	// 2. The client listener first, so that a port clash fails before Raft
+	// starts.
+	lis, err := net.Listen("tcp", c.clientAddr)
+	if err != nil {
+		return fmt.Errorf("--client-addr: %w", err)
+	}
+	defer lis.Close()
+
+	// 3. The node: data dir, Raft log, snapshots, transport, bootstrap.
+	n, err := node.Open(ncfg)
+	if err != nil {
+		return err
+	}
+	closeCtx := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.Background(), c.shutdownTimeout)
+	}
+
+	// 4. The gRPC server.
+	srv, err := server.New(scfg, n)
+	if err != nil {
+		cctx, cancel := closeCtx()
+		_ = n.Close(cctx)
+		cancel()
+		return err
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(lis) }()
+	lg.Info("memdbd serving", "version", version, "client_addr", lis.Addr().String(), "raft_addr", c.raftAddr, "data_dir", c.dataDir)
+
+	// 5. The admin HTTP endpoints.
+	var admin *http.Server
+	if c.adminAddr != "" {
+		admin = newAdmin(c.adminAddr, reg, n)
+		go func() {
+			if err := admin.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				lg.Error("admin HTTP server stopped", "err", err)
+			}
+		}()
+	}
+
+	// 6. Join a running cluster, when asked and new.
+	if c.join != "" && !n.HadState() {
+		if err := joinCluster(ctx, lg, strings.Split(c.join, ","), c.nodeID, ncfg.RaftAdvertise, c.raftAddr); err != nil {
+			lg.Error("could not join the cluster", "err", err)
+		}
+	}
+
+	// 7. Wait, then shut down: hand over leadership, drain, close.
+	select {
+	case <-ctx.Done():
+		lg.Info("shutting down")
+	case err := <-serveErr:
+		lg.Error("gRPC server stopped", "err", err)
+	}
+	cctx, cancel := closeCtx()
+	defer cancel()
+	if err := n.TransferLeadership(cctx); err != nil {
+		lg.Warn("shutting down without a leadership transfer", "err", err)
+	}
+	srv.Stop(cctx)
+	if admin != nil {
+		_ = admin.Shutdown(cctx)
+	}
+	if err := n.Close(cctx); err != nil {
+		return fmt.Errorf("closing raft: %w", err)
+	}
+	lg.Info("stopped")
+	return nil
+}
+
+// joinCluster asks the members at addrs to add this node, until one
+// accepts or ctx ends.
+func joinCluster(ctx context.Context, lg *slog.Logger, addrs []string, id, raftAdvertise, raftBind string) error {
+	raftAddr := raftAdvertise
+	if raftAddr == "" {
+		raftAddr = raftBind
+	}
+	backoff := 200 * time.Millisecond
+	for {
+		for _, a := range addrs {
+			a = strings.TrimSpace(a)
+			conn, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				return fmt.Errorf("--join %s: %w", a, err)
+			}
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err = pb.NewClusterServiceClient(conn).Join(cctx, &pb.JoinRequest{NodeId: id, RaftAddr: raftAddr})
+			cancel()
+			_ = conn.Close()
+			if err == nil {
+				lg.Info("joined the cluster", "via", a)
+				return nil
+			}
+			lg.Warn("join attempt failed", "via", a, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// newAdmin serves metrics, liveness, readiness and pprof.
+func newAdmin(addr string, reg *prometheus.Registry, n *node.Node) *http.Server {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/livez", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		id, _ := n.Leader()
+		halted := n.FSM().Halted()
+		ok := id != "" && halted == nil
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		fmt.Fprintf(w, "leader known: %v (%s)\nstate machine running: %v\n", id != "", id, halted == nil)
+	})
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+}

@@ -1,0 +1,59 @@
+package server
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/hashicorp/raft"
+
+	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
+)
+
+// clusterService serves memdb.v1.ClusterService.
+type clusterService struct {
+	pb.UnimplementedClusterServiceServer
+	s *Server
+}
+
+func (c *clusterService) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusResponse, error) {
+	st := c.s.node.Status()
+	resp := &pb.StatusResponse{
+		Header: c.s.header(c.s.node.FSM().Store().View()), NodeId: st.ID, Role: st.State, Term: st.Term,
+		LeaderId: st.LeaderID, LeaderAddr: st.LeaderAddr, CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex,
+		LastContactMs: st.LastContact.Milliseconds(), Version: c.s.cfg.Version,
+	}
+	if err := c.s.node.FSM().Halted(); err != nil {
+		resp.Halted = err.Error()
+	}
+	return resp, nil
+}
+
+func (c *clusterService) Members(ctx context.Context, _ *pb.MembersRequest) (*pb.MembersResponse, error) {
+	st := c.s.node.Status()
+	resp := &pb.MembersResponse{Header: c.s.header(c.s.node.FSM().Store().View())}
+	for _, srv := range st.Servers {
+		m := &pb.Member{Id: string(srv.ID), RaftAddr: string(srv.Address), Voter: srv.Suffrage == raft.Voter, Leader: string(srv.ID) == st.LeaderID}
+		if reg, ok := c.s.node.FSM().Member(m.Id); ok {
+			m.ClientAddr, m.Version = reg.ClientAddr, reg.Version
+		}
+		resp.Members = append(resp.Members, m)
+	}
+	return resp, nil
+}
+
+func (c *clusterService) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinResponse, error) {
+	if req.NodeId == "" || len(req.NodeId) > 64 || req.RaftAddr == "" {
+		return nil, toStatus(fmt.Errorf("%w: join needs a node_id (1-64 bytes) and a raft_addr", errInvalid))
+	}
+	if c.s.node.IsLeader() {
+		if err := c.s.node.AddVoter(ctx, req.NodeId, req.RaftAddr); err != nil {
+			return nil, toStatus(err)
+		}
+		return &pb.JoinResponse{Header: c.s.header(c.s.node.FSM().Store().View())}, nil
+	}
+	conn, err := c.s.leaderConn(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return pb.NewClusterServiceClient(conn).Join(c.s.fwd.outgoing(ctx), req)
+}

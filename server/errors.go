@@ -1,0 +1,106 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
+	"github.com/memdbd/memdbd/fsm"
+	"github.com/memdbd/memdbd/node"
+)
+
+// Metadata keys of ErrorInfo details.
+const (
+	// MetaLeaderID and MetaLeaderAddr name the leader in NOT_LEADER errors.
+	MetaLeaderID   = "leader_id"
+	MetaLeaderAddr = "leader_addr"
+	// MetaOutcome is "unknown" when a write may or may not have been
+	// applied (retry it with the same session sequence).
+	MetaOutcome = "outcome"
+)
+
+// retryAfter is the pause suggested to clients refused for overload.
+const retryAfter = 50 * time.Millisecond
+
+// statusErr builds a status with the reason's code and an ErrorInfo.
+func statusErr(reason, msg string, meta map[string]string, retry time.Duration) error {
+	return statusCode(pb.CodeOf(reason), reason, msg, meta, retry)
+}
+
+func statusCode(code codes.Code, reason, msg string, meta map[string]string, retry time.Duration) error {
+	st := status.New(code, msg)
+	info := &errdetails.ErrorInfo{Reason: reason, Domain: pb.ErrorDomain, Metadata: meta}
+	var err error
+	if retry > 0 {
+		st, err = st.WithDetails(info, &errdetails.RetryInfo{RetryDelay: durationpb.New(retry)})
+	} else {
+		st, err = st.WithDetails(info)
+	}
+	if err != nil {
+		return status.Error(code, msg)
+	}
+	return st.Err()
+}
+
+// toStatus is the one table from domain errors to gRPC statuses. Every
+// handler returns through it.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err // already a status (a forwarded call's answer)
+	}
+	var nl *node.NotLeaderError
+	var ce *fsm.CommandError
+	switch {
+	case errors.As(err, &ce):
+		return statusErr(ce.Reason, ce.Message, nil, 0)
+	case errors.Is(err, node.ErrOutcomeUnknown):
+		meta := map[string]string{MetaOutcome: "unknown"}
+		if errors.As(err, &nl) {
+			meta[MetaLeaderID], meta[MetaLeaderAddr] = nl.LeaderID, nl.LeaderAddr
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			return statusCode(codes.DeadlineExceeded, pb.ReasonNotLeader, err.Error(), meta, 0)
+		}
+		return statusErr(pb.ReasonNotLeader, err.Error(), meta, 0)
+	case errors.As(err, &nl):
+		if nl.LeaderID == "" {
+			return statusErr(pb.ReasonNoLeader, "no leader is known; an election may be under way, retry shortly", nil, retryAfter)
+		}
+		return statusErr(pb.ReasonNotLeader, err.Error(), map[string]string{MetaLeaderID: nl.LeaderID, MetaLeaderAddr: nl.LeaderAddr}, 0)
+	case errors.Is(err, node.ErrNoLeader):
+		return statusErr(pb.ReasonNoLeader, "no leader is known; an election may be under way, retry shortly", nil, retryAfter)
+	case errors.Is(err, node.ErrNotReady):
+		return statusErr(pb.ReasonNoLeader, "the leader was just elected and is not ready yet; retry shortly", nil, retryAfter)
+	case errors.Is(err, node.ErrOverloaded), errors.Is(err, errOverloaded):
+		return statusErr(pb.ReasonOverloaded, err.Error(), nil, retryAfter)
+	case errors.Is(err, node.ErrShutdown):
+		return statusErr(pb.ReasonNotLeader, "the node is shutting down; use another member", nil, retryAfter)
+	case errors.Is(err, fsm.ErrHalted):
+		return statusErr(pb.ReasonHalted, err.Error(), nil, 0)
+	case errors.Is(err, errStale):
+		return statusErr(pb.ReasonStale, err.Error(), nil, retryAfter)
+	case errors.Is(err, errPageExpired):
+		return statusErr(pb.ReasonPageExpired, err.Error(), nil, 0)
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	}
+	reason := fsm.Reason(err)
+	return statusErr(reason, err.Error(), nil, 0)
+}
+
+var (
+	errOverloaded  = errors.New("server overloaded")
+	errStale       = errors.New("staleness bound not met")
+	errPageExpired = errors.New("page token expired")
+)

@@ -1,0 +1,75 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+)
+
+// mdForwardedBy marks a request one member forwarded to another. A member
+// never forwards a request that carries it, so a stale view of who leads
+// costs one hop and an error, never a loop.
+const mdForwardedBy = "x-memdb-forwarded-by"
+
+// forwarder keeps one client connection per peer address, for forwarding
+// writes and read-index requests to the leader.
+type forwarder struct {
+	self string
+	opts []grpc.DialOption
+
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+func newForwarder(self string, opts ...grpc.DialOption) *forwarder {
+	if len(opts) == 0 {
+		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	return &forwarder{self: self, opts: opts, conns: map[string]*grpc.ClientConn{}}
+}
+
+// conn returns the connection to addr, creating it (lazily connecting) on
+// first use.
+func (f *forwarder) conn(addr string) (*grpc.ClientConn, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c, ok := f.conns[addr]; ok {
+		return c, nil
+	}
+	c, err := grpc.NewClient(addr, f.opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to %s: %w", addr, err)
+	}
+	f.conns[addr] = c
+	return c, nil
+}
+
+// outgoing marks ctx as forwarded by this node.
+func (f *forwarder) outgoing(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, mdForwardedBy, f.self)
+}
+
+func (f *forwarder) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for addr, c := range f.conns {
+		_ = c.Close()
+		delete(f.conns, addr)
+	}
+}
+
+// forwardedBy returns the member that forwarded this request, if any.
+func forwardedBy(ctx context.Context) string {
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok {
+		return ""
+	}
+	if v := md.Get(mdForwardedBy); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}

@@ -1,0 +1,138 @@
+package server
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/memdbd/memdbd/api/convert"
+	cmdpb "github.com/memdbd/memdbd/api/proto/memdb/command/v1"
+	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
+	"github.com/memdbd/memdbd/fsm"
+	"github.com/memdbd/memdbd/store"
+)
+
+// schemaService serves memdb.v1.SchemaService.
+type schemaService struct {
+	pb.UnimplementedSchemaServiceServer
+	s *Server
+}
+
+// admin proposes a schema command and returns the revision it applied at.
+func (s *Server) admin(ctx context.Context, env *cmdpb.Envelope) (uint64, error) {
+	if err := checkSession(env.Session); err != nil {
+		return 0, err
+	}
+	res, err := s.propose(ctx, env)
+	if err != nil {
+		return 0, err
+	}
+	if err := fsm.ResultError(res); err != nil {
+		return 0, err
+	}
+	return res.Revision, nil
+}
+
+func (sv *schemaService) CreateTable(ctx context.Context, req *pb.CreateTableRequest) (*pb.CreateTableResponse, error) {
+	sc, err := convert.Schema(req.Schema)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := store.CheckSchema(sc, sv.s.cfg.Limits.store()); err != nil {
+		return nil, toStatus(err)
+	}
+	if err := sv.s.checkFresh(ctx, func(v *store.View) error {
+		if _, err := v.Table(sc.Name); err == nil {
+			return fmt.Errorf("%w: %s", store.ErrTableExists, sc.Name)
+		}
+		return nil
+	}); err != nil {
+		return nil, toStatus(err)
+	}
+	rev, err := sv.s.admin(ctx, &cmdpb.Envelope{Session: req.Session, Command: &cmdpb.Envelope_CreateTable{CreateTable: req.Schema}})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.CreateTableResponse{Header: sv.s.writeHeader(rev)}, nil
+}
+
+func (sv *schemaService) DropTable(ctx context.Context, req *pb.DropTableRequest) (*pb.DropTableResponse, error) {
+	if err := sv.s.checkFresh(ctx, func(v *store.View) error { _, err := v.Table(req.Table); return err }); err != nil {
+		return nil, toStatus(err)
+	}
+	rev, err := sv.s.admin(ctx, &cmdpb.Envelope{Session: req.Session, Command: &cmdpb.Envelope_DropTable{DropTable: &cmdpb.DropTable{Table: req.Table}}})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.DropTableResponse{Header: sv.s.writeHeader(rev)}, nil
+}
+
+func (sv *schemaService) CreateIndex(ctx context.Context, req *pb.CreateIndexRequest) (*pb.CreateIndexResponse, error) {
+	if req.Index == nil {
+		return nil, toStatus(fmt.Errorf("%w: index is required", errInvalid))
+	}
+	err := sv.s.checkFresh(ctx, func(v *store.View) error {
+		info, err := v.Table(req.Table)
+		if err != nil {
+			return err
+		}
+		if _, exists := info.Schema.Index(req.Index.Name); exists {
+			return fmt.Errorf("%w: %s.%s", store.ErrIndexExists, req.Table, req.Index.Name)
+		}
+		sc := info.Schema
+		sc.Indexes = append(sc.Indexes, convert.Index(req.Index))
+		return store.CheckSchema(sc, sv.s.cfg.Limits.store())
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	rev, err := sv.s.admin(ctx, &cmdpb.Envelope{Session: req.Session, Command: &cmdpb.Envelope_CreateIndex{CreateIndex: &cmdpb.CreateIndex{Table: req.Table, Index: req.Index}}})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.CreateIndexResponse{Header: sv.s.writeHeader(rev)}, nil
+}
+
+func (sv *schemaService) DropIndex(ctx context.Context, req *pb.DropIndexRequest) (*pb.DropIndexResponse, error) {
+	err := sv.s.checkFresh(ctx, func(v *store.View) error {
+		info, err := v.Table(req.Table)
+		if err != nil {
+			return err
+		}
+		if _, ok := info.Schema.Index(req.Index); !ok {
+			return fmt.Errorf("%w: %s.%s", store.ErrIndexNotFound, req.Table, req.Index)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	rev, err := sv.s.admin(ctx, &cmdpb.Envelope{Session: req.Session, Command: &cmdpb.Envelope_DropIndex{DropIndex: &cmdpb.DropIndex{Table: req.Table, Index: req.Index}}})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.DropIndexResponse{Header: sv.s.writeHeader(rev)}, nil
+}
+
+func (sv *schemaService) ListTables(ctx context.Context, req *pb.ListTablesRequest) (*pb.ListTablesResponse, error) {
+	v, err := sv.s.readView(ctx, req.Read)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &pb.ListTablesResponse{Header: sv.s.header(v)}
+	for _, t := range v.Tables() {
+		resp.Tables = append(resp.Tables, convert.TableInfoToPB(t))
+	}
+	return resp, nil
+}
+
+func (sv *schemaService) DescribeTable(ctx context.Context, req *pb.DescribeTableRequest) (*pb.DescribeTableResponse, error) {
+	v, err := sv.s.readView(ctx, req.Read)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	t, err := v.Table(req.Table)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.DescribeTableResponse{Header: sv.s.header(v), Table: convert.TableInfoToPB(t)}, nil
+}

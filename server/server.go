@@ -1,0 +1,246 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	cmdpb "github.com/memdbd/memdbd/api/proto/memdb/command/v1"
+	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
+	"github.com/memdbd/memdbd/fsm"
+	"github.com/memdbd/memdbd/node"
+)
+
+// Config configures the gRPC server.
+type Config struct {
+	// NodeID names this node in response headers.
+	NodeID string
+	// Version is reported by Status.
+	Version string
+	// DefaultTimeout is the deadline given to a request that carries none.
+	DefaultTimeout time.Duration
+	// MaxInFlight bounds concurrent requests; more are refused at once with
+	// ResourceExhausted rather than queued.
+	MaxInFlight int
+	// SlowRequest: requests slower than this are logged.
+	SlowRequest time.Duration
+	// PageTTL keeps the view of a paginated scan this long after its last
+	// page; MaxPinnedViews bounds how many are kept.
+	PageTTL        time.Duration
+	MaxPinnedViews int
+	// Limits are the edge limits.
+	Limits Limits
+	// Logger receives the server's logs.
+	Logger *slog.Logger
+	// Registerer receives the server's metrics; none when nil.
+	Registerer prometheus.Registerer
+}
+
+// DefaultConfig returns the default server settings.
+func DefaultConfig() Config {
+	return Config{
+		DefaultTimeout: 10 * time.Second,
+		MaxInFlight:    10000,
+		SlowRequest:    time.Second,
+		PageTTL:        time.Minute,
+		MaxPinnedViews: 256,
+		Limits:         DefaultLimits(),
+	}
+}
+
+// Validate checks the settings.
+func (c Config) Validate() error {
+	switch {
+	case c.NodeID == "":
+		return errors.New("server: node id is required")
+	case c.DefaultTimeout <= 0:
+		return fmt.Errorf("default timeout %v must be positive", c.DefaultTimeout)
+	case c.MaxInFlight < 1:
+		return fmt.Errorf("max in-flight %d must be positive", c.MaxInFlight)
+	case c.PageTTL <= 0 || c.MaxPinnedViews < 1:
+		return errors.New("page TTL and max pinned views must be positive")
+	}
+	return c.Limits.Validate()
+}
+
+// Server is memdbd's gRPC front end: the v1 API, the peer service,
+// reflection and health, over one node.
+type Server struct {
+	cfg     Config
+	node    *node.Node
+	log     *slog.Logger
+	grpc    *grpc.Server
+	health  *health.Server
+	fwd     *forwarder
+	pages   *pageCache
+	metrics *metrics
+
+	inflight chan struct{}
+	stop     chan struct{}
+	wg       sync.WaitGroup
+}
+
+// New assembles the gRPC server and its interceptors over a node.
+func New(cfg Config, n *node.Node) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.Default()
+	}
+	s := &Server{
+		cfg: cfg, node: n, log: lg, health: health.NewServer(), fwd: newForwarder(cfg.NodeID),
+		pages: newPageCache(cfg.PageTTL, cfg.MaxPinnedViews), metrics: newMetrics(cfg.Registerer),
+		inflight: make(chan struct{}, cfg.MaxInFlight), stop: make(chan struct{}),
+	}
+	s.grpc = grpc.NewServer(
+		grpc.MaxRecvMsgSize(cfg.Limits.MaxRequestBytes),
+		grpc.ChainUnaryInterceptor(s.recoverUnary, s.admitUnary),
+	)
+	pb.RegisterDataServiceServer(s.grpc, &dataService{s: s})
+	pb.RegisterSchemaServiceServer(s.grpc, &schemaService{s: s})
+	pb.RegisterClusterServiceServer(s.grpc, &clusterService{s: s})
+	cmdpb.RegisterPeerServiceServer(s.grpc, &peerService{s: s})
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	s.wg.Add(2)
+	go s.watchHealth()
+	go s.registerLoop()
+	return s, nil
+}
+
+// Serve accepts connections on l until Stop.
+func (s *Server) Serve(l net.Listener) error { return s.grpc.Serve(l) }
+
+// Stop drains in-flight requests (bounded by ctx), then closes everything.
+func (s *Server) Stop(ctx context.Context) {
+	close(s.stop)
+	s.health.Shutdown()
+	done := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.log.Warn("requests still in flight at the drain deadline; closing them")
+		s.grpc.Stop()
+		<-done
+	}
+	s.wg.Wait()
+	s.fwd.close()
+}
+
+// recoverUnary turns a panic in a handler into Internal, so that one bad
+// request cannot take the node down.
+func (s *Server) recoverUnary(ctx context.Context, req interface{}, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp interface{}, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic in handler", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
+			err = status.Errorf(codes.Internal, "internal error in %s; this is a bug, please report it", info.FullMethod)
+		}
+	}()
+	return h(ctx, req)
+}
+
+// admitUnary bounds every request: refused at once when cancelled or when
+// too many are in flight, given the default deadline when it has none, and
+// logged when slow.
+func (s *Server) admitUnary(ctx context.Context, req interface{}, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (interface{}, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
+	select {
+	case s.inflight <- struct{}{}:
+	default:
+		s.metrics.rejected.WithLabelValues("in_flight").Inc()
+		return nil, toStatus(fmt.Errorf("%w: %d requests in flight", errOverloaded, cap(s.inflight)))
+	}
+	defer func() { <-s.inflight }()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.DefaultTimeout)
+		defer cancel()
+	}
+	start := time.Now()
+	resp, err := h(ctx, req)
+	if d := time.Since(start); d > s.cfg.SlowRequest {
+		s.log.Info("slow request", "method", info.FullMethod, "took", d, "code", status.Code(err).String())
+	}
+	return resp, err
+}
+
+// watchHealth keeps the gRPC health status current: SERVING while a
+// leader is known and the state machine runs.
+func (s *Server) watchHealth() {
+	defer s.wg.Done()
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	last := healthpb.HealthCheckResponse_UNKNOWN
+	for {
+		st := healthpb.HealthCheckResponse_SERVING
+		if id, _ := s.node.Leader(); id == "" || s.node.FSM().Halted() != nil {
+			st = healthpb.HealthCheckResponse_NOT_SERVING
+		}
+		if st != last {
+			for _, svc := range []string{"", pb.DataService_ServiceDesc.ServiceName, pb.SchemaService_ServiceDesc.ServiceName} {
+				s.health.SetServingStatus(svc, st)
+			}
+			last = st
+		}
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// registerLoop makes sure the cluster knows this node's client address
+// (for forwarding and client discovery), through the leader.
+func (s *Server) registerLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		if s.node.Registered() {
+			continue
+		}
+		if id, _ := s.node.Leader(); id == "" {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		res, err := s.propose(ctx, s.node.RegistrationCommand())
+		cancel()
+		if err == nil {
+			err = fsm.ResultError(res)
+		}
+		if err != nil {
+			s.log.Warn("registering this node with the cluster failed; will retry", "err", err)
+			var ce *fsm.CommandError
+			if errors.As(err, &ce) && ce.Reason == pb.ReasonInvalidArgument {
+				s.log.Error("this node's registration was refused; check --initial-cluster", "err", err)
+			}
+			continue
+		}
+		s.log.Info("registered with the cluster", "client_addr", s.node.Config().ClientAdvertise)
+	}
+}

@@ -1,0 +1,143 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
+	"github.com/memdbd/memdbd/store"
+)
+
+var errInvalid = store.ErrInvalidArgument
+
+// Limits are the edge limits: checked before a request enters the log,
+// and tighter than the state machine's hard limits (store.DefaultLimits).
+// Sizes are in bytes.
+type Limits struct {
+	// MaxRequestBytes bounds a request message (gRPC refuses larger ones
+	// with ResourceExhausted).
+	MaxRequestBytes int
+	// MaxKeyBytes bounds an encoded primary key.
+	MaxKeyBytes int
+	// MaxValueBytes bounds one string or bytes value.
+	MaxValueBytes int
+	// MaxRowBytes bounds an encoded row.
+	MaxRowBytes int
+	// MaxOps bounds the operations of one transaction branch.
+	MaxOps int
+	// MaxConditions bounds the conditions of one transaction.
+	MaxConditions int
+	// MaxBatchGet bounds the keys of one BatchGet.
+	MaxBatchGet int
+	// DefaultScanLimit is the page size of a scan that sets none.
+	DefaultScanLimit int
+	// MaxScanLimit bounds the page size of a scan.
+	MaxScanLimit int
+}
+
+// DefaultLimits returns the default edge limits.
+func DefaultLimits() Limits {
+	return Limits{
+		MaxRequestBytes:  16 << 20,
+		MaxKeyBytes:      1 << 10,
+		MaxValueBytes:    4 << 20,
+		MaxRowBytes:      8 << 20,
+		MaxOps:           128,
+		MaxConditions:    128,
+		MaxBatchGet:      1000,
+		DefaultScanLimit: 1000,
+		MaxScanLimit:     10000,
+	}
+}
+
+// Validate checks the limits against each other and the state machine's.
+func (l Limits) Validate() error {
+	hard := store.DefaultLimits()
+	switch {
+	case l.MaxKeyBytes < 16 || l.MaxKeyBytes > hard.MaxKeyBytes:
+		return fmt.Errorf("max key bytes %d must be 16 to %d", l.MaxKeyBytes, hard.MaxKeyBytes)
+	case l.MaxRowBytes < l.MaxKeyBytes || l.MaxRowBytes > hard.MaxRowBytes:
+		return fmt.Errorf("max row bytes %d must be %d to %d", l.MaxRowBytes, l.MaxKeyBytes, hard.MaxRowBytes)
+	case l.MaxValueBytes < 1 || l.MaxValueBytes > l.MaxRowBytes:
+		return fmt.Errorf("max value bytes %d must be 1 to the max row bytes %d", l.MaxValueBytes, l.MaxRowBytes)
+	case l.MaxRequestBytes < l.MaxRowBytes:
+		return fmt.Errorf("max request bytes %d must be at least the max row bytes %d", l.MaxRequestBytes, l.MaxRowBytes)
+	case l.MaxOps < 1 || l.MaxOps > hard.MaxOps:
+		return fmt.Errorf("max ops %d must be 1 to %d", l.MaxOps, hard.MaxOps)
+	case l.MaxConditions < 0 || l.MaxConditions > hard.MaxConditions:
+		return fmt.Errorf("max conditions %d must be 0 to %d", l.MaxConditions, hard.MaxConditions)
+	case l.MaxBatchGet < 1:
+		return errors.New("max batch get must be positive")
+	case l.DefaultScanLimit < 1 || l.DefaultScanLimit > l.MaxScanLimit:
+		return fmt.Errorf("default scan limit %d must be 1 to the max scan limit %d", l.DefaultScanLimit, l.MaxScanLimit)
+	}
+	return nil
+}
+
+// store returns the store limits that enforce these edge limits.
+func (l Limits) store() store.Limits {
+	s := store.DefaultLimits()
+	s.MaxKeyBytes, s.MaxRowBytes, s.MaxOps, s.MaxConditions = l.MaxKeyBytes, l.MaxRowBytes, l.MaxOps, l.MaxConditions
+	return s
+}
+
+// checkValueSizes refuses string and bytes values over MaxValueBytes.
+func (l Limits) checkValueSizes(txn store.Txn) error {
+	check := func(where string, v store.Value) error {
+		if k := v.Kind(); (k == store.KindString || k == store.KindBytes) && len(v.AsString()) > l.MaxValueBytes {
+			return fmt.Errorf("%s: value of %d bytes, limit %d: %w", where, len(v.AsString()), l.MaxValueBytes, store.ErrTooLarge)
+		}
+		return nil
+	}
+	for _, br := range [][]store.Op{txn.Then, txn.Else} {
+		for _, op := range br {
+			for _, f := range op.Fields {
+				if err := check("table "+op.Table+": field "+f.Name, f.Value); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	for i, c := range txn.Conditions {
+		if err := check(fmt.Sprintf("condition %d", i), c.Value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkSession validates a write session at the edge.
+func checkSession(ws *pb.WriteSession) error {
+	if ws == nil || (len(ws.ClientId) == 0 && ws.Seq == 0 && ws.FirstIncompleteSeq == 0) {
+		return nil
+	}
+	switch {
+	case len(ws.ClientId) == 0 || len(ws.ClientId) > 64:
+		return fmt.Errorf("%w: session client_id must be 1 to 64 bytes", errInvalid)
+	case ws.Seq == 0:
+		return fmt.Errorf("%w: session seq must be at least 1", errInvalid)
+	case ws.FirstIncompleteSeq > ws.Seq:
+		return fmt.Errorf("%w: session first_incomplete_seq %d is after seq %d", errInvalid, ws.FirstIncompleteSeq, ws.Seq)
+	}
+	return nil
+}
+
+// checkFresh runs a schema-dependent check against this node's view. The
+// view may lag the leader (a table created a moment ago through another
+// member), so a failure is only trusted after the node has caught up with
+// a linearizable read index; then the check runs once more.
+func (s *Server) checkFresh(ctx context.Context, check func(*store.View) error) error {
+	err := check(s.node.FSM().Store().View())
+	if err == nil {
+		return nil
+	}
+	idx, ierr := s.readIndex(ctx)
+	if ierr != nil {
+		return err
+	}
+	if werr := s.node.WaitApplied(ctx, idx); werr != nil {
+		return err
+	}
+	return check(s.node.FSM().Store().View())
+}
