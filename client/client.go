@@ -1,0 +1,296 @@
+// Package client is the Go SDK for memdbd.
+//
+// A Client talks to a cluster through any of its members: it learns the
+// other members, sends writes to the leader (following the servers' leader
+// hints; a follower would forward them anyway), spreads stale reads over
+// every member, and retries calls that fail for a transient reason
+// (no leader, leader change, overload) with backoff and jitter, within the
+// caller's deadline.
+//
+// Retrying a write is safe: every write carries the client's id and a
+// sequence number, and the cluster applies each (id, sequence) at most
+// once, answering a retry with the first attempt's result. A timed-out
+// write that is retried can therefore neither be lost nor applied twice.
+//
+// Values, rows and schemas use the store package's Go types (aliased
+// here), so that no generated protobuf type appears in the SDK's API.
+package client
+
+import (
+	"context"
+	crand "crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
+)
+
+// Config configures a Client.
+type Config struct {
+	// Endpoints are gRPC addresses (host:port) of one or more members. The
+	// client learns the others from them.
+	Endpoints []string
+	// RequestTimeout is the deadline of a call whose context has none.
+	// Default 10s.
+	RequestTimeout time.Duration
+	// RetryBase and RetryMax bound the backoff between retries (doubling
+	// from RetryBase, with jitter). Defaults 20ms and 1s.
+	RetryBase, RetryMax time.Duration
+	// ClientID identifies this client's write session (1-64 bytes); random
+	// when empty. Two live clients must never share one.
+	ClientID string
+	// DialOptions replace the default (plaintext) dial options.
+	DialOptions []grpc.DialOption
+	// Logger receives retry decisions at debug level; none when nil.
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if len(c.Endpoints) == 0 {
+		return errors.New("memdb: Config.Endpoints is empty")
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 10 * time.Second
+	}
+	if c.RetryBase <= 0 {
+		c.RetryBase = 20 * time.Millisecond
+	}
+	if c.RetryMax < c.RetryBase {
+		c.RetryMax = max(time.Second, c.RetryBase)
+	}
+	if c.ClientID == "" {
+		b := make([]byte, 16)
+		_, _ = crand.Read(b)
+		c.ClientID = fmt.Sprintf("%x", b)
+	}
+	if len(c.ClientID) > 64 {
+		return errors.New("memdb: Config.ClientID is longer than 64 bytes")
+	}
+	if len(c.DialOptions) == 0 {
+		c.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Client is a connection to a memdbd cluster. It is safe for concurrent
+// use; create one per process and Close it when done.
+type Client struct {
+	cfg     Config
+	session sessionTracker
+
+	mu        sync.Mutex
+	conns     map[string]*grpc.ClientConn
+	endpoints []string
+	leader    string
+
+	next   atomic.Uint32 // round-robin position for reads
+	closed atomic.Bool
+}
+
+// New returns a client of the cluster at cfg.Endpoints. It asks the first
+// member that answers (within ctx) for the others; a cluster that cannot
+// be reached yet is not an error, calls will retry.
+func New(ctx context.Context, cfg Config) (*Client, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	c := &Client{cfg: cfg, conns: map[string]*grpc.ClientConn{}, endpoints: append([]string(nil), cfg.Endpoints...)}
+	c.session.init()
+	if _, err := c.Members(ctx); err != nil {
+		c.cfg.Logger.Debug("member discovery failed; using the configured endpoints", "err", err)
+	}
+	return c, nil
+}
+
+// Close closes the client's connections.
+func (c *Client) Close() error {
+	c.closed.Store(true)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	for a, cc := range c.conns {
+		errs = append(errs, cc.Close())
+		delete(c.conns, a)
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cc, ok := c.conns[addr]; ok {
+		return cc, nil
+	}
+	cc, err := grpc.NewClient(addr, c.cfg.DialOptions...)
+	if err != nil {
+		return nil, err
+	}
+	c.conns[addr] = cc
+	return cc, nil
+}
+
+// pick chooses the member for an attempt: the leader for writes when
+// known, otherwise the next member in turn.
+func (c *Client) pick(toLeader bool) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if toLeader && c.leader != "" {
+		return c.leader
+	}
+	return c.endpoints[int(c.next.Add(1))%len(c.endpoints)]
+}
+
+func (c *Client) learnLeader(addr string) {
+	if addr == "" {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.leader = addr
+	for _, e := range c.endpoints {
+		if e == addr {
+			return
+		}
+	}
+	c.endpoints = append(c.endpoints, addr)
+}
+
+func (c *Client) forgetLeader(addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.leader == addr {
+		c.leader = ""
+	}
+}
+
+// attempt is one try of a call against one member.
+type attempt func(ctx context.Context, cc *grpc.ClientConn) error
+
+// do runs a call with retries. toLeader routes it to the leader when
+// known; pinned, when non-empty, sends every attempt to that member (scan
+// pages live on one member).
+func (c *Client) do(ctx context.Context, toLeader bool, pinned string, fn attempt) error {
+	if c.closed.Load() {
+		return &Error{Message: "client closed", sentinel: ErrUnavailable}
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.RequestTimeout)
+		defer cancel()
+	}
+	var last *Error
+	for n := 0; ; n++ {
+		if err := ctx.Err(); err != nil {
+			if last != nil {
+				return last
+			}
+			return &Error{Message: err.Error(), sentinel: ErrUnavailable}
+		}
+		addr := pinned
+		if addr == "" {
+			addr = c.pick(toLeader)
+		}
+		cc, err := c.conn(addr)
+		if err != nil {
+			return &Error{Message: err.Error(), sentinel: ErrInvalidArgument}
+		}
+		err = fn(ctx, cc)
+		if err == nil {
+			return nil
+		}
+		last = fromStatus(err)
+		if !last.retryable() {
+			return last
+		}
+		if last.LeaderAddr != "" && last.LeaderAddr != addr {
+			c.learnLeader(last.LeaderAddr)
+		} else if toLeader {
+			c.forgetLeader(addr)
+		}
+		pause := c.backoff(n, last.RetryAfter)
+		if last.LeaderAddr != "" && last.LeaderAddr != addr && n == 0 {
+			pause = 0 // a redirect, not a failure
+		}
+		c.cfg.Logger.Debug("retrying", "addr", addr, "attempt", n, "err", last, "pause", pause)
+		if dl, _ := ctx.Deadline(); time.Until(dl) < pause {
+			return last
+		}
+		select {
+		case <-ctx.Done():
+			return last
+		case <-time.After(pause):
+		}
+	}
+}
+
+// backoff is exponential with full jitter above half, capped at RetryMax,
+// and at least the server's suggestion.
+func (c *Client) backoff(n int, hint time.Duration) time.Duration {
+	d := c.cfg.RetryBase << min(n, 16)
+	if d > c.cfg.RetryMax {
+		d = c.cfg.RetryMax
+	}
+	d = d/2 + rand.N(d/2+1)
+	return max(d, hint)
+}
+
+// sessionTracker numbers writes and tracks which are still outstanding,
+// so every write can tell the cluster the lowest sequence whose answer
+// the client may still need (results below it are forgotten).
+type sessionTracker struct {
+	mu   sync.Mutex
+	next uint64
+	low  uint64
+	done map[uint64]bool
+}
+
+func (t *sessionTracker) init() {
+	t.next, t.low, t.done = 1, 1, map[uint64]bool{}
+}
+
+func (t *sessionTracker) begin() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.next
+	t.next++
+	return s
+}
+
+// end marks a write finished (answered, or abandoned for good).
+func (t *sessionTracker) end(seq uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.done[seq] = true
+	for t.done[t.low] {
+		delete(t.done, t.low)
+		t.low++
+	}
+}
+
+func (t *sessionTracker) first() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.low
+}
+
+// write runs a write call with a session: one sequence number for every
+// attempt of the call.
+func (c *Client) write(ctx context.Context, fn func(ctx context.Context, cc *grpc.ClientConn, ws *pb.WriteSession) error) error {
+	seq := c.session.begin()
+	defer c.session.end(seq)
+	return c.do(ctx, true, "", func(ctx context.Context, cc *grpc.ClientConn) error {
+		ws := &pb.WriteSession{ClientId: []byte(c.cfg.ClientID), Seq: seq, FirstIncompleteSeq: c.session.first()}
+		return fn(ctx, cc, ws)
+	})
+}
