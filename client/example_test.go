@@ -99,7 +99,7 @@ func ExampleClient_ScanAll() {
 	}
 	defer c.Close()
 	_, err = c.CreateTable(ctx, client.TableSchema{Name: "events", PrimaryKey: "seq",
-		Fields: []client.FieldSchema{{Name: "seq", Type: client.TypeInt}, {Name: "kind", Type: client.TypeString}},
+		Fields:  []client.FieldSchema{{Name: "seq", Type: client.TypeInt}, {Name: "kind", Type: client.TypeString}},
 		Indexes: []client.IndexSchema{{Name: "by_kind", Fields: []string{"kind"}}}})
 	if err != nil {
 		panic(err)

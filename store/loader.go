@@ -3,6 +3,8 @@ package store
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -71,10 +73,60 @@ func (l *Loader) AddRow(raw string) error {
 	if tagKind(k[0]) != l.cur.pkType.Kind() {
 		return fmt.Errorf("%w: table %s: primary key of the wrong type", ErrCorrupt, l.cur.schema.Name)
 	}
+	if err := l.cur.checkLoadedRow(raw); err != nil {
+		return fmt.Errorf("%w: table %s: %v", ErrCorrupt, l.cur.schema.Name, err)
+	}
 	l.last = k
 	writeLenString(l.hash, raw)
 	l.cur.rows.Load(raw)
 	l.cur.bytes += int64(len(raw))
+	return nil
+}
+
+// checkLoadedRow checks a well-formed row against the table's schema, as
+// checkRow checks every written row: the rest of the store relies on it
+// (decodeRow would list a field named as the primary key twice, typed
+// scans assume declared fields hold their type).
+func (t *table) checkLoadedRow(raw string) error {
+	sc := t.schema
+	r, err := readRow(raw)
+	if err != nil {
+		return err
+	}
+	pk, _, err := decodeKeyValue(r.key)
+	if err != nil {
+		return err
+	}
+	if err := validateValue(pk); err != nil {
+		return fmt.Errorf("primary key: %v", err)
+	}
+	_, fields, err := rowFields(raw)
+	if err != nil {
+		return err
+	}
+	for _, f := range fields {
+		if f.Name == sc.PrimaryKey {
+			return fmt.Errorf("field %s repeats the primary key", f.Name)
+		}
+		if err := validateValue(f.Value); err != nil {
+			return fmt.Errorf("field %s: %v", f.Name, err)
+		}
+		if f.Value.kind == KindDouble && f.Value.n == 1<<63 {
+			return fmt.Errorf("field %s: negative zero, which Double stores as zero", f.Name)
+		}
+		if decl, ok := sc.Field(f.Name); ok && f.Value.kind != KindNull && f.Value.kind != decl.Type.Kind() {
+			return fmt.Errorf("field %s is %s, declared %s", f.Name, f.Value.kind, decl.Type)
+		}
+	}
+	for _, decl := range sc.Fields {
+		if !decl.Required || decl.Name == sc.PrimaryKey {
+			continue
+		}
+		i, ok := slices.BinarySearchFunc(fields, decl.Name, func(f Field, n string) int { return strings.Compare(f.Name, n) })
+		if !ok || fields[i].Value.kind == KindNull {
+			return fmt.Errorf("required field %s is missing", decl.Name)
+		}
+	}
 	return nil
 }
 

@@ -140,9 +140,13 @@ func (t *table) rowEntries(row string) ([]string, []int, error) {
 // same values as entry for another primary key.
 func (ix *index) uniqueConflict(entry string, n int, key string) bool {
 	prefix := entry[:n]
+	// Not every entry that starts with prefix has these values: "a" is a
+	// byte prefix of "a\x00". The entries with these values are those in
+	// [prefix, tupleEnd(prefix)).
+	end := string(tupleEnd([]byte(prefix)))
 	conflict := false
 	ix.tree.Ascend(prefix, func(item string) bool {
-		if !strings.HasPrefix(item, prefix) {
+		if item >= end {
 			return false
 		}
 		if item[n:] != key {
