@@ -153,6 +153,15 @@ func decodeKeyValue(b string) (Value, string, error) {
 		}
 		return Value{kind: KindDouble, n: n}, b, nil
 	case tagString, tagBytes:
+		k := KindString
+		if tag == tagBytes {
+			k = KindBytes
+		}
+		// Fast path: no escaped zero byte, so the value is a substring of
+		// the key and needs no allocation (the key is immutable).
+		if i := strings.IndexByte(b, 0); i >= 0 && (i+1 == len(b) || b[i+1] != 0xFF) {
+			return Value{kind: k, s: b[:i]}, b[i+1:], nil
+		}
 		var sb strings.Builder
 		for i := 0; i < len(b); i++ {
 			if b[i] != 0 {
@@ -165,10 +174,6 @@ func decodeKeyValue(b string) (Value, string, error) {
 				continue
 			}
 			sb.WriteString(b[:i])
-			k := KindString
-			if tag == tagBytes {
-				k = KindBytes
-			}
 			return Value{kind: k, s: sb.String()}, b[i+1:], nil
 		}
 		return Value{}, b, errCorrupt

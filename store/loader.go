@@ -3,8 +3,6 @@ package store
 import (
 	"encoding/binary"
 	"fmt"
-	"slices"
-	"strings"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -88,6 +86,8 @@ func (l *Loader) AddRow(raw string) error {
 // (decodeRow would list a field named as the primary key twice, typed
 // scans assume declared fields hold their type).
 func (t *table) checkLoadedRow(raw string) error {
+	// It walks the row in place rather than decoding it: restore time is
+	// dominated by per-row work, and this check runs on every row.
 	sc := t.schema
 	r, err := readRow(raw)
 	if err != nil {
@@ -100,11 +100,15 @@ func (t *table) checkLoadedRow(raw string) error {
 	if err := validateValue(pk); err != nil {
 		return fmt.Errorf("primary key: %v", err)
 	}
-	_, fields, err := rowFields(raw)
-	if err != nil {
-		return err
-	}
-	for _, f := range fields {
+	required := 0
+	for {
+		f, ok, err := r.next()
+		if err != nil {
+			return err
+		}
+		if !ok {
+			break
+		}
 		if f.Name == sc.PrimaryKey {
 			return fmt.Errorf("field %s repeats the primary key", f.Name)
 		}
@@ -114,20 +118,53 @@ func (t *table) checkLoadedRow(raw string) error {
 		if f.Value.kind == KindDouble && f.Value.n == 1<<63 {
 			return fmt.Errorf("field %s: negative zero, which Double stores as zero", f.Name)
 		}
-		if decl, ok := sc.Field(f.Name); ok && f.Value.kind != KindNull && f.Value.kind != decl.Type.Kind() {
-			return fmt.Errorf("field %s is %s, declared %s", f.Name, f.Value.kind, decl.Type)
+		if decl, ok := sc.Field(f.Name); ok && f.Value.kind != KindNull {
+			if f.Value.kind != decl.Type.Kind() {
+				return fmt.Errorf("field %s is %s, declared %s", f.Name, f.Value.kind, decl.Type)
+			}
+			if decl.Required {
+				required++
+			}
 		}
 	}
-	for _, decl := range sc.Fields {
-		if !decl.Required || decl.Name == sc.PrimaryKey {
-			continue
-		}
-		i, ok := slices.BinarySearchFunc(fields, decl.Name, func(f Field, n string) int { return strings.Compare(f.Name, n) })
-		if !ok || fields[i].Value.kind == KindNull {
-			return fmt.Errorf("required field %s is missing", decl.Name)
+	if required != t.requiredFields() {
+		for _, decl := range sc.Fields {
+			if decl.Required && decl.Name != sc.PrimaryKey {
+				if v, ok, _ := rowField(raw, decl.Name); !ok || v.kind == KindNull {
+					return fmt.Errorf("required field %s is missing", decl.Name)
+				}
+			}
 		}
 	}
 	return nil
+}
+
+// requiredFields counts the required fields other than the primary key.
+func (t *table) requiredFields() int {
+	n := 0
+	for _, decl := range t.schema.Fields {
+		if decl.Required && decl.Name != t.schema.PrimaryKey {
+			n++
+		}
+	}
+	return n
+}
+
+// rowField finds one field of an encoded row.
+func rowField(raw, name string) (Value, bool, error) {
+	r, err := readRow(raw)
+	if err != nil {
+		return Value{}, false, err
+	}
+	for {
+		f, ok, err := r.next()
+		if err != nil || !ok {
+			return Value{}, false, err
+		}
+		if f.Name == name {
+			return f.Value, true, nil
+		}
+	}
 }
 
 func tagKind(tag byte) Kind {
