@@ -34,7 +34,16 @@ func (s *Server) readView(ctx context.Context, opts *pb.ReadOptions) (*store.Vie
 			}
 		}
 		if r := opts.GetMinRevision(); r > 0 {
-			if err := s.node.WaitApplied(ctx, r); err != nil {
+			// Give up a little before the caller's deadline, so that the caller
+			// learns why (STALE) rather than seeing its own deadline expire.
+			wctx := ctx
+			if dl, ok := ctx.Deadline(); ok {
+				margin := min(time.Until(dl)/10, 50*time.Millisecond)
+				var cancel context.CancelFunc
+				wctx, cancel = context.WithDeadline(ctx, dl.Add(-margin))
+				defer cancel()
+			}
+			if err := s.node.WaitApplied(wctx, r); err != nil {
 				if errors.Is(err, context.DeadlineExceeded) {
 					return nil, fmt.Errorf("%w: this node reached revision %d, not min_revision %d, within the deadline", errStale, s.node.FSM().Applied(), r)
 				}

@@ -1,0 +1,223 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
+	"github.com/memdbd/memdbd/internal/testcluster"
+	"github.com/memdbd/memdbd/server"
+)
+
+func dial(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+	return cc
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func str(s string) *pb.Value { return &pb.Value{Kind: &pb.Value_StringValue{StringValue: s}} }
+
+func createKV(t *testing.T, cc *grpc.ClientConn, name string) {
+	t.Helper()
+	_, err := pb.NewSchemaServiceClient(cc).CreateTable(ctxT(t, 5*time.Second), &pb.CreateTableRequest{Schema: &pb.TableSchema{
+		Name: name, PrimaryKey: "k", Fields: []*pb.FieldSchema{{Name: "k", Type: pb.FieldType_FIELD_TYPE_STRING}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func reason(err error) string {
+	st, _ := status.FromError(err)
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info.Reason
+		}
+	}
+	return ""
+}
+
+// Every member serves every call: writes on followers are forwarded, and
+// the answer names the node that served it and the revision.
+func TestFollowersForwardAndHeadersTell(t *testing.T) {
+	cl := testcluster.Start(t, 3, testcluster.Options{})
+	leader := cl.Leader()
+	var last uint64
+	for i, m := range cl.Members {
+		cc := dial(t, m.Addr)
+		if i == 0 {
+			createKV(t, cc, "kv")
+		}
+		resp, err := pb.NewDataServiceClient(cc).Upsert(ctxT(t, 5*time.Second), &pb.UpsertRequest{Table: "kv", Fields: map[string]*pb.Value{"k": str(m.Addr)}})
+		if err != nil {
+			t.Fatalf("write via %s: %v", m.NodeCfg.ID, err)
+		}
+		if resp.Header.NodeId != m.NodeCfg.ID || resp.Header.Revision <= last || resp.Row.ModRevision != resp.Header.Revision {
+			t.Fatalf("header %+v row %+v", resp.Header, resp.Row)
+		}
+		last = resp.Header.Revision
+		g, err := pb.NewDataServiceClient(cc).Get(ctxT(t, 5*time.Second), &pb.GetRequest{Table: "kv", Key: str(m.Addr)})
+		if err != nil || !g.Found || g.Header.Revision < last {
+			t.Fatalf("read via %s: %v %+v", m.NodeCfg.ID, err, g.GetHeader())
+		}
+	}
+	st, err := pb.NewClusterServiceClient(dial(t, cl.Members[leader].Addr)).Status(ctxT(t, 5*time.Second), &pb.StatusRequest{})
+	if err != nil || st.Role != "Leader" || st.LeaderId != cl.Members[leader].NodeCfg.ID {
+		t.Fatalf("status %+v %v", st, err)
+	}
+}
+
+// Without a quorum, writes and linearizable reads fail with Unavailable
+// within their deadline instead of waiting; stale reads still answer, and
+// a staleness bound is refused fast.
+func TestNoQuorumFailsFast(t *testing.T) {
+	cl := testcluster.Start(t, 3, testcluster.Options{})
+	createKV(t, dial(t, cl.Members[0].Addr), "kv")
+	survivor := cl.Leader()
+	for i := range cl.Members {
+		if i != survivor {
+			cl.StopMember(i)
+		}
+	}
+	cc := dial(t, cl.Members[survivor].Addr)
+	data := pb.NewDataServiceClient(cc)
+	start := time.Now()
+	_, err := data.Upsert(ctxT(t, 2*time.Second), &pb.UpsertRequest{Table: "kv", Fields: map[string]*pb.Value{"k": str("x")}})
+	if code := status.Code(err); code != codes.Unavailable && code != codes.DeadlineExceeded {
+		t.Fatalf("write without quorum: %v", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("write without quorum took %v", d)
+	}
+	start = time.Now()
+	_, err = data.Get(ctxT(t, 2*time.Second), &pb.GetRequest{Table: "kv", Key: str("x")})
+	if code := status.Code(err); code != codes.Unavailable && code != codes.DeadlineExceeded {
+		t.Fatalf("linearizable read without quorum: %v", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("read without quorum took %v", d)
+	}
+	// Once the leader has stepped down, it knows it has no leader.
+	deadline := time.Now().Add(5 * time.Second)
+	for cl.Members[survivor].Node.IsLeader() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	g, err := data.Get(ctxT(t, 2*time.Second), &pb.GetRequest{Table: "kv", Key: str("x"), Read: &pb.ReadOptions{Consistency: pb.Consistency_CONSISTENCY_STALE}})
+	if err != nil || g.Found {
+		t.Fatalf("stale read: %v %+v", err, g)
+	}
+	time.Sleep(300 * time.Millisecond)
+	_, err = data.Get(ctxT(t, 2*time.Second), &pb.GetRequest{Table: "kv", Key: str("x"), Read: &pb.ReadOptions{Consistency: pb.Consistency_CONSISTENCY_STALE, MaxStalenessMs: 100}})
+	if status.Code(err) != codes.Unavailable || reason(err) != pb.ReasonStale {
+		t.Fatalf("bounded stale read: %v (reason %q)", err, reason(err))
+	}
+	_, err = data.Get(ctxT(t, 300*time.Millisecond), &pb.GetRequest{Table: "kv", Key: str("x"), Read: &pb.ReadOptions{Consistency: pb.Consistency_CONSISTENCY_STALE, MinRevision: 1 << 40}})
+	if status.Code(err) != codes.Unavailable || reason(err) != pb.ReasonStale {
+		t.Fatalf("unreachable min_revision: %v", err)
+	}
+}
+
+// Overload is refused at once with ResourceExhausted and a retry hint.
+func TestOverloadIsRefused(t *testing.T) {
+	cl := testcluster.Start(t, 1, testcluster.Options{TuneServer: func(c *server.Config) { c.MaxInFlight = 1 }})
+	cc := dial(t, cl.Members[0].Addr)
+	createKV(t, cc, "kv")
+	data := pb.NewDataServiceClient(cc)
+	// Hold the one slot with a read waiting for a revision far ahead.
+	held := make(chan error, 1)
+	go func() {
+		_, err := data.Get(ctxT(t, 2*time.Second), &pb.GetRequest{Table: "kv", Key: str("x"), Read: &pb.ReadOptions{Consistency: pb.Consistency_CONSISTENCY_STALE, MinRevision: 1 << 40}})
+		held <- err
+	}()
+	var err error
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		start := time.Now()
+		_, err = data.Get(ctxT(t, time.Second), &pb.GetRequest{Table: "kv", Key: str("x")})
+		if status.Code(err) == codes.ResourceExhausted {
+			if time.Since(start) > 200*time.Millisecond {
+				t.Fatalf("refusal took %v", time.Since(start))
+			}
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	st, _ := status.FromError(err)
+	hint := false
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.RetryDelay.AsDuration() > 0 {
+			hint = true
+		}
+	}
+	if status.Code(err) != codes.ResourceExhausted || reason(err) != pb.ReasonOverloaded || !hint {
+		t.Fatalf("overload: %v (reason %q, retry hint %v)", err, reason(err), hint)
+	}
+	<-held
+}
+
+// Page tokens: consistent pages; a token of another scan, a malformed one
+// or one whose view expired are refused with a clear error.
+func TestPageTokens(t *testing.T) {
+	cl := testcluster.Start(t, 1, testcluster.Options{TuneServer: func(c *server.Config) { c.PageTTL = 200 * time.Millisecond }})
+	cc := dial(t, cl.Members[0].Addr)
+	createKV(t, cc, "kv")
+	data := pb.NewDataServiceClient(cc)
+	for i := 0; i < 10; i++ {
+		if _, err := data.Upsert(ctxT(t, 5*time.Second), &pb.UpsertRequest{Table: "kv", Fields: map[string]*pb.Value{"k": str(fmt.Sprint(i))}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first, err := data.Scan(ctxT(t, 5*time.Second), &pb.ScanRequest{Table: "kv", Limit: 4})
+	if err != nil || len(first.Rows) != 4 || len(first.NextPageToken) == 0 {
+		t.Fatalf("first page: %v %d", err, len(first.GetRows()))
+	}
+	_, err = data.Scan(ctxT(t, 5*time.Second), &pb.ScanRequest{Table: "kv", Limit: 4, Reverse: true, PageToken: first.NextPageToken})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("token of another scan: %v", err)
+	}
+	_, err = data.Scan(ctxT(t, 5*time.Second), &pb.ScanRequest{Table: "kv", Limit: 4, PageToken: []byte("garbage")})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("malformed token: %v", err)
+	}
+	second, err := data.Scan(ctxT(t, 5*time.Second), &pb.ScanRequest{Table: "kv", Limit: 4, PageToken: first.NextPageToken})
+	if err != nil || len(second.Rows) != 4 || second.Header.Revision != first.Header.Revision {
+		t.Fatalf("second page: %v", err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	_, err = data.Scan(ctxT(t, 5*time.Second), &pb.ScanRequest{Table: "kv", Limit: 4, PageToken: second.NextPageToken})
+	if status.Code(err) != codes.FailedPrecondition || reason(err) != pb.ReasonPageExpired {
+		t.Fatalf("expired token: %v", err)
+	}
+}
+
+// A request without a deadline gets the server's default instead of
+// waiting forever.
+func TestDefaultDeadline(t *testing.T) {
+	cl := testcluster.Start(t, 1, testcluster.Options{TuneServer: func(c *server.Config) { c.DefaultTimeout = 200 * time.Millisecond }})
+	cc := dial(t, cl.Members[0].Addr)
+	createKV(t, cc, "kv")
+	start := time.Now()
+	_, err := pb.NewDataServiceClient(cc).Get(context.Background(), &pb.GetRequest{Table: "kv", Key: str("x"),
+		Read: &pb.ReadOptions{Consistency: pb.Consistency_CONSISTENCY_STALE, MinRevision: 1 << 40}})
+	if status.Code(err) != codes.Unavailable || time.Since(start) > 2*time.Second {
+		t.Fatalf("no-deadline request: %v after %v", err, time.Since(start))
+	}
+}
