@@ -89,6 +89,7 @@ type Server struct {
 	metrics *metrics
 
 	inflight chan struct{}
+	fatal    chan error
 	stop     chan struct{}
 	wg       sync.WaitGroup
 }
@@ -105,7 +106,7 @@ func New(cfg Config, n *node.Node) (*Server, error) {
 	s := &Server{
 		cfg: cfg, node: n, log: lg, health: health.NewServer(), fwd: newForwarder(cfg.NodeID),
 		pages: newPageCache(cfg.PageTTL, cfg.MaxPinnedViews), metrics: newMetrics(cfg.Registerer),
-		inflight: make(chan struct{}, cfg.MaxInFlight), stop: make(chan struct{}),
+		inflight: make(chan struct{}, cfg.MaxInFlight), fatal: make(chan error, 1), stop: make(chan struct{}),
 	}
 	s.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxRequestBytes),
@@ -123,6 +124,11 @@ func New(cfg Config, n *node.Node) (*Server, error) {
 	go s.registerLoop()
 	return s, nil
 }
+
+// Fatal delivers an error after which this node must not go on serving:
+// the cluster refused its registration because it bootstrapped from a
+// different --initial-cluster than the other members.
+func (s *Server) Fatal() <-chan error { return s.fatal }
 
 // Serve accepts connections on l until Stop.
 func (s *Server) Serve(l net.Listener) error { return s.grpc.Serve(l) }
@@ -237,7 +243,8 @@ func (s *Server) registerLoop() {
 			s.log.Warn("registering this node with the cluster failed; will retry", "err", err)
 			var ce *fsm.CommandError
 			if errors.As(err, &ce) && ce.Reason == pb.ReasonInvalidArgument {
-				s.log.Error("this node's registration was refused; check --initial-cluster", "err", err)
+				s.fatal <- fmt.Errorf("the cluster refused this node's registration: %w", err)
+				return
 			}
 			continue
 		}

@@ -219,7 +219,8 @@ func (c *config) serverConfig(version string) (server.Config, error) {
 	return s, nil
 }
 
-// flagError names the flag behind a validation message where it can.
+// flagError names the flag behind a validation message where it can;
+// the validators start every message with the setting they reject.
 func flagError(err error) error {
 	msg := err.Error()
 	for _, pair := range [][2]string{
@@ -233,7 +234,7 @@ func flagError(err error) error {
 		{"max request bytes", "--max-request-bytes"}, {"max ops", "--max-txn-ops"},
 		{"default timeout", "--request-timeout"}, {"max in-flight", "--max-in-flight"},
 	} {
-		if strings.Contains(msg, pair[0]) {
+		if strings.HasPrefix(msg, pair[0]) {
 			return fmt.Errorf("%s: %w", pair[1], err)
 		}
 	}

@@ -137,11 +137,16 @@ func run(ctx context.Context, c *config) error {
 	}
 
 	// 7. Wait, then shut down: hand over leadership, drain, close.
+	var fatal error
 	select {
 	case <-ctx.Done():
 		lg.Info("shutting down")
 	case err := <-serveErr:
 		lg.Error("gRPC server stopped", "err", err)
+		fatal = err
+	case err := <-srv.Fatal():
+		lg.Error("stopping", "err", err)
+		fatal = err
 	}
 	cctx, cancel := closeCtx()
 	defer cancel()
@@ -156,7 +161,7 @@ func run(ctx context.Context, c *config) error {
 		return fmt.Errorf("closing raft: %w", err)
 	}
 	lg.Info("stopped")
-	return nil
+	return fatal
 }
 
 // joinCluster asks the members at addrs to add this node, until one
