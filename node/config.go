@@ -66,6 +66,9 @@ type Config struct {
 	// RaftAdvertise is the address peers use to reach this node's Raft
 	// transport; RaftBind when empty.
 	RaftAdvertise string
+	// RaftSourceAddr, when set, is the IP address outgoing Raft connections
+	// leave from.
+	RaftSourceAddr string
 	// ClientAdvertise is the address clients and peers use for this node's
 	// gRPC API; registered in the cluster for leader forwarding.
 	ClientAdvertise string

@@ -45,3 +45,9 @@ func (e *NotLeaderError) Is(target error) bool {
 	}
 	return target == ErrNotLeader
 }
+
+// errUnknownMember: a request named a member that is not in the cluster.
+var errUnknownMember = errors.New("unknown member")
+
+// ErrUnknownMember is returned for requests naming a non-member.
+var ErrUnknownMember = errUnknownMember

@@ -111,10 +111,13 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raft advertise address %q: %w", cfg.raftAdvertise(), err)
 	}
-	n.trans, err = raft.NewTCPTransportWithLogger(cfg.RaftBind, adv, 3, 10*time.Second, newHclog(lg, "transport"))
+	stream, err := newStreamLayer(cfg.RaftBind, adv, cfg.RaftSourceAddr)
 	if err != nil {
 		return nil, fmt.Errorf("raft transport on %s: %w", cfg.RaftBind, err)
 	}
+	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: stream, MaxPool: 3, Timeout: 10 * time.Second, Logger: newHclog(lg, "transport"),
+	})
 	// 5. Raft itself.
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.ID)
@@ -555,3 +558,37 @@ func (n *Node) Close(ctx context.Context) error {
 
 // Term returns the current Raft term; cheap.
 func (n *Node) Term() uint64 { return n.raft.CurrentTerm() }
+
+// TransferLeadershipTo hands leadership to the named member (or to the
+// most up-to-date follower when id is empty). Leader only; bounded by ctx.
+func (n *Node) TransferLeadershipTo(ctx context.Context, id string) error {
+	if n.raft.State() != raft.Leader {
+		return n.notLeader()
+	}
+	var fut raft.Future
+	if id == "" {
+		fut = n.raft.LeadershipTransfer()
+	} else {
+		var addr raft.ServerAddress
+		for _, s := range n.Status().Servers {
+			if string(s.ID) == id {
+				addr = s.Address
+			}
+		}
+		if addr == "" {
+			return fmt.Errorf("%w: no member %q", errUnknownMember, id)
+		}
+		fut = n.raft.LeadershipTransferToServer(raft.ServerID(id), addr)
+	}
+	done := make(chan error, 1)
+	go func() { done <- fut.Error() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("leadership transfer: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("leadership transfer did not finish in time: %w", ctx.Err())
+	}
+}

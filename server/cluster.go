@@ -2,11 +2,13 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/hashicorp/raft"
 
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
+	"github.com/memdbd/memdbd/node"
 )
 
 // clusterService serves memdb.v1.ClusterService.
@@ -15,7 +17,7 @@ type clusterService struct {
 	s *Server
 }
 
-func (c *clusterService) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusResponse, error) {
+func (c *clusterService) Status(ctx context.Context, req *pb.StatusRequest) (*pb.StatusResponse, error) {
 	st := c.s.node.Status()
 	resp := &pb.StatusResponse{
 		Header: c.s.header(c.s.node.FSM().Store().View()), NodeId: st.ID, Role: st.State, Term: st.Term,
@@ -24,6 +26,10 @@ func (c *clusterService) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.S
 	}
 	if err := c.s.node.FSM().Halted(); err != nil {
 		resp.Halted = err.Error()
+	}
+	if req.IncludeStateHash {
+		v := c.s.node.FSM().Store().View()
+		resp.Header, resp.StateHash = c.s.header(v), v.Hash()
 	}
 	return resp, nil
 }
@@ -56,4 +62,22 @@ func (c *clusterService) Join(ctx context.Context, req *pb.JoinRequest) (*pb.Joi
 		return nil, toStatus(err)
 	}
 	return pb.NewClusterServiceClient(conn).Join(c.s.fwd.outgoing(ctx), req)
+}
+
+func (c *clusterService) TransferLeadership(ctx context.Context, req *pb.TransferLeadershipRequest) (*pb.TransferLeadershipResponse, error) {
+	if !c.s.node.IsLeader() {
+		conn, err := c.s.leaderConn(ctx)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		return pb.NewClusterServiceClient(conn).TransferLeadership(c.s.fwd.outgoing(ctx), req)
+	}
+	if err := c.s.node.TransferLeadershipTo(ctx, req.ToNodeId); err != nil {
+		if errors.Is(err, node.ErrUnknownMember) {
+			return nil, toStatus(fmt.Errorf("%w: %v", errInvalid, err))
+		}
+		return nil, toStatus(err)
+	}
+	id, _ := c.s.node.Leader()
+	return &pb.TransferLeadershipResponse{Header: c.s.header(c.s.node.FSM().Store().View()), NewLeaderId: id}, nil
 }

@@ -221,3 +221,53 @@ func TestDefaultDeadline(t *testing.T) {
 		t.Fatalf("no-deadline request: %v after %v", err, time.Since(start))
 	}
 }
+
+// Planned leadership transfer, asked of any member, moves leadership to
+// the named member; every member reports the same state hash once they
+// have applied the same revision.
+func TestTransferLeadershipAndStateHash(t *testing.T) {
+	cl := testcluster.Start(t, 3, testcluster.Options{})
+	cc := dial(t, cl.Members[0].Addr)
+	createKV(t, cc, "kv")
+	for i := 0; i < 20; i++ {
+		if _, err := pb.NewDataServiceClient(cc).Upsert(ctxT(t, 5*time.Second), &pb.UpsertRequest{Table: "kv", Fields: map[string]*pb.Value{"k": str(fmt.Sprint(i))}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := cl.Leader()
+	target := (old + 1) % 3
+	resp, err := pb.NewClusterServiceClient(dial(t, cl.Members[(old+2)%3].Addr)).TransferLeadership(ctxT(t, 5*time.Second),
+		&pb.TransferLeadershipRequest{ToNodeId: cl.Members[target].NodeCfg.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cl.Leader(); got != target {
+		t.Fatalf("leader is %d after transfer to %d (response %+v)", got, target, resp)
+	}
+	_, err = pb.NewClusterServiceClient(cc).TransferLeadership(ctxT(t, 5*time.Second), &pb.TransferLeadershipRequest{ToNodeId: "nobody"})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("transfer to a non-member: %v", err)
+	}
+	// Quiesced, every member converges on one revision and one hash.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var revs, hashes []uint64
+		for _, m := range cl.Members {
+			st, err := pb.NewClusterServiceClient(dial(t, m.Addr)).Status(ctxT(t, 5*time.Second), &pb.StatusRequest{IncludeStateHash: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			revs, hashes = append(revs, st.Header.Revision), append(hashes, st.StateHash)
+		}
+		if revs[0] == revs[1] && revs[1] == revs[2] {
+			if hashes[0] != hashes[1] || hashes[1] != hashes[2] || hashes[0] == 0 {
+				t.Fatalf("replicas at revision %d disagree: %x", revs[0], hashes)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replicas did not converge: revisions %v", revs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

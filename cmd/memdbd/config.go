@@ -28,6 +28,7 @@ type config struct {
 	clientAdvertise string
 	raftAddr        string
 	raftAdvertise   string
+	raftSourceAddr  string
 	initialCluster  string
 	join            string
 	adminAddr       string
@@ -72,6 +73,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.clientAdvertise, "client-advertise", "", "gRPC address other nodes and clients use (default: --client-addr)")
 	fs.StringVar(&c.raftAddr, "raft-addr", "127.0.0.1:7100", "Raft listen address")
 	fs.StringVar(&c.raftAdvertise, "raft-advertise", "", "Raft address peers use (default: --raft-addr)")
+	fs.StringVar(&c.raftSourceAddr, "raft-source-addr", "", "IP address outgoing Raft connections leave from (default: chosen by the OS)")
 	fs.StringVar(&c.initialCluster, "initial-cluster", "", "bootstrap a new cluster of id=raft-host:port,... (same list on every initial node; ignored once the node has data)")
 	fs.StringVar(&c.join, "join", "", "join a running cluster through any of these member client addresses host:port,...")
 	fs.StringVar(&c.adminAddr, "admin-addr", "", "HTTP address for /metrics, /livez, /readyz and /debug/pprof (empty: off)")
@@ -178,7 +180,7 @@ func readConfigFile(path string) (map[string]string, error) {
 func (c *config) nodeConfig(version string) (node.Config, error) {
 	n := node.DefaultConfig()
 	n.ID, n.DataDir, n.Version = c.nodeID, c.dataDir, version
-	n.RaftBind, n.RaftAdvertise = c.raftAddr, c.raftAdvertise
+	n.RaftBind, n.RaftAdvertise, n.RaftSourceAddr = c.raftAddr, c.raftAdvertise, c.raftSourceAddr
 	n.ClientAdvertise = c.clientAdvertise
 	if n.ClientAdvertise == "" {
 		n.ClientAdvertise = c.clientAddr

@@ -22,9 +22,11 @@ const (
 )
 
 type StatusRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Compute the state hash of the store (costs a pass over all rows).
+	IncludeStateHash bool `protobuf:"varint,1,opt,name=include_state_hash,json=includeStateHash" json:"include_state_hash,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *StatusRequest) Reset() {
@@ -57,6 +59,13 @@ func (*StatusRequest) Descriptor() ([]byte, []int) {
 	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{0}
 }
 
+func (x *StatusRequest) GetIncludeStateHash() bool {
+	if x != nil {
+		return x.IncludeStateHash
+	}
+	return false
+}
+
 type StatusResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header" json:"header,omitempty"`
@@ -73,7 +82,10 @@ type StatusResponse struct {
 	LastContactMs int64  `protobuf:"varint,9,opt,name=last_contact_ms,json=lastContactMs" json:"last_contact_ms,omitempty"`
 	Version       string `protobuf:"bytes,10,opt,name=version" json:"version,omitempty"`
 	// Set when the state machine stopped on a command it does not know.
-	Halted        string `protobuf:"bytes,11,opt,name=halted" json:"halted,omitempty"`
+	Halted string `protobuf:"bytes,11,opt,name=halted" json:"halted,omitempty"`
+	// XXH64 of every table's schema and rows at header.revision, when asked:
+	// replicas at the same revision have equal hashes.
+	StateHash     uint64 `protobuf:"varint,12,opt,name=state_hash,json=stateHash" json:"state_hash,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -183,6 +195,13 @@ func (x *StatusResponse) GetHalted() string {
 		return x.Halted
 	}
 	return ""
+}
+
+func (x *StatusResponse) GetStateHash() uint64 {
+	if x != nil {
+		return x.StateHash
+	}
+	return 0
 }
 
 type Member struct {
@@ -455,12 +474,110 @@ func (x *JoinResponse) GetHeader() *ResponseHeader {
 	return nil
 }
 
+type TransferLeadershipRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Member to hand leadership to; empty for the most up-to-date follower.
+	ToNodeId      string `protobuf:"bytes,1,opt,name=to_node_id,json=toNodeId" json:"to_node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferLeadershipRequest) Reset() {
+	*x = TransferLeadershipRequest{}
+	mi := &file_memdb_v1_cluster_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferLeadershipRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferLeadershipRequest) ProtoMessage() {}
+
+func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_v1_cluster_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
+func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
+	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *TransferLeadershipRequest) GetToNodeId() string {
+	if x != nil {
+		return x.ToNodeId
+	}
+	return ""
+}
+
+type TransferLeadershipResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header" json:"header,omitempty"`
+	NewLeaderId   string                 `protobuf:"bytes,2,opt,name=new_leader_id,json=newLeaderId" json:"new_leader_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferLeadershipResponse) Reset() {
+	*x = TransferLeadershipResponse{}
+	mi := &file_memdb_v1_cluster_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferLeadershipResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferLeadershipResponse) ProtoMessage() {}
+
+func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_v1_cluster_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
+func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
+	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *TransferLeadershipResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *TransferLeadershipResponse) GetNewLeaderId() string {
+	if x != nil {
+		return x.NewLeaderId
+	}
+	return ""
+}
+
 var File_memdb_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_memdb_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x16memdb/v1/cluster.proto\x12\bmemdb.v1\x1a\x14memdb/v1/types.proto\"\x0f\n" +
-	"\rStatusRequest\"\xe3\x02\n" +
+	"\x16memdb/v1/cluster.proto\x12\bmemdb.v1\x1a\x14memdb/v1/types.proto\"=\n" +
+	"\rStatusRequest\x12,\n" +
+	"\x12include_state_hash\x18\x01 \x01(\bR\x10includeStateHash\"\x82\x03\n" +
 	"\x0eStatusResponse\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.memdb.v1.ResponseHeaderR\x06header\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x12\n" +
@@ -474,7 +591,9 @@ const file_memdb_v1_cluster_proto_rawDesc = "" +
 	"\x0flast_contact_ms\x18\t \x01(\x03R\rlastContactMs\x12\x18\n" +
 	"\aversion\x18\n" +
 	" \x01(\tR\aversion\x12\x16\n" +
-	"\x06halted\x18\v \x01(\tR\x06halted\"\x9e\x01\n" +
+	"\x06halted\x18\v \x01(\tR\x06halted\x12\x1d\n" +
+	"\n" +
+	"state_hash\x18\f \x01(\x04R\tstateHash\"\x9e\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vclient_addr\x18\x02 \x01(\tR\n" +
@@ -491,11 +610,18 @@ const file_memdb_v1_cluster_proto_rawDesc = "" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\"@\n" +
 	"\fJoinResponse\x120\n" +
-	"\x06header\x18\x01 \x01(\v2\x18.memdb.v1.ResponseHeaderR\x06header2\xc4\x01\n" +
+	"\x06header\x18\x01 \x01(\v2\x18.memdb.v1.ResponseHeaderR\x06header\"9\n" +
+	"\x19TransferLeadershipRequest\x12\x1c\n" +
+	"\n" +
+	"to_node_id\x18\x01 \x01(\tR\btoNodeId\"r\n" +
+	"\x1aTransferLeadershipResponse\x120\n" +
+	"\x06header\x18\x01 \x01(\v2\x18.memdb.v1.ResponseHeaderR\x06header\x12\"\n" +
+	"\rnew_leader_id\x18\x02 \x01(\tR\vnewLeaderId2\xa5\x02\n" +
 	"\x0eClusterService\x12;\n" +
 	"\x06Status\x12\x17.memdb.v1.StatusRequest\x1a\x18.memdb.v1.StatusResponse\x12>\n" +
 	"\aMembers\x12\x18.memdb.v1.MembersRequest\x1a\x19.memdb.v1.MembersResponse\x125\n" +
-	"\x04Join\x12\x15.memdb.v1.JoinRequest\x1a\x16.memdb.v1.JoinResponseB<Z3github.com/memdbd/memdbd/api/proto/memdb/v1;memdbv1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
+	"\x04Join\x12\x15.memdb.v1.JoinRequest\x1a\x16.memdb.v1.JoinResponse\x12_\n" +
+	"\x12TransferLeadership\x12#.memdb.v1.TransferLeadershipRequest\x1a$.memdb.v1.TransferLeadershipResponseB<Z3github.com/memdbd/memdbd/api/proto/memdb/v1;memdbv1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
 var (
 	file_memdb_v1_cluster_proto_rawDescOnce sync.Once
@@ -509,33 +635,38 @@ func file_memdb_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_memdb_v1_cluster_proto_rawDescData
 }
 
-var file_memdb_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_memdb_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_memdb_v1_cluster_proto_goTypes = []any{
-	(*StatusRequest)(nil),   // 0: memdb.v1.StatusRequest
-	(*StatusResponse)(nil),  // 1: memdb.v1.StatusResponse
-	(*Member)(nil),          // 2: memdb.v1.Member
-	(*MembersRequest)(nil),  // 3: memdb.v1.MembersRequest
-	(*MembersResponse)(nil), // 4: memdb.v1.MembersResponse
-	(*JoinRequest)(nil),     // 5: memdb.v1.JoinRequest
-	(*JoinResponse)(nil),    // 6: memdb.v1.JoinResponse
-	(*ResponseHeader)(nil),  // 7: memdb.v1.ResponseHeader
+	(*StatusRequest)(nil),              // 0: memdb.v1.StatusRequest
+	(*StatusResponse)(nil),             // 1: memdb.v1.StatusResponse
+	(*Member)(nil),                     // 2: memdb.v1.Member
+	(*MembersRequest)(nil),             // 3: memdb.v1.MembersRequest
+	(*MembersResponse)(nil),            // 4: memdb.v1.MembersResponse
+	(*JoinRequest)(nil),                // 5: memdb.v1.JoinRequest
+	(*JoinResponse)(nil),               // 6: memdb.v1.JoinResponse
+	(*TransferLeadershipRequest)(nil),  // 7: memdb.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 8: memdb.v1.TransferLeadershipResponse
+	(*ResponseHeader)(nil),             // 9: memdb.v1.ResponseHeader
 }
 var file_memdb_v1_cluster_proto_depIdxs = []int32{
-	7, // 0: memdb.v1.StatusResponse.header:type_name -> memdb.v1.ResponseHeader
-	7, // 1: memdb.v1.MembersResponse.header:type_name -> memdb.v1.ResponseHeader
+	9, // 0: memdb.v1.StatusResponse.header:type_name -> memdb.v1.ResponseHeader
+	9, // 1: memdb.v1.MembersResponse.header:type_name -> memdb.v1.ResponseHeader
 	2, // 2: memdb.v1.MembersResponse.members:type_name -> memdb.v1.Member
-	7, // 3: memdb.v1.JoinResponse.header:type_name -> memdb.v1.ResponseHeader
-	0, // 4: memdb.v1.ClusterService.Status:input_type -> memdb.v1.StatusRequest
-	3, // 5: memdb.v1.ClusterService.Members:input_type -> memdb.v1.MembersRequest
-	5, // 6: memdb.v1.ClusterService.Join:input_type -> memdb.v1.JoinRequest
-	1, // 7: memdb.v1.ClusterService.Status:output_type -> memdb.v1.StatusResponse
-	4, // 8: memdb.v1.ClusterService.Members:output_type -> memdb.v1.MembersResponse
-	6, // 9: memdb.v1.ClusterService.Join:output_type -> memdb.v1.JoinResponse
-	7, // [7:10] is the sub-list for method output_type
-	4, // [4:7] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	9, // 3: memdb.v1.JoinResponse.header:type_name -> memdb.v1.ResponseHeader
+	9, // 4: memdb.v1.TransferLeadershipResponse.header:type_name -> memdb.v1.ResponseHeader
+	0, // 5: memdb.v1.ClusterService.Status:input_type -> memdb.v1.StatusRequest
+	3, // 6: memdb.v1.ClusterService.Members:input_type -> memdb.v1.MembersRequest
+	5, // 7: memdb.v1.ClusterService.Join:input_type -> memdb.v1.JoinRequest
+	7, // 8: memdb.v1.ClusterService.TransferLeadership:input_type -> memdb.v1.TransferLeadershipRequest
+	1, // 9: memdb.v1.ClusterService.Status:output_type -> memdb.v1.StatusResponse
+	4, // 10: memdb.v1.ClusterService.Members:output_type -> memdb.v1.MembersResponse
+	6, // 11: memdb.v1.ClusterService.Join:output_type -> memdb.v1.JoinResponse
+	8, // 12: memdb.v1.ClusterService.TransferLeadership:output_type -> memdb.v1.TransferLeadershipResponse
+	9, // [9:13] is the sub-list for method output_type
+	5, // [5:9] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_memdb_v1_cluster_proto_init() }
@@ -550,7 +681,7 @@ func file_memdb_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_memdb_v1_cluster_proto_rawDesc), len(file_memdb_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
