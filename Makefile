@@ -16,7 +16,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
 # Packages with concurrency run under the race detector.
 RACE_PKGS := ./store/... ./fsm/... ./node/... ./server/... ./client/...
 
-.PHONY: all build test test-short race proto proto-check lint cluster fuzz bench clean tools
+.PHONY: all build test test-short race proto proto-check lint cluster fuzz bench clean tools chaos
 
 all: build
 
@@ -72,3 +72,13 @@ bench:
 
 clean:
 	rm -rf $(BIN) data artifacts
+
+# Fault injection against a real 3-node cluster. SEED, DURATION, NEMESIS
+# (comma-separated or mix) and WORKLOAD (comma-separated or all) select
+# the run; a failed run leaves its history and logs in artifacts/.
+SEED     ?= $(shell date +%s)
+DURATION ?= 60s
+NEMESIS  ?= mix
+WORKLOAD ?= all
+chaos:
+	$(GO) run ./chaos/cmd/memdb-chaos -seed $(SEED) -duration $(DURATION) -nemesis $(NEMESIS) -workload $(WORKLOAD)

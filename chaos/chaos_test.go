@@ -1,0 +1,102 @@
+package chaos
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	binary    string
+	buildErr  error
+)
+
+func memdbd(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		wd, _ := os.Getwd()
+		root, err := ModuleRoot(wd)
+		if err != nil {
+			buildErr = err
+			return
+		}
+		dir, err := os.MkdirTemp("", "memdb-chaos-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binary, buildErr = BuildBinary(root, dir)
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binary
+}
+
+// TestFaultSuite is the short, fixed-seed suite CI runs on every change:
+// each family of faults for a short while against every workload, every
+// checker required to pass.
+func TestFaultSuite(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the fault suite runs real clusters for minutes; skipped in -short")
+	}
+	suites := []struct {
+		name    string
+		seed    uint64
+		nemeses string
+	}{
+		{"crashes", 11, "kill-leader,kill-follower,kill-all,pause-leader"},
+		{"partitions", 12, "partition-leader,partition-follower,bridge,one-way,flapping,all-isolated"},
+		{"snapshots", 13, "snapshot-catchup,delay,kill-follower"},
+		{"mix", 14, ""},
+	}
+	wd, _ := os.Getwd()
+	artifacts := filepath.Join(wd, "..", "artifacts", "chaos")
+	for _, s := range suites {
+		t.Run(s.name, func(t *testing.T) {
+			cfg := Config{Seed: s.seed, Duration: 25 * time.Second, Interval: 2500 * time.Millisecond,
+				Binary: memdbd(t), Dir: t.TempDir(), Artifacts: artifacts, Log: testWriter{t}}
+			if s.nemeses != "" {
+				cfg.Nemeses = strings.Split(s.nemeses, ",")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			rep, err := Run(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Log("\n" + rep.String())
+			if !rep.OK() {
+				t.Fatalf("a checker failed (seed %d); artifacts in %s", s.seed, rep.Artifacts)
+			}
+		})
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// The proxies pass, delay and cut traffic per direction.
+func TestPeerProxyRules(t *testing.T) {
+	r := newRules()
+	if (r.get(0, 1) != Rule{}) {
+		t.Fatal("zero rule should pass")
+	}
+	r.set(0, 1, Rule{Drop: true})
+	if !r.get(0, 1).Drop || r.get(1, 0).Drop {
+		t.Fatal("rules are per direction")
+	}
+	r.healAll()
+	if r.get(0, 1).Drop {
+		t.Fatal("heal did not clear the rule")
+	}
+}

@@ -1,0 +1,428 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
+)
+
+// ClusterConfig describes the cluster under test.
+type ClusterConfig struct {
+	// Binary is the memdbd executable.
+	Binary string
+	// Dir holds the nodes' data directories and logs.
+	Dir string
+	// Nodes in the cluster (3).
+	Nodes int
+	// ElectionTimeout is used for the heartbeat and election timeouts; the
+	// leader lease is half of it.
+	ElectionTimeout time.Duration
+	// SnapshotThreshold and TrailingLogs are kept low so snapshots happen
+	// all the time.
+	SnapshotThreshold, TrailingLogs int
+}
+
+type procNode struct {
+	idx                      int
+	id, ip                   string
+	clientAddr, clientListen string // proxy address (advertised), real listen address
+	raftAddr, raftListen     string // proxy address (advertised), real listen address
+	dataDir, logPath         string
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{}
+	paused bool
+}
+
+// Cluster is a running cluster of memdbd processes behind fault proxies.
+type Cluster struct {
+	cfg           ClusterConfig
+	nodes         []*procNode
+	rules         *rules
+	peerProxies   []*peerProxy
+	clientProxies []*clientProxy
+}
+
+// freePort returns a free TCP address on ip.
+func freePort(ip string) (string, error) {
+	l, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// nodeIP is node i's loopback address, from which it dials its peers.
+func nodeIP(i int) string { return fmt.Sprintf("127.0.0.%d", 11+i) }
+
+// StartCluster builds the proxies and starts every node.
+func StartCluster(cfg ClusterConfig) (*Cluster, error) {
+	c := &Cluster{cfg: cfg, rules: newRules()}
+	nodeOf := func(ip string) int {
+		for i := 0; i < cfg.Nodes; i++ {
+			if nodeIP(i) == ip {
+				return i
+			}
+		}
+		return -1
+	}
+	var peers []string
+	for i := 0; i < cfg.Nodes; i++ {
+		n := &procNode{idx: i, id: fmt.Sprintf("n%d", i+1), ip: nodeIP(i)}
+		var err error
+		for _, p := range []*string{&n.clientAddr, &n.clientListen, &n.raftListen} {
+			if *p, err = freePort("127.0.0.1"); err != nil {
+				return nil, err
+			}
+		}
+		if n.raftAddr, err = freePort(n.ip); err != nil {
+			return nil, fmt.Errorf("loopback address %s: %w", n.ip, err)
+		}
+		n.dataDir = filepath.Join(cfg.Dir, n.id)
+		n.logPath = filepath.Join(cfg.Dir, n.id+".log")
+		pp, err := newPeerProxy(n.raftAddr, n.raftListen, i, c.rules, nodeOf)
+		if err != nil {
+			return nil, err
+		}
+		cp, err := newClientProxy(n.clientAddr, n.clientListen)
+		if err != nil {
+			return nil, err
+		}
+		c.nodes = append(c.nodes, n)
+		c.peerProxies = append(c.peerProxies, pp)
+		c.clientProxies = append(c.clientProxies, cp)
+		peers = append(peers, n.id+"="+n.raftAddr)
+	}
+	initial := strings.Join(peers, ",")
+	for i := range c.nodes {
+		if err := c.Start(i, initial); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+func (c *Cluster) args(n *procNode, initial string) []string {
+	et := c.cfg.ElectionTimeout
+	return []string{
+		"--node-id", n.id, "--data-dir", n.dataDir,
+		"--client-addr", n.clientListen, "--client-advertise", n.clientAddr,
+		"--raft-addr", n.raftListen, "--raft-advertise", n.raftAddr, "--raft-source-addr", n.ip,
+		"--initial-cluster", initial,
+		"--heartbeat-timeout", et.String(), "--election-timeout", et.String(), "--leader-lease-timeout", (et / 2).String(),
+		"--snapshot-threshold", fmt.Sprint(c.cfg.SnapshotThreshold), "--trailing-logs", fmt.Sprint(c.cfg.TrailingLogs),
+		"--snapshot-interval", "500ms", "--shutdown-timeout", "3s", "--log-level", "info",
+	}
+}
+
+// Start starts node i (again, on its data).
+func (c *Cluster) Start(i int, initial string) error {
+	n := c.nodes[i]
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd != nil {
+		return nil
+	}
+	if initial == "" {
+		var peers []string
+		for _, m := range c.nodes {
+			peers = append(peers, m.id+"="+m.raftAddr)
+		}
+		initial = strings.Join(peers, ",")
+	}
+	logf, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(c.cfg.Binary, c.args(n, initial)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("starting %s: %w", n.id, err)
+	}
+	n.cmd, n.exited, n.paused = cmd, make(chan struct{}), false
+	exited := n.exited
+	go func() {
+		_ = cmd.Wait()
+		logf.Close()
+		close(exited)
+	}()
+	return nil
+}
+
+// Kill sends SIGKILL to node i and waits for it to die.
+func (c *Cluster) Kill(i int) { c.signalAndWait(i, syscall.SIGKILL) }
+
+// Stop sends SIGTERM to node i and waits for it to exit.
+func (c *Cluster) Stop(i int) { c.signalAndWait(i, syscall.SIGTERM) }
+
+func (c *Cluster) signalAndWait(i int, sig syscall.Signal) {
+	n := c.nodes[i]
+	n.mu.Lock()
+	cmd, exited, paused := n.cmd, n.exited, n.paused
+	n.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	if paused && sig != syscall.SIGKILL {
+		_ = cmd.Process.Signal(syscall.SIGCONT)
+	}
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-exited
+	}
+	n.mu.Lock()
+	n.cmd, n.paused = nil, false
+	n.mu.Unlock()
+}
+
+// Pause stops node i with SIGSTOP; Resume continues it.
+func (c *Cluster) Pause(i int) {
+	n := c.nodes[i]
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd != nil && !n.paused {
+		_ = n.cmd.Process.Signal(syscall.SIGSTOP)
+		n.paused = true
+	}
+}
+
+// Resume continues a paused node.
+func (c *Cluster) Resume(i int) {
+	n := c.nodes[i]
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd != nil && n.paused {
+		_ = n.cmd.Process.Signal(syscall.SIGCONT)
+		n.paused = false
+	}
+}
+
+// Running reports whether node i has a live process.
+func (c *Cluster) Running(i int) bool {
+	n := c.nodes[i]
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd == nil {
+		return false
+	}
+	select {
+	case <-n.exited:
+		n.cmd = nil
+		return false
+	default:
+		return true
+	}
+}
+
+// Endpoints are the client proxies, which clients use.
+func (c *Cluster) Endpoints() []string {
+	var out []string
+	for _, n := range c.nodes {
+		out = append(out, n.clientAddr)
+	}
+	return out
+}
+
+// SetRule sets the rule for bytes sent from node `from` to node `to`.
+func (c *Cluster) SetRule(from, to int, r Rule) {
+	c.rules.set(from, to, r)
+	for _, p := range c.peerProxies {
+		p.cut()
+	}
+}
+
+// Partition cuts every link between the groups (both directions).
+func (c *Cluster) Partition(groups ...[]int) {
+	group := map[int]int{}
+	for g, members := range groups {
+		for _, m := range members {
+			group[m] = g
+		}
+	}
+	for i := range c.nodes {
+		for j := range c.nodes {
+			if i != j && group[i] != group[j] {
+				c.rules.set(i, j, Rule{Drop: true})
+			}
+		}
+	}
+	for _, p := range c.peerProxies {
+		p.cut()
+	}
+}
+
+// HealNetwork removes every peer rule.
+func (c *Cluster) HealNetwork() { c.rules.healAll() }
+
+// LoseReplies makes node i's client proxy lose its next n replies.
+func (c *Cluster) LoseReplies(i, n int) { c.clientProxies[i].loseNextReplies(n) }
+
+// LostReplies counts the replies the client proxies lost.
+func (c *Cluster) LostReplies() int64 {
+	var n int64
+	for _, p := range c.clientProxies {
+		n += p.lost.Load()
+	}
+	return n
+}
+
+// status asks node i (directly, bypassing the proxies).
+func (c *Cluster) status(ctx context.Context, i int, hash bool) (*pb.StatusResponse, error) {
+	conn, err := grpc.NewClient(c.nodes[i].clientListen, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	return pb.NewClusterServiceClient(conn).Status(ctx, &pb.StatusRequest{IncludeStateHash: hash})
+}
+
+// Leader returns the node that currently leads (highest term wins), or -1.
+func (c *Cluster) Leader(ctx context.Context) int {
+	best, term := -1, uint64(0)
+	for i := range c.nodes {
+		if !c.Running(i) || c.isPaused(i) {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		st, err := c.status(cctx, i, false)
+		cancel()
+		if err == nil && st.Role == "Leader" && st.Term >= term {
+			best, term = i, st.Term
+		}
+	}
+	return best
+}
+
+func (c *Cluster) isPaused(i int) bool {
+	n := c.nodes[i]
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.paused
+}
+
+// TransferLeadership asks the leader to hand over to the most up-to-date
+// follower.
+func (c *Cluster) TransferLeadership(ctx context.Context, leader int) error {
+	conn, err := grpc.NewClient(c.nodes[leader].clientListen, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_, err = pb.NewClusterServiceClient(conn).TransferLeadership(ctx, &pb.TransferLeadershipRequest{})
+	return err
+}
+
+// Converged waits until every node reports the same revision and state
+// hash, and returns them; an error says how they differ.
+func (c *Cluster) Converged(ctx context.Context) (uint64, uint64, error) {
+	var last string
+	for {
+		revs := make([]uint64, len(c.nodes))
+		hashes := make([]uint64, len(c.nodes))
+		ok := true
+		for i := range c.nodes {
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			st, err := c.status(cctx, i, true)
+			cancel()
+			if err != nil {
+				ok = false
+				last = fmt.Sprintf("%s: %v", c.nodes[i].id, err)
+				break
+			}
+			revs[i], hashes[i] = st.Header.Revision, st.StateHash
+		}
+		if ok {
+			same := true
+			for i := range revs {
+				same = same && revs[i] == revs[0]
+			}
+			if same {
+				for i := range hashes {
+					if hashes[i] != hashes[0] {
+						return revs[0], 0, fmt.Errorf("replicas at revision %d have different state hashes %x", revs[0], hashes)
+					}
+				}
+				return revs[0], hashes[0], nil
+			}
+			last = fmt.Sprintf("revisions %v", revs)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, 0, fmt.Errorf("replicas did not converge: %s", last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Close stops everything.
+func (c *Cluster) Close() {
+	for i := range c.nodes {
+		c.Resume(i)
+		c.Kill(i)
+	}
+	for _, p := range c.peerProxies {
+		p.close()
+	}
+	for _, p := range c.clientProxies {
+		p.close()
+	}
+}
+
+// LogTail returns the last lines of node i's log.
+func (c *Cluster) LogTail(i, lines int) string {
+	b, err := os.ReadFile(c.nodes[i].logPath)
+	if err != nil {
+		return err.Error()
+	}
+	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(all) > lines {
+		all = all[len(all)-lines:]
+	}
+	return strings.Join(all, "\n")
+}
+
+// BuildBinary builds memdbd into dir and returns its path.
+func BuildBinary(moduleRoot, dir string) (string, error) {
+	out := filepath.Join(dir, "memdbd")
+	cmd := exec.Command("go", "build", "-o", out, "./cmd/memdbd")
+	cmd.Dir = moduleRoot
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building memdbd: %v\n%s", err, b)
+	}
+	return out, nil
+}
+
+// ModuleRoot finds the directory holding go.mod, from dir upwards.
+func ModuleRoot(dir string) (string, error) {
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("go.mod not found")
+		}
+		dir = parent
+	}
+}

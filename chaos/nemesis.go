@@ -1,0 +1,270 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"time"
+)
+
+// Nemesis injects one fault and repairs it before returning. It reports
+// what it did, and whether it took away the leader (for failover figures).
+type Nemesis struct {
+	Name string
+	Run  func(ctx context.Context, h *harness, rng *rand.Rand) (desc string, leaderLoss bool)
+}
+
+// Nemeses lists every nemesis by name.
+var Nemeses = []Nemesis{
+	{"kill-leader", killLeader},
+	{"kill-follower", killFollower},
+	{"kill-all", killAll},
+	{"pause-leader", pauseLeader},
+	{"partition-leader", partitionLeader},
+	{"partition-follower", partitionFollower},
+	{"bridge", bridge},
+	{"one-way", oneWay},
+	{"flapping", flapping},
+	{"all-isolated", allIsolated},
+	{"snapshot-catchup", snapshotCatchup},
+	{"transfer-leader", transferLeader},
+	{"lose-replies", loseReplies},
+	{"delay", delayLinks},
+}
+
+// NemesisByName finds a nemesis.
+func NemesisByName(name string) (Nemesis, bool) {
+	for _, n := range Nemeses {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return Nemesis{}, false
+}
+
+// NemesisNames lists the names.
+func NemesisNames() []string {
+	var out []string
+	for _, n := range Nemeses {
+		out = append(out, n.Name)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+func between(rng *rand.Rand, lo, hi time.Duration) time.Duration {
+	return lo + time.Duration(rng.Int64N(int64(hi-lo)+1))
+}
+
+// leaderOrAny returns the leader, or a random running node when none is
+// known.
+func (h *harness) leaderOrAny(ctx context.Context, rng *rand.Rand) (int, bool) {
+	if l := h.c.Leader(ctx); l >= 0 {
+		return l, true
+	}
+	return rng.IntN(len(h.c.nodes)), false
+}
+
+func (h *harness) follower(ctx context.Context, rng *rand.Rand) int {
+	l := h.c.Leader(ctx)
+	for {
+		f := rng.IntN(len(h.c.nodes))
+		if f != l {
+			return f
+		}
+	}
+}
+
+func others(n, i int) []int {
+	var out []int
+	for j := 0; j < n; j++ {
+		if j != i {
+			out = append(out, j)
+		}
+	}
+	return out
+}
+
+func killLeader(ctx context.Context, h *harness, rng *rand.Rand) (string, bool) {
+	l, isLeader := h.leaderOrAny(ctx, rng)
+	h.c.Kill(l)
+	h.mark()
+	down := between(rng, 500*time.Millisecond, 2*time.Second)
+	sleepCtx(ctx, down)
+	_ = h.c.Start(l, "")
+	return fmt.Sprintf("kill -9 %s (leader=%v), restarted after %v", h.c.nodes[l].id, isLeader, down.Round(time.Millisecond)), isLeader
+}
+
+func killFollower(ctx context.Context, h *harness, rng *rand.Rand) (string, bool) {
+	f := h.follower(ctx, rng)
+	h.c.Kill(f)
+	down := between(rng, 500*time.Millisecond, 2*time.Second)
+	sleepCtx(ctx, down)
+	_ = h.c.Start(f, "")
+	return fmt.Sprintf("kill -9 follower %s, restarted after %v", h.c.nodes[f].id, down.Round(time.Millisecond)), false
+}
+
+func killAll(ctx context.Context, h *harness, rng *rand.Rand) (string, bool) {
+	for i := range h.c.nodes {
+		h.c.Kill(i)
+	}
+	h.mark()
+	down := between(rng, 200*time.Millisecond, time.Second)
+	sleepCtx(ctx, down)
+	for _, i := range rng.Perm(len(h.c.nodes)) {
+		_ = h.c.Start(i, "")
+	}
+	return fmt.Sprintf("kill -9 all nodes, restarted after %v", down.Round(time.Millisecond)), true
+}
+
+func pauseLeader(ctx context.Context, h *harness, rng *rand.Rand) (string, bool) {
+	l, isLeader := h.leaderOrAny(ctx, rng)
+	et := h.cfg.ElectionTimeout
+	d := between(rng, et*3/2, 3*et)
+	h.c.Pause(l)
+	h.mark()
+	sleepCtx(ctx, d)
+	h.c.Resume(l)
+	return fmt.Sprintf("SIGSTOP %s (leader=%v) for %v", h.c.nodes[l].id, isLeader, d.Round(time.Millisecond)), isLeader
+}
+
+func partitionLeader(ctx context.Context, h *harness, rng *rand.Rand) (string, bool) {
+	l, isLeader := h.leaderOrAny(ctx, rng)
+	d := between(rng, time.Second, 3*time.Second)
+	h.c.Partition([]int{l}, others(len(h.c.nodes), l))
+	h.mark()
+	sleepCtx(ctx, d)
+	h.c.HealNetwork()
+	return fmt.Sprintf("isolate leader %s (leader=%v) for %v", h.c.nodes[l].id, isLeader, d.Round(time.Millisecond)), isLeader
+}
+
+func partitionFollower(ctx context.Context, h *harness, rng *rand.Rand) (string, bool) {
+	f := h.follower(ctx, rng)
+	d := between(rng, time.Second, 3*time.Second)
+	h.c.Partition([]int{f}, others(len(h.c.nodes), f))
+	sleepCtx(ctx, d)
+	h.c.HealNetwork()
+	return fmt.Sprintf("isolate follower %s for %v", h.c.nodes[f].id, d.Round(time.Millisecond)), false
+}
+
+func bridge(ctx context.Context, h *harness, rng *rand.Rand) (string, bool) {
+	perm := rng.Perm(len(h.c.nodes))
+	a, b, c := perm[0], perm[1], perm[2]
+	d := between(rng, time.Second, 3*time.Second)
+	h.c.SetRule(a, c, Rule{Drop: true})
+	h.c.SetRule(c, a, Rule{Drop: true})
+	sleepCtx(ctx, d)
+	h.c.HealNetwork()
+	return fmt.Sprintf("bridge: %s and %s cut, %s sees both, for %v", h.c.nodes[a].id, h.c.nodes[c].id, h.c.nodes[b].id, d.Round(time.Millisecond)), false
+}
+
+func oneWay(ctx context.Context, h *harness, rng *rand.Rand) (string, bool) {
+	l, isLeader := h.leaderOrAny(ctx, rng)
+	d := between(rng, time.Second, 3*time.Second)
+	for _, o := range others(len(h.c.nodes), l) {
+		h.c.SetRule(l, o, Rule{Drop: true})
+	}
+	h.mark()
+	sleepCtx(ctx, d)
+	h.c.HealNetwork()
+	return fmt.Sprintf("one-way: nothing from %s (leader=%v) reaches the others for %v", h.c.nodes[l].id, isLeader, d.Round(time.Millisecond)), isLeader
+}
+
+func flapping(ctx context.Context, h *harness, rng *rand.Rand) (string, bool) {
+	total := between(rng, 2*time.Second, 4*time.Second)
+	end := time.Now().Add(total)
+	flaps := 0
+	for time.Now().Before(end) && ctx.Err() == nil {
+		i := rng.IntN(len(h.c.nodes))
+		h.c.Partition([]int{i}, others(len(h.c.nodes), i))
+		sleepCtx(ctx, between(rng, 100*time.Millisecond, 400*time.Millisecond))
+		h.c.HealNetwork()
+		sleepCtx(ctx, between(rng, 100*time.Millisecond, 400*time.Millisecond))
+		flaps++
+	}
+	return fmt.Sprintf("flapping partitions: %d flaps in %v", flaps, total.Round(time.Millisecond)), false
+}
+
+func allIsolated(ctx context.Context, h *harness, rng *rand.Rand) (string, bool) {
+	d := between(rng, time.Second, 2*time.Second)
+	var groups [][]int
+	for i := range h.c.nodes {
+		groups = append(groups, []int{i})
+	}
+	h.c.Partition(groups...)
+	h.mark()
+	sleepCtx(ctx, d)
+	h.c.HealNetwork()
+	return fmt.Sprintf("every node isolated for %v", d.Round(time.Millisecond)), true
+}
+
+// snapshotCatchup cuts a follower off long enough for the log to move past
+// what the leader keeps, so it must install a snapshot; half the time it
+// is killed while doing so.
+func snapshotCatchup(ctx context.Context, h *harness, rng *rand.Rand) (string, bool) {
+	f := h.follower(ctx, rng)
+	d := between(rng, 3*time.Second, 5*time.Second)
+	h.c.Partition([]int{f}, others(len(h.c.nodes), f))
+	sleepCtx(ctx, d)
+	h.c.HealNetwork()
+	desc := fmt.Sprintf("isolate follower %s for %v to force a snapshot install", h.c.nodes[f].id, d.Round(time.Millisecond))
+	if rng.IntN(2) == 0 {
+		sleepCtx(ctx, between(rng, 50*time.Millisecond, 300*time.Millisecond))
+		h.c.Kill(f)
+		sleepCtx(ctx, 500*time.Millisecond)
+		_ = h.c.Start(f, "")
+		desc += ", killed during catch-up and restarted"
+	}
+	return desc, false
+}
+
+func transferLeader(ctx context.Context, h *harness, rng *rand.Rand) (string, bool) {
+	l := h.c.Leader(ctx)
+	if l < 0 {
+		return "transfer-leader: no leader to transfer from", false
+	}
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	h.mark()
+	if err := h.c.TransferLeadership(cctx, l); err != nil {
+		return fmt.Sprintf("transfer leadership from %s failed: %v", h.c.nodes[l].id, err), true
+	}
+	return fmt.Sprintf("planned leadership transfer from %s", h.c.nodes[l].id), true
+}
+
+func loseReplies(ctx context.Context, h *harness, rng *rand.Rand) (string, bool) {
+	n := 0
+	for i := range h.c.nodes {
+		k := 1 + rng.IntN(3)
+		h.c.LoseReplies(i, k)
+		n += k
+	}
+	sleepCtx(ctx, between(rng, 500*time.Millisecond, 1500*time.Millisecond))
+	for i := range h.c.nodes {
+		h.c.LoseReplies(i, 0)
+	}
+	return fmt.Sprintf("client proxies armed to lose %d replies after the server answered", n), false
+}
+
+func delayLinks(ctx context.Context, h *harness, rng *rand.Rand) (string, bool) {
+	delay := between(rng, 20*time.Millisecond, 150*time.Millisecond)
+	d := between(rng, time.Second, 3*time.Second)
+	for i := range h.c.nodes {
+		for j := range h.c.nodes {
+			if i != j {
+				h.c.SetRule(i, j, Rule{Delay: delay})
+			}
+		}
+	}
+	sleepCtx(ctx, d)
+	h.c.HealNetwork()
+	return fmt.Sprintf("every link delayed by %v for %v", delay.Round(time.Millisecond), d.Round(time.Millisecond)), false
+}

@@ -1,0 +1,363 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+
+	"github.com/memdbd/memdbd/client"
+)
+
+// Config is one run of the harness. Every run is bounded by Duration plus
+// a bounded recovery and check phase.
+type Config struct {
+	// Seed makes the choice and timing of faults repeatable.
+	Seed uint64
+	// Duration of the fault phase.
+	Duration time.Duration
+	// Nemeses to draw from (names from NemesisNames); all when empty.
+	Nemeses []string
+	// Workloads to run: register, bank, set, counter; all when empty.
+	Workloads []string
+	// Workers per workload.
+	Workers int
+	// Interval between faults: drawn between Interval/2 and Interval.
+	Interval time.Duration
+	// ElectionTimeout of the nodes.
+	ElectionTimeout time.Duration
+	// Binary is the memdbd executable; built from ModuleRoot when empty.
+	Binary     string
+	ModuleRoot string
+	// Dir holds data and logs; a temporary directory when empty.
+	Dir string
+	// Artifacts receives the history, the node logs and porcupine's
+	// visualization when a check fails.
+	Artifacts string
+	// CheckTimeout bounds porcupine; running out counts as a failure.
+	CheckTimeout time.Duration
+	// Log receives progress.
+	Log io.Writer
+}
+
+func (c *Config) defaults() {
+	if c.Duration <= 0 {
+		c.Duration = 30 * time.Second
+	}
+	if c.Workers <= 0 {
+		c.Workers = 3
+	}
+	if c.Interval <= 0 {
+		c.Interval = 3 * time.Second
+	}
+	if c.ElectionTimeout <= 0 {
+		c.ElectionTimeout = 400 * time.Millisecond
+	}
+	if c.CheckTimeout <= 0 {
+		c.CheckTimeout = time.Minute
+	}
+	if c.Log == nil {
+		c.Log = io.Discard
+	}
+	if len(c.Workloads) == 0 {
+		c.Workloads = []string{"register", "bank", "set", "counter"}
+	}
+	if len(c.Nemeses) == 0 {
+		c.Nemeses = NemesisNames()
+	}
+}
+
+// Report is the outcome of a run.
+type Report struct {
+	Seed       uint64
+	Ops        map[string]OpCounts
+	Events     []string
+	Verdicts   []Verdict
+	Failovers  []time.Duration
+	LostReplys int64
+	Artifacts  string
+}
+
+// OK reports whether every checker passed.
+func (r *Report) OK() bool {
+	for _, v := range r.Verdicts {
+		if !v.OK {
+			return false
+		}
+	}
+	return len(r.Verdicts) > 0
+}
+
+// String is the human summary.
+func (r *Report) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "seed %d\n", r.Seed)
+	names := make([]string, 0, len(r.Ops))
+	for n := range r.Ops {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		c := r.Ops[n]
+		fmt.Fprintf(&b, "  %-9s ok %6d  failed %5d  unknown %5d\n", n, c.OK, c.Failed, c.Unknown)
+	}
+	fmt.Fprintf(&b, "nemesis events: %d (replies lost by proxies: %d)\n", len(r.Events), r.LostReplys)
+	for _, e := range r.Events {
+		fmt.Fprintf(&b, "  %s\n", e)
+	}
+	if len(r.Failovers) > 0 {
+		p50, p99, mx := percentiles(r.Failovers)
+		fmt.Fprintf(&b, "failover (fault to first successful write), %d events: p50 %v  p99 %v  max %v\n", len(r.Failovers), p50, p99, mx)
+	}
+	for _, v := range r.Verdicts {
+		mark := "PASS"
+		if !v.OK {
+			mark = "FAIL"
+		}
+		fmt.Fprintf(&b, "%s %-12s %s\n", mark, v.Checker, v.Detail)
+	}
+	if r.Artifacts != "" {
+		fmt.Fprintf(&b, "artifacts: %s\n", r.Artifacts)
+	}
+	return b.String()
+}
+
+func percentiles(ds []time.Duration) (p50, p99, mx time.Duration) {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	at := func(q float64) time.Duration { return s[min(len(s)-1, int(q*float64(len(s))))].Round(time.Millisecond) }
+	return at(0.5), at(0.99), s[len(s)-1].Round(time.Millisecond)
+}
+
+type harness struct {
+	cfg Config
+	c   *Cluster
+	rec *Recorder
+	// pendingFailover holds leader-loss times with no successful write yet.
+	pendingFailover []int64
+	// faultAt is when the running nemesis injected its fault.
+	faultAt int64
+}
+
+// mark records that the fault takes effect now.
+func (h *harness) mark() { h.faultAt = h.rec.Now() }
+
+func workloadsFor(names []string, workers int) ([]Workload, error) {
+	var out []Workload
+	for _, n := range names {
+		switch n {
+		case "register":
+			out = append(out, registerWorkload{keys: 4})
+		case "bank":
+			out = append(out, &bankWorkload{accounts: 5, total: 500})
+		case "set":
+			out = append(out, newSetWorkload(workers))
+		case "counter":
+			out = append(out, &counterWorkload{})
+		default:
+			return nil, fmt.Errorf("unknown workload %q (register, bank, set, counter)", n)
+		}
+	}
+	return out, nil
+}
+
+// Run runs the cluster, the workloads and the nemeses, then checks.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	cfg.defaults()
+	logf := func(format string, args ...any) { fmt.Fprintf(cfg.Log, format+"\n", args...) }
+	var nemeses []Nemesis
+	for _, n := range cfg.Nemeses {
+		nm, ok := NemesisByName(n)
+		if !ok {
+			return nil, fmt.Errorf("unknown nemesis %q (have %s)", n, strings.Join(NemesisNames(), ", "))
+		}
+		nemeses = append(nemeses, nm)
+	}
+	workloads, err := workloadsFor(cfg.Workloads, cfg.Workers)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Dir == "" {
+		if cfg.Dir, err = os.MkdirTemp("", "memdb-chaos"); err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(cfg.Dir)
+	}
+	if cfg.Binary == "" {
+		if cfg.Binary, err = BuildBinary(cfg.ModuleRoot, cfg.Dir); err != nil {
+			return nil, err
+		}
+	}
+	cl, err := StartCluster(ClusterConfig{Binary: cfg.Binary, Dir: cfg.Dir, Nodes: 3, ElectionTimeout: cfg.ElectionTimeout,
+		SnapshotThreshold: 100, TrailingLogs: 50})
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	h := &harness{cfg: cfg, c: cl, rec: newRecorder()}
+	rng := rand.New(rand.NewPCG(cfg.Seed, 0x6d656d6462))
+	report := &Report{Seed: cfg.Seed, Ops: map[string]OpCounts{}}
+
+	newClient := func() (*client.Client, error) {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		return client.New(cctx, client.Config{Endpoints: cl.Endpoints(), RequestTimeout: 3 * time.Second,
+			Logger: slog.New(slog.DiscardHandler)})
+	}
+	admin, err := newClient()
+	if err != nil {
+		return nil, err
+	}
+	defer admin.Close()
+	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	for _, w := range workloads {
+		if err := retrySetup(setupCtx, func() error { return w.Setup(setupCtx, admin) }); err != nil {
+			cancel()
+			return nil, fmt.Errorf("setting up %s: %w", w.Name(), err)
+		}
+	}
+	cancel()
+	logf("cluster up, workloads %v, nemeses %v, %v", cfg.Workloads, cfg.Nemeses, cfg.Duration)
+
+	// Workers: each with its own client (its own write session).
+	workCtx, stopWork := context.WithCancel(ctx)
+	defer stopWork()
+	var wg sync.WaitGroup
+	for wi, w := range workloads {
+		for i := 0; i < cfg.Workers; i++ {
+			c, err := newClient()
+			if err != nil {
+				return nil, err
+			}
+			defer c.Close()
+			wrng := rand.New(rand.NewPCG(cfg.Seed, uint64(wi*100+i)))
+			worker := wi*cfg.Workers + i
+			if _, ok := w.(*setWorkload); ok {
+				worker = i
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for workCtx.Err() == nil {
+					opCtx, cancel := context.WithTimeout(workCtx, 2*time.Second)
+					w.Step(opCtx, c, worker, wrng, h.rec)
+					cancel()
+				}
+			}()
+		}
+	}
+
+	// Faults, one at a time, until the duration is up.
+	faultEnd := time.Now().Add(cfg.Duration)
+	for time.Now().Before(faultEnd) && ctx.Err() == nil {
+		sleepCtx(ctx, between(rng, cfg.Interval/2, cfg.Interval))
+		if !time.Now().Before(faultEnd) {
+			break
+		}
+		nm := nemeses[rng.IntN(len(nemeses))]
+		h.faultAt = h.rec.Now()
+		desc, leaderLoss := nm.Run(ctx, h, rng)
+		t0 := h.faultAt
+		ev := fmt.Sprintf("%6.1fs %-18s %s", time.Duration(t0).Seconds(), nm.Name, desc)
+		if leaderLoss {
+			if at, ok := h.rec.firstWriteAfter(t0); ok {
+				report.Failovers = append(report.Failovers, time.Duration(at-t0))
+			} else {
+				h.pendingFailover = append(h.pendingFailover, t0)
+			}
+		}
+		report.Events = append(report.Events, ev)
+		logf("%s", ev)
+	}
+
+	// Recovery: heal, restart, resume; let the workload run on a healthy
+	// cluster for a while, then stop it.
+	cl.HealNetwork()
+	for i := range cl.nodes {
+		cl.Resume(i)
+		if !cl.Running(i) {
+			_ = cl.Start(i, "")
+		}
+	}
+	sleepCtx(ctx, 3*time.Second)
+	stopWork()
+	wg.Wait()
+	for _, t0 := range h.pendingFailover {
+		if at, ok := h.rec.firstWriteAfter(t0); ok {
+			report.Failovers = append(report.Failovers, time.Duration(at-t0))
+		} else {
+			report.Verdicts = append(report.Verdicts, Verdict{Checker: "availability", Detail: fmt.Sprintf("no successful write after the fault at %.1fs", time.Duration(t0).Seconds())})
+		}
+	}
+	for n, c := range h.rec.counts {
+		report.Ops[n] = *c
+	}
+	report.LostReplys = cl.LostReplies()
+
+	// Checks.
+	checkCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	var info porcupine.LinearizationInfo
+	for _, w := range workloads {
+		if _, ok := w.(registerWorkload); ok {
+			var res porcupine.CheckResult
+			hist := h.rec.history()
+			res, info = porcupine.CheckOperationsVerbose(registerModel, hist, cfg.CheckTimeout)
+			report.Verdicts = append(report.Verdicts, Verdict{Checker: "linearizable", OK: res == porcupine.Ok,
+				Detail: fmt.Sprintf("porcupine: %s over %d register operations", res, len(hist))})
+			continue
+		}
+		report.Verdicts = append(report.Verdicts, w.Check(checkCtx, admin, h.rec))
+	}
+	rev, hash, err := cl.Converged(checkCtx)
+	if err != nil {
+		report.Verdicts = append(report.Verdicts, Verdict{Checker: "convergence", Detail: err.Error()})
+	} else {
+		report.Verdicts = append(report.Verdicts, Verdict{Checker: "convergence", OK: true, Detail: fmt.Sprintf("3 replicas at revision %d, state hash %016x", rev, hash)})
+	}
+	if !report.OK() && cfg.Artifacts != "" {
+		report.Artifacts = h.saveArtifacts(cfg.Artifacts, info)
+	}
+	return report, nil
+}
+
+func retrySetup(ctx context.Context, f func() error) error {
+	for {
+		err := f()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		if strings.Contains(err.Error(), "already exists") {
+			return nil
+		}
+		sleepCtx(ctx, 200*time.Millisecond)
+	}
+}
+
+// saveArtifacts writes the history, the logs and the visualization.
+func (h *harness) saveArtifacts(dir string, info porcupine.LinearizationInfo) string {
+	out := filepath.Join(dir, fmt.Sprintf("seed-%d-%s", h.cfg.Seed, time.Now().Format("150405")))
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err.Error()
+	}
+	if b, err := json.MarshalIndent(h.rec.history(), "", " "); err == nil {
+		_ = os.WriteFile(filepath.Join(out, "history.json"), b, 0o644)
+	}
+	_ = porcupine.VisualizePath(registerModel, info, filepath.Join(out, "linearizability.html"))
+	for i, n := range h.c.nodes {
+		if b, err := os.ReadFile(n.logPath); err == nil {
+			_ = os.WriteFile(filepath.Join(out, h.c.nodes[i].id+".log"), b, 0o644)
+		}
+	}
+	return out
+}
