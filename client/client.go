@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
@@ -75,12 +76,26 @@ func (c *Config) setDefaults() error {
 		return errors.New("memdb: Config.ClientID is longer than 64 bytes")
 	}
 	if len(c.DialOptions) == 0 {
-		c.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+		c.DialOptions = DefaultDialOptions()
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	return nil
+}
+
+// DefaultDialOptions are the dial options used when Config.DialOptions is
+// empty: plaintext, and a reconnect backoff capped at one second. gRPC's
+// default cap is two minutes, far too long to notice that a restarted
+// member is back.
+func DefaultDialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: time.Second,
+		}),
+	}
 }
 
 // Client is a connection to a memdbd cluster. It is safe for concurrent
@@ -190,6 +205,7 @@ func (c *Client) do(ctx context.Context, toLeader bool, pinned string, fn attemp
 		defer cancel()
 	}
 	var last *Error
+	lastHint := ""
 	for n := 0; ; n++ {
 		if err := ctx.Err(); err != nil {
 			if last != nil {
@@ -219,9 +235,10 @@ func (c *Client) do(ctx context.Context, toLeader bool, pinned string, fn attemp
 			c.forgetLeader(addr)
 		}
 		pause := c.backoff(n, last.RetryAfter)
-		if last.LeaderAddr != "" && last.LeaderAddr != addr && n == 0 {
-			pause = 0 // a redirect, not a failure
+		if last.LeaderAddr != "" && last.LeaderAddr != addr && last.LeaderAddr != lastHint {
+			pause = 0 // a redirect to a leader not tried yet, not a failure
 		}
+		lastHint = last.LeaderAddr
 		c.cfg.Logger.Debug("retrying", "addr", addr, "attempt", n, "err", last, "pause", pause)
 		if dl, _ := ctx.Deadline(); time.Until(dl) < pause {
 			return last

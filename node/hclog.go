@@ -45,7 +45,17 @@ func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...interface{}) {
 	if !a.l.Enabled(context.Background(), lv) {
 		return
 	}
-	a.l.Log(context.Background(), lv, msg, append(append([]interface{}{}, a.args...), args...)...)
+	all := append(append([]interface{}{}, a.args...), args...)
+	for i, v := range all {
+		// hclog.Format is a printf format and its arguments, for values the
+		// caller wants formatted lazily.
+		if f, ok := v.(hclog.Format); ok && len(f) > 0 {
+			if format, ok := f[0].(string); ok {
+				all[i] = fmt.Sprintf(format, f[1:]...)
+			}
+		}
+	}
+	a.l.Log(context.Background(), lv, msg, all...)
 }
 
 func (a *hclogAdapter) Trace(msg string, args ...interface{}) { a.Log(hclog.Trace, msg, args...) }
