@@ -74,6 +74,12 @@ func TestFaultSuite(t *testing.T) {
 			if !rep.OK() {
 				t.Fatalf("a checker failed (seed %d); artifacts in %s", s.seed, rep.Artifacts)
 			}
+			if rep.SnapshotsTaken == 0 {
+				t.Fatal("no snapshot was taken: the run did not exercise snapshots")
+			}
+			if s.name == "snapshots" && rep.SnapshotInstalls == 0 {
+				t.Fatal("no follower installed a snapshot from the leader")
+			}
 		})
 	}
 }

@@ -426,3 +426,15 @@ func ModuleRoot(dir string) (string, error) {
 		dir = parent
 	}
 }
+
+// CountLog counts the lines containing s in every node's log.
+func (c *Cluster) CountLog(s string) int {
+	n := 0
+	for _, nd := range c.nodes {
+		b, err := os.ReadFile(nd.logPath)
+		if err == nil {
+			n += strings.Count(string(b), s)
+		}
+	}
+	return n
+}

@@ -85,7 +85,10 @@ type Report struct {
 	Verdicts   []Verdict
 	Failovers  []time.Duration
 	LostReplys int64
-	Artifacts  string
+	// SnapshotsTaken and SnapshotInstalls count, over all nodes' logs, the
+	// snapshots written and the snapshots installed from a leader.
+	SnapshotsTaken, SnapshotInstalls int
+	Artifacts                        string
 }
 
 // OK reports whether every checker passed.
@@ -111,7 +114,8 @@ func (r *Report) String() string {
 		c := r.Ops[n]
 		fmt.Fprintf(&b, "  %-9s ok %6d  failed %5d  unknown %5d\n", n, c.OK, c.Failed, c.Unknown)
 	}
-	fmt.Fprintf(&b, "nemesis events: %d (replies lost by proxies: %d)\n", len(r.Events), r.LostReplys)
+	fmt.Fprintf(&b, "nemesis events: %d (replies lost by proxies: %d; snapshots taken: %d, installed from a leader: %d)\n",
+		len(r.Events), r.LostReplys, r.SnapshotsTaken, r.SnapshotInstalls)
 	for _, e := range r.Events {
 		fmt.Fprintf(&b, "  %s\n", e)
 	}
@@ -303,6 +307,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		report.Ops[n] = *c
 	}
 	report.LostReplys = cl.LostReplies()
+	report.SnapshotsTaken = cl.CountLog("snapshot complete up to")
+	report.SnapshotInstalls = cl.CountLog("Installed remote snapshot")
 
 	// Checks.
 	checkCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
