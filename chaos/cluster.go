@@ -33,6 +33,11 @@ type ClusterConfig struct {
 	// SnapshotThreshold and TrailingLogs are kept low so snapshots happen
 	// all the time.
 	SnapshotThreshold, TrailingLogs int
+	// Direct runs without proxies (for benchmarks): nodes talk to each
+	// other and to clients directly, and network faults are unavailable.
+	Direct bool
+	// ExtraArgs are appended to every node's command line.
+	ExtraArgs []string
 }
 
 type procNode struct {
@@ -90,11 +95,17 @@ func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 				return nil, err
 			}
 		}
+		n.dataDir = filepath.Join(cfg.Dir, n.id)
+		n.logPath = filepath.Join(cfg.Dir, n.id+".log")
+		if cfg.Direct {
+			n.raftAddr, n.clientAddr, n.ip = n.raftListen, n.clientListen, ""
+			c.nodes = append(c.nodes, n)
+			peers = append(peers, n.id+"="+n.raftAddr)
+			continue
+		}
 		if n.raftAddr, err = freePort(n.ip); err != nil {
 			return nil, fmt.Errorf("loopback address %s: %w", n.ip, err)
 		}
-		n.dataDir = filepath.Join(cfg.Dir, n.id)
-		n.logPath = filepath.Join(cfg.Dir, n.id+".log")
 		pp, err := newPeerProxy(n.raftAddr, n.raftListen, i, c.rules, nodeOf)
 		if err != nil {
 			return nil, err
@@ -120,15 +131,19 @@ func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 
 func (c *Cluster) args(n *procNode, initial string) []string {
 	et := c.cfg.ElectionTimeout
-	return []string{
+	args := []string{
 		"--node-id", n.id, "--data-dir", n.dataDir,
 		"--client-addr", n.clientListen, "--client-advertise", n.clientAddr,
-		"--raft-addr", n.raftListen, "--raft-advertise", n.raftAddr, "--raft-source-addr", n.ip,
+		"--raft-addr", n.raftListen, "--raft-advertise", n.raftAddr,
 		"--initial-cluster", initial,
 		"--heartbeat-timeout", et.String(), "--election-timeout", et.String(), "--leader-lease-timeout", (et / 2).String(),
 		"--snapshot-threshold", fmt.Sprint(c.cfg.SnapshotThreshold), "--trailing-logs", fmt.Sprint(c.cfg.TrailingLogs),
 		"--snapshot-interval", "500ms", "--shutdown-timeout", "3s", "--log-level", "info",
 	}
+	if n.ip != "" {
+		args = append(args, "--raft-source-addr", n.ip)
+	}
+	return append(args, c.cfg.ExtraArgs...)
 }
 
 // Start starts node i (again, on its data).
@@ -275,7 +290,11 @@ func (c *Cluster) Partition(groups ...[]int) {
 func (c *Cluster) HealNetwork() { c.rules.healAll() }
 
 // LoseReplies makes node i's client proxy lose its next n replies.
-func (c *Cluster) LoseReplies(i, n int) { c.clientProxies[i].loseNextReplies(n) }
+func (c *Cluster) LoseReplies(i, n int) {
+	if i < len(c.clientProxies) {
+		c.clientProxies[i].loseNextReplies(n)
+	}
+}
 
 // LostReplies counts the replies the client proxies lost.
 func (c *Cluster) LostReplies() int64 {
@@ -319,6 +338,9 @@ func (c *Cluster) isPaused(i int) bool {
 	defer n.mu.Unlock()
 	return n.paused
 }
+
+// NodeID returns node i's id.
+func (c *Cluster) NodeID(i int) string { return c.nodes[i].id }
 
 // TransferLeadership asks the leader to hand over to the most up-to-date
 // follower.

@@ -156,3 +156,6 @@ func (e *Error) retryable() bool {
 	}
 	return false
 }
+
+// GRPCCode returns the call's gRPC status code.
+func (e *Error) GRPCCode() codes.Code { return e.Code }

@@ -1,0 +1,166 @@
+// Command memdb-loadtest puts a bounded load on a memdbd cluster and
+// reports throughput, latency percentiles, errors by code, a JSON result
+// and an HTML timeline. With -spawn it starts its own 3-node cluster on
+// loopback, which also makes the failover scenario possible (-failover-at).
+//
+//	go run ./loadtest/cmd/memdb-loadtest -spawn -workload write -clients 64 -duration 20s
+//	go run ./loadtest/cmd/memdb-loadtest -spawn -workload write -clients 32 -duration 15s -failover-at 5s -failover kill
+//	go run ./loadtest/cmd/memdb-loadtest -endpoints 127.0.0.1:7001 -workload mixed -read-ratio 0.9 -rate 5000
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/memdbd/memdbd/chaos"
+	"github.com/memdbd/memdbd/loadtest"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "memdb-loadtest:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		endpoints  = flag.String("endpoints", "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003", "cluster members (ignored with -spawn)")
+		spawn      = flag.Bool("spawn", false, "start a local 3-node cluster (data in a temp dir) and load it")
+		binary     = flag.String("binary", "", "memdbd binary for -spawn (default: build it)")
+		workload   = flag.String("workload", "write", "write, insert, read, stale-read, mixed, scan or txn")
+		readRatio  = flag.Float64("read-ratio", 0.9, "mixed: fraction of reads")
+		keys       = flag.Int("keys", 10000, "key space")
+		zipf       = flag.Bool("zipf", false, "zipfian keys (s=1.1) instead of uniform")
+		valueSize  = flag.Int("value-size", 256, "bytes per value")
+		clients    = flag.Int("clients", 16, "concurrent workers")
+		conns      = flag.Int("conns", 4, "client connections the workers share")
+		rate       = flag.Float64("rate", 0, "open loop at this many ops/s (0: closed loop)")
+		warmup     = flag.Duration("warmup", 2*time.Second, "warm-up, not measured")
+		duration   = flag.Duration("duration", 10*time.Second, "measured phase")
+		requests   = flag.Int64("requests", 0, "stop after this many measured requests (0: by duration)")
+		timeout    = flag.Duration("timeout", 5*time.Second, "per-request deadline")
+		seed       = flag.Uint64("seed", 1, "random seed")
+		jsonOut    = flag.String("json", "", "write the result as JSON to this file")
+		htmlOut    = flag.String("html", "", "write the timeline chart to this HTML file")
+		failoverAt = flag.Duration("failover-at", 0, "with -spawn: disturb the leader this long into the measured phase")
+		failover   = flag.String("failover", "kill", "kill (kill -9 the leader, restart it 3s later) or transfer (planned leader transfer)")
+		progress   = flag.Bool("progress", true, "show a progress bar")
+	)
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	eps := strings.Split(*endpoints, ",")
+	var cl *chaos.Cluster
+	if *spawn {
+		dir, err := os.MkdirTemp("", "memdb-loadtest")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		bin := *binary
+		if bin == "" {
+			wd, _ := os.Getwd()
+			root, err := chaos.ModuleRoot(wd)
+			if err != nil {
+				return fmt.Errorf("-spawn needs -binary outside the memdbd module: %w", err)
+			}
+			if bin, err = chaos.BuildBinary(root, dir); err != nil {
+				return err
+			}
+		}
+		cl, err = chaos.StartCluster(chaos.ClusterConfig{Binary: bin, Dir: dir, Nodes: 3, ElectionTimeout: 500 * time.Millisecond,
+			SnapshotThreshold: 16384, TrailingLogs: 10240, Direct: true})
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		eps = cl.Endpoints()
+	} else if *failoverAt > 0 {
+		return fmt.Errorf("-failover-at needs -spawn: the tool must own the processes")
+	}
+	setupCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	target, err := loadtest.NewMemdbTarget(setupCtx, eps, *conns)
+	if err != nil {
+		return err
+	}
+	defer target.Close()
+	w, err := loadtest.NewWorkload(*workload, *keys, *zipf, *readRatio)
+	if err != nil {
+		return err
+	}
+	if err := target.Setup(setupCtx, *keys, make([]byte, *valueSize)); err != nil {
+		return err
+	}
+	cfg := loadtest.Config{Clients: *clients, Rate: *rate, Warmup: *warmup, Duration: *duration, Requests: *requests,
+		Keys: *keys, ValueSize: *valueSize, Timeout: *timeout, Seed: *seed}
+	if *progress {
+		cfg.Progress = os.Stderr
+	}
+	var events []loadtest.Event
+	if *failoverAt > 0 {
+		cfg.Bucket = 10 * time.Millisecond
+		done := false
+		cfg.OnTick = func(elapsed time.Duration) {
+			if done || elapsed < *failoverAt {
+				return
+			}
+			done = true
+			leader := cl.Leader(ctx)
+			if leader < 0 {
+				events = append(events, loadtest.Event{T: elapsed, What: "no leader found to disturb"})
+				return
+			}
+			switch *failover {
+			case "transfer":
+				go func() {
+					tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+					defer cancel()
+					_ = cl.TransferLeadership(tctx, leader)
+				}()
+				events = append(events, loadtest.Event{T: elapsed, What: "leadership transfer from " + cl.NodeID(leader)})
+			default:
+				cl.Kill(leader)
+				events = append(events, loadtest.Event{T: elapsed, What: "kill -9 of leader " + cl.NodeID(leader)})
+				go func() {
+					time.Sleep(3 * time.Second)
+					_ = cl.Start(leader, "")
+				}()
+			}
+		}
+	}
+	res, err := loadtest.Run(ctx, cfg, target, w)
+	if err != nil {
+		return err
+	}
+	res.Events = events
+	fmt.Print(res)
+	for _, e := range events {
+		gap, rec := res.Unavailability(e.T)
+		fmt.Printf("  unavailability after %q: %v without a successful request; %v until 90%% throughput\n", e.What, gap, rec)
+	}
+	if *jsonOut != "" {
+		if err := res.WriteJSON(*jsonOut); err != nil {
+			return err
+		}
+	}
+	if *htmlOut != "" {
+		f, err := os.Create(*htmlOut)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := res.WriteHTML(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,235 @@
+package loadtest
+
+import (
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// Bucket is one slice of the timeline.
+type Bucket struct {
+	// T is the bucket's start since the measured phase began.
+	T      time.Duration `json:"t_ms"`
+	OK     int64         `json:"ok"`
+	Errors int64         `json:"errors"`
+	// P99 latency of the bucket's successful operations.
+	P99  time.Duration `json:"p99_us"`
+	hist *hdrhistogram.Histogram
+}
+
+// Latency holds latency percentiles.
+type Latency struct {
+	P50, P90, P99, P999, Max time.Duration
+}
+
+// Result is the outcome of a run.
+type Result struct {
+	Target     string           `json:"target"`
+	Workload   string           `json:"workload"`
+	Clients    int              `json:"clients"`
+	Rate       float64          `json:"rate,omitempty"`
+	Elapsed    time.Duration    `json:"elapsed_ns"`
+	OK         int64            `json:"ok"`
+	Errors     int64            `json:"errors"`
+	Throughput float64          `json:"throughput"`
+	Latency    Latency          `json:"latency_ns"`
+	ErrorCodes map[string]int64 `json:"errors_by_code"`
+	Timeline   []Bucket         `json:"timeline"`
+	Bucket     time.Duration    `json:"bucket_ns"`
+	// Events are scenario events (a failover) at times since the start.
+	Events []Event `json:"events,omitempty"`
+}
+
+// Event marks a scenario event on the timeline.
+type Event struct {
+	T    time.Duration `json:"t_ns"`
+	What string        `json:"what"`
+}
+
+func summarize(target, workload string, cfg Config, recs []*recorder, elapsed time.Duration) *Result {
+	h := hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3)
+	res := &Result{Target: target, Workload: workload, Clients: cfg.Clients, Rate: cfg.Rate, Elapsed: elapsed,
+		ErrorCodes: map[string]int64{}, Bucket: cfg.Bucket}
+	buckets := map[int]*Bucket{}
+	for _, r := range recs {
+		h.Merge(r.hist)
+		for code, n := range r.errs {
+			res.ErrorCodes[code] += n
+			res.Errors += n
+		}
+		for i, b := range r.timeline {
+			agg := buckets[i]
+			if agg == nil {
+				agg = &Bucket{T: time.Duration(i) * cfg.Bucket, hist: hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 2)}
+				buckets[i] = agg
+			}
+			agg.OK += b.OK
+			agg.Errors += b.Errors
+			agg.hist.Merge(b.hist)
+		}
+	}
+	res.OK = h.TotalCount()
+	if elapsed > 0 {
+		res.Throughput = float64(res.OK) / elapsed.Seconds()
+	}
+	us := func(q float64) time.Duration { return time.Duration(h.ValueAtQuantile(q)) * time.Microsecond }
+	res.Latency = Latency{P50: us(50), P90: us(90), P99: us(99), P999: us(99.9), Max: time.Duration(h.Max()) * time.Microsecond}
+	last := int(elapsed / cfg.Bucket)
+	for i := 0; i <= last; i++ {
+		b := buckets[i]
+		if b == nil {
+			b = &Bucket{T: time.Duration(i) * cfg.Bucket}
+		} else if b.hist.TotalCount() > 0 {
+			b.P99 = time.Duration(b.hist.ValueAtQuantile(99)) * time.Microsecond
+		}
+		res.Timeline = append(res.Timeline, *b)
+	}
+	return res
+}
+
+// String is the human summary.
+func (r *Result) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s, %d clients", r.Target, r.Workload, r.Clients)
+	if r.Rate > 0 {
+		fmt.Fprintf(&b, ", open loop at %.0f/s", r.Rate)
+	}
+	fmt.Fprintf(&b, ", %v\n", r.Elapsed.Round(time.Millisecond))
+	fmt.Fprintf(&b, "  throughput %.0f ops/s (%d ok, %d errors)\n", r.Throughput, r.OK, r.Errors)
+	l := r.Latency
+	fmt.Fprintf(&b, "  latency p50 %v  p90 %v  p99 %v  p99.9 %v  max %v\n", l.P50, l.P90, l.P99, l.P999, l.Max)
+	if len(r.ErrorCodes) > 0 {
+		codes := make([]string, 0, len(r.ErrorCodes))
+		for c := range r.ErrorCodes {
+			codes = append(codes, c)
+		}
+		sort.Strings(codes)
+		fmt.Fprint(&b, "  errors:")
+		for _, c := range codes {
+			fmt.Fprintf(&b, " %s=%d", c, r.ErrorCodes[c])
+		}
+		fmt.Fprintln(&b)
+	}
+	for _, e := range r.Events {
+		fmt.Fprintf(&b, "  %7.2fs %s\n", e.T.Seconds(), e.What)
+	}
+	return b.String()
+}
+
+// WriteJSON writes the result as JSON to path.
+func (r *Result) WriteJSON(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+// chart is a self-contained HTML page: throughput and p99 latency over
+// time as inline SVG, with scenario events marked, so that a failover
+// shows as a visible gap. Hand-written because it is a few dozen lines
+// and needs no plotting dependency or browser scripts.
+var chart = template.Must(template.New("chart").Funcs(template.FuncMap{
+	"pct": func(a, b float64) float64 {
+		if b == 0 {
+			return 0
+		}
+		return a / b * 100
+	},
+}).Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>{{.R.Target}} {{.R.Workload}}</title>
+<style>body{font-family:sans-serif;margin:2em}svg{background:#fafafa;border:1px solid #ddd}
+.ok{fill:none;stroke:#2a6;stroke-width:1.5}.lat{fill:none;stroke:#c33;stroke-width:1.5}.err{fill:#c33}.ev{stroke:#33c;stroke-dasharray:4}</style></head>
+<body><h2>{{.R.Target}} — {{.R.Workload}}, {{.R.Clients}} clients</h2>
+<pre>{{.Summary}}</pre>
+<h3>Throughput (ops/s, green) and errors (red bars) per {{.R.Bucket}}</h3>
+<svg width="{{.W}}" height="{{.H}}" viewBox="0 0 {{.W}} {{.H}}">
+<polyline class="ok" points="{{.OKPoints}}"/>{{range .ErrBars}}<rect class="err" x="{{.X}}" y="{{.Y}}" width="{{.Wd}}" height="{{.Ht}}"/>{{end}}
+{{range .EventX}}<line class="ev" x1="{{.}}" x2="{{.}}" y1="0" y2="{{$.H}}"/>{{end}}
+<text x="4" y="14">max {{printf "%.0f" .MaxOK}} ops/s</text></svg>
+<h3>p99 latency per {{.R.Bucket}} (ms)</h3>
+<svg width="{{.W}}" height="{{.H}}" viewBox="0 0 {{.W}} {{.H}}">
+<polyline class="lat" points="{{.LatPoints}}"/>
+{{range .EventX}}<line class="ev" x1="{{.}}" x2="{{.}}" y1="0" y2="{{$.H}}"/>{{end}}
+<text x="4" y="14">max {{printf "%.1f" .MaxLat}} ms</text></svg>
+<p>Dashed lines: {{range .R.Events}}{{.What}} at {{.T}}; {{end}}</p>
+</body></html>`))
+
+type bar struct{ X, Y, Wd, Ht float64 }
+
+// WriteHTML writes the timeline chart.
+func (r *Result) WriteHTML(w io.Writer) error {
+	const W, H = 900.0, 240.0
+	n := len(r.Timeline)
+	if n == 0 {
+		n = 1
+	}
+	per := r.Bucket.Seconds()
+	var maxOK, maxLat float64
+	for _, b := range r.Timeline {
+		maxOK = max(maxOK, float64(b.OK+b.Errors)/per)
+		maxLat = max(maxLat, float64(b.P99)/1e6)
+	}
+	maxOK, maxLat = max(maxOK, 1), max(maxLat, 0.001)
+	var okPts, latPts strings.Builder
+	var bars []bar
+	for i, b := range r.Timeline {
+		x := float64(i) / float64(n) * W
+		fmt.Fprintf(&okPts, "%.1f,%.1f ", x, H-float64(b.OK)/per/maxOK*(H-20))
+		fmt.Fprintf(&latPts, "%.1f,%.1f ", x, H-float64(b.P99)/1e6/maxLat*(H-20))
+		if b.Errors > 0 {
+			ht := float64(b.Errors) / per / maxOK * (H - 20)
+			bars = append(bars, bar{X: x, Y: H - ht, Wd: max(W/float64(n), 1), Ht: ht})
+		}
+	}
+	var evx []float64
+	for _, e := range r.Events {
+		evx = append(evx, float64(e.T)/float64(time.Duration(n)*r.Bucket)*W)
+	}
+	return chart.Execute(w, map[string]any{"R": r, "Summary": r.String(), "W": W, "H": H,
+		"OKPoints": okPts.String(), "LatPoints": latPts.String(), "ErrBars": bars, "EventX": evx, "MaxOK": maxOK, "MaxLat": maxLat})
+}
+
+// Unavailability measures a failover on the timeline: the run of
+// buckets without a single success that starts at or after the event (the
+// window from the last success before to the first success after, at
+// bucket resolution), and the time from the event until throughput is
+// back to 90% of its level before the event.
+func (r *Result) Unavailability(at time.Duration) (gap, recovery time.Duration) {
+	ev := int(at / r.Bucket)
+	if ev < 1 || ev >= len(r.Timeline) {
+		return 0, 0
+	}
+	var before float64
+	for _, b := range r.Timeline[:ev] {
+		before += float64(b.OK)
+	}
+	before /= float64(ev)
+	first := -1 // first empty bucket after the event
+	for i := ev; i < len(r.Timeline) && i <= ev+int(5*time.Second/r.Bucket); i++ {
+		if r.Timeline[i].OK == 0 {
+			first = i
+			break
+		}
+	}
+	end := first
+	for end >= 0 && end < len(r.Timeline) && r.Timeline[end].OK == 0 {
+		end++
+	}
+	if first >= 0 {
+		gap = time.Duration(end-first) * r.Bucket
+	}
+	for i := max(end, ev+1); i < len(r.Timeline); i++ {
+		if float64(r.Timeline[i].OK) >= 0.9*before {
+			return gap, time.Duration(i-ev) * r.Bucket
+		}
+	}
+	return gap, time.Duration(len(r.Timeline)-ev) * r.Bucket
+}
