@@ -12,12 +12,12 @@ type OpKind uint8
 
 // Operation kinds.
 const (
-	OpWrite      OpKind = iota // overwrite a key (upsert / put)
-	OpInsert                   // create a new, unique key
-	OpRead                     // linearizable point read
-	OpStaleRead                // stale (serializable) point read from any member
-	OpScan                     // secondary-index range scan
-	OpTxn                      // conditional transaction
+	OpWrite     OpKind = iota // overwrite a key (upsert / put)
+	OpInsert                  // create a new, unique key
+	OpRead                    // linearizable point read
+	OpStaleRead               // stale (serializable) point read from any member
+	OpScan                    // secondary-index range scan
+	OpTxn                     // conditional transaction
 	numOpKinds
 )
 

@@ -132,12 +132,15 @@ func (s *Server) checkFresh(ctx context.Context, check func(*store.View) error) 
 	if err == nil {
 		return nil
 	}
+	// A node that cannot confirm it is current (no leader, restarting,
+	// partitioned) must not refuse on the strength of a view that may be
+	// stale: it answers with why it cannot tell, which clients retry.
 	idx, ierr := s.readIndex(ctx)
 	if ierr != nil {
-		return err
+		return ierr
 	}
 	if werr := s.node.WaitApplied(ctx, idx); werr != nil {
-		return err
+		return werr
 	}
 	return check(s.node.FSM().Store().View())
 }
