@@ -16,7 +16,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
 # Packages with concurrency run under the race detector.
 RACE_PKGS := ./store/... ./fsm/... ./node/... ./server/... ./client/...
 
-.PHONY: all build test test-short race proto proto-check lint cluster fuzz bench clean tools chaos
+.PHONY: all build test test-short race proto proto-check lint cluster fuzz bench clean tools chaos bench-compare loadtest-failover
 
 all: build
 
@@ -82,3 +82,16 @@ NEMESIS  ?= mix
 WORKLOAD ?= all
 chaos:
 	$(GO) run ./chaos/cmd/memdb-chaos -seed $(SEED) -duration $(DURATION) -nemesis $(NEMESIS) -workload $(WORKLOAD)
+
+# memdbd against etcd v3.7 on this machine, one after the other in one run
+# (loadtest/etcdcompare is a module of its own: memdbd never depends on
+# etcd). Prints memdbd/etcd ratios of throughput, p50 and p99.
+COMPARE_DURATION ?= 10s
+bench-compare:
+	mkdir -p artifacts
+	cd loadtest/etcdcompare && $(GO) run . -duration $(COMPARE_DURATION) -out ../../artifacts/bench-compare.json
+
+# A quick load on a spawned local cluster, with a failover in the middle.
+loadtest-failover:
+	mkdir -p artifacts
+	$(GO) run ./loadtest/cmd/memdb-loadtest -spawn -workload write -clients 32 -duration 15s -failover-at 5s -failover kill -html artifacts/failover.html

@@ -52,6 +52,9 @@ type Config struct {
 	DialOptions []grpc.DialOption
 	// Logger receives retry decisions at debug level; none when nil.
 	Logger *slog.Logger
+	// DisableDiscovery keeps the client on Endpoints alone: it neither asks
+	// for the other members nor follows leader hints to new addresses.
+	DisableDiscovery bool
 }
 
 func (c *Config) setDefaults() error {
@@ -122,6 +125,9 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	c := &Client{cfg: cfg, conns: map[string]*grpc.ClientConn{}, endpoints: append([]string(nil), cfg.Endpoints...)}
 	c.session.init()
+	if cfg.DisableDiscovery {
+		return c, nil
+	}
 	if _, err := c.Members(ctx); err != nil {
 		c.cfg.Logger.Debug("member discovery failed; using the configured endpoints", "err", err)
 	}
@@ -167,7 +173,7 @@ func (c *Client) pick(toLeader bool) string {
 }
 
 func (c *Client) learnLeader(addr string) {
-	if addr == "" {
+	if addr == "" || c.cfg.DisableDiscovery {
 		return
 	}
 	c.mu.Lock()

@@ -88,7 +88,7 @@ func run() error {
 	}
 	setupCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	target, err := loadtest.NewMemdbTarget(setupCtx, eps, *conns)
+	target, err := loadtest.NewMemdbTarget(setupCtx, eps, *conns, false)
 	if err != nil {
 		return err
 	}

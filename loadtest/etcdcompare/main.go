@@ -1,0 +1,280 @@
+// Command etcdcompare measures memdbd against etcd v3.7 on the same
+// machine in the same run: it starts a 3-member etcd cluster (three
+// processes running go.etcd.io/etcd/server/v3/embed with its defaults:
+// data on disk, fsync on) and a 3-node memdbd cluster, drives both with
+// the same loadtest workloads and parameters one after the other, and
+// prints memdbd/etcd ratios. It is a module of its own so that memdbd
+// never depends on etcd.
+//
+//	cd loadtest/etcdcompare && go run . -duration 10s
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/memdbd/memdbd/chaos"
+	"github.com/memdbd/memdbd/loadtest"
+)
+
+// row is one comparison: a workload, a client count and a routing.
+type row struct {
+	workload string
+	clients  int
+	leader   bool // all requests to the leader only
+}
+
+func (r row) String() string {
+	route := "spread"
+	if r.leader {
+		route = "leader"
+	}
+	return fmt.Sprintf("%-10s c=%-3d %s", r.workload, r.clients, route)
+}
+
+var rows = []row{
+	{"write", 1, false}, {"write", 16, false}, {"write", 64, false}, {"write", 256, false},
+	{"read", 64, false}, {"read", 64, true},
+	{"stale-read", 64, false}, {"stale-read", 64, true},
+}
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "etcd-node" {
+		if err := runEtcdNode(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "etcdcompare:", err)
+		os.Exit(1)
+	}
+}
+
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startEtcd runs three etcd members as processes of this binary.
+func startEtcd(dir string) (endpoints []string, stop func(), err error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, nil, err
+	}
+	var names, curls, purls []string
+	for i := 0; i < 3; i++ {
+		names = append(names, fmt.Sprintf("e%d", i+1))
+		curls = append(curls, "http://"+freeAddr())
+		purls = append(purls, "http://"+freeAddr())
+	}
+	var initial []string
+	for i := range names {
+		initial = append(initial, names[i]+"="+purls[i])
+	}
+	var cmds []*exec.Cmd
+	stop = func() {
+		for _, c := range cmds {
+			_ = c.Process.Signal(syscall.SIGTERM)
+		}
+		for _, c := range cmds {
+			_ = c.Wait()
+		}
+	}
+	for i := range names {
+		logf, err := os.Create(filepath.Join(dir, names[i]+".log"))
+		if err != nil {
+			stop()
+			return nil, nil, err
+		}
+		c := exec.Command(self, "etcd-node", names[i], filepath.Join(dir, names[i]), curls[i], purls[i], strings.Join(initial, ","))
+		c.Stdout, c.Stderr = logf, logf
+		if err := c.Start(); err != nil {
+			stop()
+			return nil, nil, err
+		}
+		cmds = append(cmds, c)
+		endpoints = append(endpoints, strings.TrimPrefix(curls[i], "http://"))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for {
+		if _, err := etcdLeader(ctx, endpoints); err == nil {
+			return endpoints, stop, nil
+		}
+		select {
+		case <-ctx.Done():
+			stop()
+			return nil, nil, fmt.Errorf("etcd cluster did not elect a leader")
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+type measured struct {
+	Row    string           `json:"row"`
+	Etcd   *loadtest.Result `json:"etcd"`
+	Memdbd *loadtest.Result `json:"memdbd"`
+}
+
+func run() error {
+	var (
+		duration = flag.Duration("duration", 8*time.Second, "measured phase per row")
+		warmup   = flag.Duration("warmup", 2*time.Second, "warm-up per row")
+		keys     = flag.Int("keys", 10000, "key space")
+		valSize  = flag.Int("value-size", 256, "bytes per value")
+		out      = flag.String("out", "", "write all results as JSON to this file")
+		only     = flag.String("rows", "", "comma-separated row numbers to run (default all)")
+	)
+	flag.Parse()
+	dir, err := os.MkdirTemp("", "etcdcompare")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	selected := rows
+	if *only != "" {
+		selected = nil
+		for _, s := range strings.Split(*only, ",") {
+			var i int
+			if _, err := fmt.Sscan(s, &i); err != nil || i < 0 || i >= len(rows) {
+				return fmt.Errorf("-rows: %q is not a row number 0..%d", s, len(rows)-1)
+			}
+			selected = append(selected, rows[i])
+		}
+	}
+	ctx := context.Background()
+	results := make([]measured, len(selected))
+	cfg := func(r row) loadtest.Config {
+		return loadtest.Config{Clients: r.clients, Warmup: *warmup, Duration: *duration, Keys: *keys, ValueSize: *valSize, Seed: 1}
+	}
+	conns := func(r row) int { return min(r.clients, 8) }
+
+	// etcd first.
+	eps, stopEtcd, err := startEtcd(dir)
+	if err != nil {
+		return err
+	}
+	leader, err := etcdLeader(ctx, eps)
+	if err != nil {
+		stopEtcd()
+		return err
+	}
+	for i, r := range selected {
+		targets := eps
+		if r.leader {
+			targets = []string{leader}
+		}
+		t, err := newEtcdTarget(targets, conns(r))
+		if err != nil {
+			stopEtcd()
+			return err
+		}
+		if i == 0 {
+			if err := t.Setup(ctx, *keys, make([]byte, *valSize)); err != nil {
+				stopEtcd()
+				return err
+			}
+		}
+		w, _ := loadtest.NewWorkload(r.workload, *keys, false, 0)
+		res, err := loadtest.Run(ctx, cfg(r), t, w)
+		_ = t.Close()
+		if err != nil {
+			stopEtcd()
+			return err
+		}
+		results[i].Row, results[i].Etcd = r.String(), res
+		fmt.Fprintf(os.Stderr, "etcd   %s: %.0f ops/s p50 %v p99 %v errors %d\n", r, res.Throughput, res.Latency.P50, res.Latency.P99, res.Errors)
+	}
+	stopEtcd()
+
+	// Then memdbd, with its default settings.
+	wd, _ := os.Getwd()
+	root, err := chaos.ModuleRoot(filepath.Join(wd, "..", ".."))
+	if err != nil {
+		return err
+	}
+	bin, err := chaos.BuildBinary(root, dir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "cluster"), 0o755); err != nil {
+		return err
+	}
+	cl, err := chaos.StartCluster(chaos.ClusterConfig{Binary: bin, Dir: filepath.Join(dir, "cluster"), Nodes: 3,
+		ElectionTimeout: 500 * time.Millisecond, SnapshotThreshold: 16384, TrailingLogs: 10240, Direct: true})
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	var leaderAddr string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if l := cl.Leader(ctx); l >= 0 {
+			leaderAddr = cl.Endpoints()[l]
+			break
+		}
+	}
+	if leaderAddr == "" {
+		return fmt.Errorf("memdbd cluster has no leader")
+	}
+	for i, r := range selected {
+		targets, only := cl.Endpoints(), false
+		if r.leader {
+			targets, only = []string{leaderAddr}, true
+		}
+		sctx, cancel := context.WithTimeout(ctx, time.Minute)
+		t, err := loadtest.NewMemdbTarget(sctx, targets, conns(r), only)
+		if err == nil && i == 0 {
+			err = t.Setup(sctx, *keys, make([]byte, *valSize))
+		}
+		cancel()
+		if err != nil {
+			return err
+		}
+		w, _ := loadtest.NewWorkload(r.workload, *keys, false, 0)
+		res, err := loadtest.Run(ctx, cfg(r), t, w)
+		_ = t.Close()
+		if err != nil {
+			return err
+		}
+		results[i].Memdbd = res
+		fmt.Fprintf(os.Stderr, "memdbd %s: %.0f ops/s p50 %v p99 %v errors %d\n", r, res.Throughput, res.Latency.P50, res.Latency.P99, res.Errors)
+	}
+
+	fmt.Printf("%-26s %12s %12s %8s %10s %10s %8s %10s %10s %8s\n", "workload", "etcd ops/s", "memdbd", "ratio",
+		"etcd p50", "memdbd", "ratio", "etcd p99", "memdbd", "ratio")
+	for _, m := range results {
+		e, d := m.Etcd, m.Memdbd
+		fmt.Printf("%-26s %12.0f %12.0f %7.2fx %10v %10v %7.2fx %10v %10v %7.2fx\n", m.Row,
+			e.Throughput, d.Throughput, d.Throughput/max(e.Throughput, 1),
+			e.Latency.P50, d.Latency.P50, ratio(d.Latency.P50, e.Latency.P50),
+			e.Latency.P99, d.Latency.P99, ratio(d.Latency.P99, e.Latency.P99))
+	}
+	fmt.Println("throughput ratio: memdbd/etcd, higher is better; latency ratio: memdbd/etcd, lower is better")
+	if *out != "" {
+		b, _ := json.MarshalIndent(results, "", "  ")
+		return os.WriteFile(*out, b, 0o644)
+	}
+	return nil
+}
+
+func ratio(a, b time.Duration) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
