@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -59,7 +60,12 @@ func (s *Server) propose(ctx context.Context, env *cmdpb.Envelope) (*cmdpb.Resul
 	return resp.Result, nil
 }
 
-// readIndex returns the index a linearizable read must wait for.
+// readIndexTimeout bounds one shared read-index request to the leader.
+const readIndexTimeout = 5 * time.Second
+
+// readIndex returns the index a linearizable read must wait for: from the
+// node itself when it leads, otherwise from the leader, in a request
+// shared with the other reads waiting on this node.
 func (s *Server) readIndex(ctx context.Context) (uint64, error) {
 	if s.node.IsLeader() {
 		idx, err := s.node.ReadIndex(ctx)
@@ -67,6 +73,15 @@ func (s *Server) readIndex(ctx context.Context) (uint64, error) {
 			return idx, err
 		}
 	}
+	if by := forwardedBy(ctx); by != "" {
+		id, addr := s.node.Leader()
+		return 0, &node.NotLeaderError{LeaderID: id, LeaderAddr: addr}
+	}
+	return s.readIndexes.get(ctx)
+}
+
+// fetchReadIndex asks the leader for a read index (one RPC).
+func (s *Server) fetchReadIndex(ctx context.Context) (uint64, error) {
 	conn, err := s.leaderConn(ctx)
 	if err != nil {
 		return 0, err

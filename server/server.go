@@ -88,10 +88,11 @@ type Server struct {
 	pages   *pageCache
 	metrics *metrics
 
-	inflight chan struct{}
-	fatal    chan error
-	stop     chan struct{}
-	wg       sync.WaitGroup
+	inflight    chan struct{}
+	readIndexes *readIndexBatcher
+	fatal       chan error
+	stop        chan struct{}
+	wg          sync.WaitGroup
 }
 
 // New assembles the gRPC server and its interceptors over a node.
@@ -108,6 +109,7 @@ func New(cfg Config, n *node.Node) (*Server, error) {
 		pages: newPageCache(cfg.PageTTL, cfg.MaxPinnedViews), metrics: newMetrics(cfg.Registerer),
 		inflight: make(chan struct{}, cfg.MaxInFlight), fatal: make(chan error, 1), stop: make(chan struct{}),
 	}
+	s.readIndexes = &readIndexBatcher{fetch: s.fetchReadIndex, wg: &s.wg}
 	s.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxRequestBytes),
 		grpc.ChainUnaryInterceptor(s.recoverUnary, s.admitUnary),
