@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -52,8 +53,19 @@ func run() error {
 		failoverAt = flag.Duration("failover-at", 0, "with -spawn: disturb the leader this long into the measured phase")
 		failover   = flag.String("failover", "kill", "kill (kill -9 the leader, restart it 3s later) or transfer (planned leader transfer)")
 		progress   = flag.Bool("progress", true, "show a progress bar")
+		cpuProfile = flag.String("cpuprofile", "", "write the load generator's own CPU profile to this file")
 	)
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
