@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -78,6 +79,15 @@ func (c *clusterService) TransferLeadership(ctx context.Context, req *pb.Transfe
 		}
 		return nil, toStatus(err)
 	}
+	// The transfer completes when the target wins its election; this node
+	// learns of it with the new leader's first heartbeat.
 	id, _ := c.s.node.Leader()
+	for (id == "" || id == c.s.cfg.NodeID) && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-time.After(10 * time.Millisecond):
+		}
+		id, _ = c.s.node.Leader()
+	}
 	return &pb.TransferLeadershipResponse{Header: c.s.header(c.s.node.FSM().Store().View()), NewLeaderId: id}, nil
 }

@@ -7,6 +7,10 @@
 //
 // Run `memdbd -h` for every setting. Settings come from flags, then
 // MEMDBD_* environment variables, then the YAML file named by --config.
+//
+// Admin commands talk to a running node: memdbd status, members,
+// transfer [-to id], health (exit 0 when serving; for container health
+// checks) and version, each with -addr host:port.
 package main
 
 import (
@@ -39,6 +43,12 @@ import (
 var version = "dev"
 
 func main() {
+	// memdbd <admin command> [flags]; anything else starts the server.
+	if len(os.Args) > 1 {
+		if cmd, ok := subcommands[os.Args[1]]; ok {
+			os.Exit(cmd(os.Args[2:], os.Stdout, os.Stderr))
+		}
+	}
 	cfg, err := parseConfig(os.Args[1:], os.Getenv, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
+)
+
+// subcommands are the admin commands of the memdbd binary. They need no
+// shell tools, so they also serve as container health checks.
+var subcommands = map[string]func(args []string, stdout, stderr io.Writer) int{
+	"status":   cmdStatus,
+	"members":  cmdMembers,
+	"transfer": cmdTransfer,
+	"health":   cmdHealth,
+	"version": func(_ []string, stdout, _ io.Writer) int {
+		fmt.Fprintln(stdout, version)
+		return 0
+	},
+}
+
+// adminFlags parses the flags every admin command takes.
+func adminFlags(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (addr string, timeout time.Duration, ok bool) {
+	fs := flag.NewFlagSet("memdbd "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&addr, "addr", "127.0.0.1:7000", "client address of the node to ask")
+	fs.DurationVar(&timeout, "timeout", 5*time.Second, "deadline of the call")
+	if extra != nil {
+		extra(fs)
+	}
+	return addr, timeout, fs.Parse(args) == nil
+}
+
+func dialAdmin(addr string) (*grpc.ClientConn, error) {
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+}
+
+func printJSON(w io.Writer, m proto.Message) {
+	b, _ := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true}.Marshal(m)
+	var v any
+	if json.Unmarshal(b, &v) == nil {
+		out, _ := json.MarshalIndent(v, "", "  ")
+		fmt.Fprintln(w, string(out))
+	}
+}
+
+// cmdStatus prints the node's status as JSON.
+func cmdStatus(args []string, stdout, stderr io.Writer) int {
+	var hash bool
+	addr, timeout, ok := adminFlags("status", args, stderr, func(fs *flag.FlagSet) {
+		fs.BoolVar(&hash, "hash", false, "include the state hash (a pass over all rows)")
+	})
+	if !ok {
+		return 2
+	}
+	conn, err := dialAdmin(addr)
+	if err != nil {
+		fmt.Fprintln(stderr, "memdbd status:", err)
+		return 1
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	st, err := pb.NewClusterServiceClient(conn).Status(ctx, &pb.StatusRequest{IncludeStateHash: hash})
+	if err != nil {
+		fmt.Fprintln(stderr, "memdbd status:", err)
+		return 1
+	}
+	printJSON(stdout, st)
+	return 0
+}
+
+// cmdMembers prints the cluster's members.
+func cmdMembers(args []string, stdout, stderr io.Writer) int {
+	addr, timeout, ok := adminFlags("members", args, stderr, nil)
+	if !ok {
+		return 2
+	}
+	conn, err := dialAdmin(addr)
+	if err != nil {
+		fmt.Fprintln(stderr, "memdbd members:", err)
+		return 1
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	ms, err := pb.NewClusterServiceClient(conn).Members(ctx, &pb.MembersRequest{})
+	if err != nil {
+		fmt.Fprintln(stderr, "memdbd members:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%-12s %-8s %-6s %-22s %-22s %s\n", "ID", "ROLE", "VOTER", "CLIENT", "RAFT", "VERSION")
+	for _, m := range ms.Members {
+		role := "follower"
+		if m.Leader {
+			role = "leader"
+		}
+		fmt.Fprintf(stdout, "%-12s %-8s %-6v %-22s %-22s %s\n", m.Id, role, m.Voter, m.ClientAddr, m.RaftAddr, m.Version)
+	}
+	return 0
+}
+
+// cmdTransfer moves leadership to a member, or to the most up-to-date.
+func cmdTransfer(args []string, stdout, stderr io.Writer) int {
+	var to string
+	addr, timeout, ok := adminFlags("transfer", args, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&to, "to", "", "member to hand leadership to (default: the most up-to-date follower)")
+	})
+	if !ok {
+		return 2
+	}
+	conn, err := dialAdmin(addr)
+	if err != nil {
+		fmt.Fprintln(stderr, "memdbd transfer:", err)
+		return 1
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	resp, err := pb.NewClusterServiceClient(conn).TransferLeadership(ctx, &pb.TransferLeadershipRequest{ToNodeId: to})
+	if err != nil {
+		fmt.Fprintln(stderr, "memdbd transfer:", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, "leader is now", resp.NewLeaderId)
+	return 0
+}
+
+// cmdHealth exits 0 when the node serves: gRPC health SERVING (a leader
+// is known and the state machine runs).
+func cmdHealth(args []string, stdout, stderr io.Writer) int {
+	addr, timeout, ok := adminFlags("health", args, stderr, nil)
+	if !ok {
+		return 2
+	}
+	conn, err := dialAdmin(addr)
+	if err != nil {
+		fmt.Fprintln(stderr, "memdbd health:", err)
+		return 1
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		fmt.Fprintln(stderr, "memdbd health:", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, resp.Status)
+	if resp.Status != healthpb.HealthCheckResponse_SERVING {
+		return 1
+	}
+	return 0
+}
