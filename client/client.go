@@ -43,7 +43,9 @@ type Config struct {
 	// Default 10s.
 	RequestTimeout time.Duration
 	// RetryBase and RetryMax bound the backoff between retries (doubling
-	// from RetryBase, with jitter). Defaults 20ms and 1s.
+	// from RetryBase, with jitter). Defaults 20ms and 250ms: an election
+	// takes well under a second, and a client asleep for longer than that
+	// stretches the unavailability it sees.
 	RetryBase, RetryMax time.Duration
 	// ClientID identifies this client's write session (1-64 bytes); random
 	// when empty. Two live clients must never share one.
@@ -68,7 +70,7 @@ func (c *Config) setDefaults() error {
 		c.RetryBase = 20 * time.Millisecond
 	}
 	if c.RetryMax < c.RetryBase {
-		c.RetryMax = max(time.Second, c.RetryBase)
+		c.RetryMax = max(250*time.Millisecond, c.RetryBase)
 	}
 	if c.ClientID == "" {
 		b := make([]byte, 16)

@@ -164,8 +164,23 @@ var chart = template.Must(template.New("chart").Funcs(template.FuncMap{
 
 type bar struct{ X, Y, Wd, Ht float64 }
 
-// WriteHTML writes the timeline chart.
-func (r *Result) WriteHTML(w io.Writer) error {
+// svgChart is the same timeline as a standalone SVG image (for docs).
+var svgChart = template.Must(template.New("svg").Parse(`<svg xmlns="http://www.w3.org/2000/svg" width="{{.W}}" height="{{.H2}}" viewBox="0 0 {{.W}} {{.H2}}" font-family="sans-serif" font-size="12">
+<rect width="{{.W}}" height="{{.H2}}" fill="#fff"/>
+<text x="8" y="16">{{.Title}}</text>
+<g transform="translate(0,24)"><rect width="{{.W}}" height="{{.H}}" fill="#fafafa" stroke="#ddd"/>
+<polyline fill="none" stroke="#2a6" stroke-width="1.5" points="{{.OKPoints}}"/>{{range .ErrBars}}<rect fill="#c33" x="{{.X}}" y="{{.Y}}" width="{{.Wd}}" height="{{.Ht}}"/>{{end}}
+{{range .EventX}}<line stroke="#33c" stroke-dasharray="4" x1="{{.}}" x2="{{.}}" y1="0" y2="{{$.H}}"/>{{end}}
+<text x="6" y="14">throughput, max {{printf "%.0f" .MaxOK}} ops/s per second (green); errors (red)</text></g>
+<g transform="translate(0,{{.Off}})"><rect width="{{.W}}" height="{{.H}}" fill="#fafafa" stroke="#ddd"/>
+<polyline fill="none" stroke="#c33" stroke-width="1.5" points="{{.LatPoints}}"/>
+{{range .EventX}}<line stroke="#33c" stroke-dasharray="4" x1="{{.}}" x2="{{.}}" y1="0" y2="{{$.H}}"/>{{end}}
+<text x="6" y="14">p99 latency, max {{printf "%.1f" .MaxLat}} ms; dashed: {{range .Events}}{{.What}} {{end}}</text></g>
+</svg>
+`))
+
+// chartData lays out the timeline for the chart templates.
+func (r *Result) chartData() map[string]any {
 	const W, H = 900.0, 240.0
 	n := len(r.Timeline)
 	if n == 0 {
@@ -193,9 +208,16 @@ func (r *Result) WriteHTML(w io.Writer) error {
 	for _, e := range r.Events {
 		evx = append(evx, float64(e.T)/float64(time.Duration(n)*r.Bucket)*W)
 	}
-	return chart.Execute(w, map[string]any{"R": r, "Summary": r.String(), "W": W, "H": H,
-		"OKPoints": okPts.String(), "LatPoints": latPts.String(), "ErrBars": bars, "EventX": evx, "MaxOK": maxOK, "MaxLat": maxLat})
+	return map[string]any{"R": r, "Summary": r.String(), "W": W, "H": H, "H2": 2*H + 40, "Off": H + 34,
+		"Title": fmt.Sprintf("%s %s, %d clients, %v buckets", r.Target, r.Workload, r.Clients, r.Bucket), "Events": r.Events,
+		"OKPoints": okPts.String(), "LatPoints": latPts.String(), "ErrBars": bars, "EventX": evx, "MaxOK": maxOK, "MaxLat": maxLat}
 }
+
+// WriteHTML writes the timeline chart as a self-contained page.
+func (r *Result) WriteHTML(w io.Writer) error { return chart.Execute(w, r.chartData()) }
+
+// WriteSVG writes the timeline chart as an SVG image.
+func (r *Result) WriteSVG(w io.Writer) error { return svgChart.Execute(w, r.chartData()) }
 
 // Unavailability measures a failover on the timeline: the run of
 // buckets without a single success that starts at or after the event (the
@@ -226,8 +248,15 @@ func (r *Result) Unavailability(at time.Duration) (gap, recovery time.Duration) 
 	if first >= 0 {
 		gap = time.Duration(end-first) * r.Bucket
 	}
-	for i := max(end, ev+1); i < len(r.Timeline); i++ {
-		if float64(r.Timeline[i].OK) >= 0.9*before {
+	// Recovery is judged on a sliding window of about half a second: single
+	// small buckets are too noisy to compare with an average.
+	win := max(1, int(500*time.Millisecond/r.Bucket))
+	for i := max(end, ev+1); i+win <= len(r.Timeline); i++ {
+		var sum float64
+		for _, b := range r.Timeline[i : i+win] {
+			sum += float64(b.OK)
+		}
+		if sum/float64(win) >= 0.9*before {
 			return gap, time.Duration(i-ev) * r.Bucket
 		}
 	}

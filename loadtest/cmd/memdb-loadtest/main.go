@@ -12,6 +12,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -50,6 +51,7 @@ func run() error {
 		seed       = flag.Uint64("seed", 1, "random seed")
 		jsonOut    = flag.String("json", "", "write the result as JSON to this file")
 		htmlOut    = flag.String("html", "", "write the timeline chart to this HTML file")
+		svgOut     = flag.String("svg", "", "write the timeline chart to this SVG file")
 		failoverAt = flag.Duration("failover-at", 0, "with -spawn: disturb the leader this long into the measured phase")
 		failover   = flag.String("failover", "kill", "kill (kill -9 the leader, restart it 3s later) or transfer (planned leader transfer)")
 		progress   = flag.Bool("progress", true, "show a progress bar")
@@ -164,13 +166,22 @@ func run() error {
 			return err
 		}
 	}
-	if *htmlOut != "" {
-		f, err := os.Create(*htmlOut)
+	for _, out := range []struct {
+		path  string
+		write func(io.Writer) error
+	}{{*htmlOut, res.WriteHTML}, {*svgOut, res.WriteSVG}} {
+		if out.path == "" {
+			continue
+		}
+		f, err := os.Create(out.path)
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		if err := res.WriteHTML(f); err != nil {
+		err = out.write(f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
 			return err
 		}
 	}
