@@ -16,7 +16,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
 # Packages with concurrency run under the race detector.
 RACE_PKGS := ./store/... ./fsm/... ./node/... ./server/... ./client/...
 
-.PHONY: all build test test-short race proto proto-check lint cluster fuzz bench clean tools chaos bench-compare loadtest-failover
+.PHONY: all build test test-short race proto proto-check lint cluster fuzz bench clean tools chaos bench-compare loadtest-failover docker-build docker-up docker-down
 
 all: build
 
@@ -95,3 +95,19 @@ bench-compare:
 loadtest-failover:
 	mkdir -p artifacts
 	$(GO) run ./loadtest/cmd/memdb-loadtest -spawn -workload write -clients 32 -duration 15s -failover-at 5s -failover kill -html artifacts/failover.html
+
+# Containers: an image FROM scratch around the static binary, and a
+# 3-node cluster with docker-compose (ports 7001-7003 on the host).
+IMAGE   ?= memdbd:dev
+COMPOSE := docker-compose -p memdbd -f deploy/docker/docker-compose.yml
+docker-build: build
+	docker build -t $(IMAGE) -f deploy/docker/Dockerfile bin
+docker-up: docker-build
+	MEMDBD_IMAGE=$(IMAGE) $(COMPOSE) up -d
+	@echo "waiting for the nodes to report healthy..."
+	@for i in $$(seq 1 60); do \
+	  n=$$(docker ps --filter label=com.docker.compose.project=memdbd --filter health=healthy -q | wc -l); \
+	  [ "$$n" = 3 ] && { echo "3 nodes healthy: grpcurl -plaintext 127.0.0.1:7001 list"; exit 0; }; sleep 1; done; \
+	  echo "nodes not healthy after 60s; see: $(COMPOSE) logs" >&2; exit 1
+docker-down:
+	$(COMPOSE) down -v
