@@ -285,3 +285,13 @@ func TestWritesSurviveLeaderChange(t *testing.T) {
 		t.Fatalf("%d acknowledged, %d failed", n, failed.Load())
 	}
 }
+
+// The client's reason table mirrors the server's: every reason maps to a
+// sentinel.
+func TestEveryReasonHasASentinel(t *testing.T) {
+	for _, r := range client.PBReasons() {
+		if _, ok := client.ReasonErrors()[r]; !ok {
+			t.Errorf("reason %s has no client sentinel", r)
+		}
+	}
+}

@@ -31,6 +31,7 @@ var (
 	ErrOverloaded      = errors.New("memdb: overloaded")
 	ErrStale           = errors.New("memdb: staleness bound not met")
 	ErrPageExpired     = errors.New("memdb: page token expired")
+	ErrPrecondition    = errors.New("memdb: the cluster's state does not allow this now")
 	ErrSessionLimit    = errors.New("memdb: session limit")
 	ErrHalted          = errors.New("memdb: server halted")
 	ErrCorrupt         = errors.New("memdb: data corrupt")
@@ -64,6 +65,7 @@ var reasonErrors = map[string]error{
 	pb.ReasonStale:           ErrStale,
 	pb.ReasonOverloaded:      ErrOverloaded,
 	pb.ReasonPageExpired:     ErrPageExpired,
+	pb.ReasonPrecondition:    ErrPrecondition,
 	pb.ReasonCorrupt:         ErrCorrupt,
 	pb.ReasonInternal:        ErrInternal,
 }

@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -591,4 +593,65 @@ func (n *Node) TransferLeadershipTo(ctx context.Context, id string) error {
 	case <-ctx.Done():
 		return fmt.Errorf("leadership transfer did not finish in time: %w", ctx.Err())
 	}
+}
+
+// AddNonvoter adds a non-voting member, which replicates the log and
+// serves stale reads but does not count for quorum (leader only).
+func (n *Node) AddNonvoter(ctx context.Context, id, raftAddr string) error {
+	if n.raft.State() != raft.Leader {
+		return n.notLeader()
+	}
+	if err := n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, timeoutOf(ctx)).Error(); err != nil {
+		return n.mapApplyError(err)
+	}
+	n.log.Info("non-voting member added", "id", id, "raft_addr", raftAddr)
+	return nil
+}
+
+// RemoveMember removes a member from the configuration (leader only).
+func (n *Node) RemoveMember(ctx context.Context, id string) error {
+	if n.raft.State() != raft.Leader {
+		return n.notLeader()
+	}
+	if err := n.raft.RemoveServer(raft.ServerID(id), 0, timeoutOf(ctx)).Error(); err != nil {
+		return n.mapApplyError(err)
+	}
+	n.log.Info("member removed", "id", id)
+	return nil
+}
+
+func timeoutOf(ctx context.Context) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		return time.Until(dl)
+	}
+	return 10 * time.Second
+}
+
+// Voter reports whether this node is a voter in the configuration it
+// knows.
+func (n *Node) Voter() bool {
+	for _, s := range n.Status().Servers {
+		if string(s.ID) == n.cfg.ID {
+			return s.Suffrage == raft.Voter
+		}
+	}
+	return false
+}
+
+// LastSnapshot returns the index and creation time of the newest snapshot
+// on disk.
+func (n *Node) LastSnapshot() (uint64, time.Time, bool) {
+	metas, err := n.snaps.List()
+	if err != nil || len(metas) == 0 {
+		return 0, time.Time{}, false
+	}
+	m := metas[0]
+	// File snapshot ids are term-index-unixmillis.
+	var at time.Time
+	if i := strings.LastIndexByte(m.ID, '-'); i >= 0 {
+		if ms, err := strconv.ParseInt(m.ID[i+1:], 10, 64); err == nil {
+			at = time.UnixMilli(ms)
+		}
+	}
+	return m.Index, at, true
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"time"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
 
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
 	"github.com/memdbd/memdbd/node"
@@ -28,10 +30,25 @@ func (c *clusterService) Status(ctx context.Context, req *pb.StatusRequest) (*pb
 	if err := c.s.node.FSM().Halted(); err != nil {
 		resp.Halted = err.Error()
 	}
+	v := c.s.node.FSM().Store().View()
 	if req.IncludeStateHash {
-		v := c.s.node.FSM().Store().View()
 		resp.Header, resp.StateHash = c.s.header(v), v.Hash()
 	}
+	resp.Voter = c.s.node.Voter()
+	if idx, at, ok := c.s.node.LastSnapshot(); ok {
+		resp.LastSnapshotIndex = idx
+		if !at.IsZero() {
+			resp.LastSnapshotAgeMs = time.Since(at).Milliseconds()
+		}
+	}
+	for _, t := range v.Tables() {
+		resp.Tables++
+		resp.Rows += uint64(t.Rows)
+		resp.DataBytes += uint64(t.Bytes)
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	resp.HeapBytes = ms.HeapInuse
 	return resp, nil
 }
 
@@ -53,7 +70,11 @@ func (c *clusterService) Join(ctx context.Context, req *pb.JoinRequest) (*pb.Joi
 		return nil, toStatus(fmt.Errorf("%w: join needs a node_id (1-64 bytes) and a raft_addr", errInvalid))
 	}
 	if c.s.node.IsLeader() {
-		if err := c.s.node.AddVoter(ctx, req.NodeId, req.RaftAddr); err != nil {
+		add := c.s.node.AddVoter
+		if req.NonVoter {
+			add = c.s.node.AddNonvoter
+		}
+		if err := add(ctx, req.NodeId, req.RaftAddr); err != nil {
 			return nil, toStatus(err)
 		}
 		return &pb.JoinResponse{Header: c.s.header(c.s.node.FSM().Store().View())}, nil
@@ -90,4 +111,105 @@ func (c *clusterService) TransferLeadership(ctx context.Context, req *pb.Transfe
 		id, _ = c.s.node.Leader()
 	}
 	return &pb.TransferLeadershipResponse{Header: c.s.header(c.s.node.FSM().Store().View()), NewLeaderId: id}, nil
+}
+
+// catchUpSlack is how far behind the leader's commit index a member may be
+// and still count as caught up for promotion: about one replication batch.
+const catchUpSlack = 256
+
+// memberStatus asks a member for its status through its registered client
+// address.
+func (c *clusterService) memberStatus(ctx context.Context, id string) (*pb.StatusResponse, error) {
+	m, ok := c.s.node.FSM().Member(id)
+	if !ok || m.ClientAddr == "" {
+		return nil, fmt.Errorf("member %s has not registered a client address", id)
+	}
+	if id == c.s.cfg.NodeID {
+		return c.Status(ctx, &pb.StatusRequest{})
+	}
+	conn, err := c.s.fwd.conn(m.ClientAddr)
+	if err != nil {
+		return nil, err
+	}
+	sctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	// WaitForReady: a connection still reconnecting gets the whole second.
+	return pb.NewClusterServiceClient(conn).Status(sctx, &pb.StatusRequest{}, grpc.WaitForReady(true))
+}
+
+func (c *clusterService) PromoteMember(ctx context.Context, req *pb.PromoteMemberRequest) (*pb.PromoteMemberResponse, error) {
+	if !c.s.node.IsLeader() {
+		conn, err := c.s.leaderConn(ctx)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		return pb.NewClusterServiceClient(conn).PromoteMember(c.s.fwd.outgoing(ctx), req)
+	}
+	var raftAddr string
+	for _, srv := range c.s.node.Status().Servers {
+		if string(srv.ID) == req.NodeId {
+			raftAddr = string(srv.Address)
+			if srv.Suffrage == raft.Voter {
+				return nil, toStatus(fmt.Errorf("%w: %s is a voter already", errInvalid, req.NodeId))
+			}
+		}
+	}
+	if raftAddr == "" {
+		return nil, toStatus(fmt.Errorf("%w: %s is not a member", errInvalid, req.NodeId))
+	}
+	if !req.Force {
+		st, err := c.memberStatus(ctx, req.NodeId)
+		if err != nil {
+			return nil, toStatus(fmt.Errorf("%w: cannot tell whether %s has caught up (%v); retry, or force", errPrecondition, req.NodeId, err))
+		}
+		if commit := c.s.node.Status().CommitIndex; st.AppliedIndex+catchUpSlack < commit {
+			return nil, toStatus(fmt.Errorf("%w: %s has applied index %d, the leader has committed %d; promote it once it has caught up",
+				errPrecondition, req.NodeId, st.AppliedIndex, commit))
+		}
+	}
+	if err := c.s.node.AddVoter(ctx, req.NodeId, raftAddr); err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.PromoteMemberResponse{Header: c.s.header(c.s.node.FSM().Store().View())}, nil
+}
+
+func (c *clusterService) RemoveMember(ctx context.Context, req *pb.RemoveMemberRequest) (*pb.RemoveMemberResponse, error) {
+	if !c.s.node.IsLeader() {
+		conn, err := c.s.leaderConn(ctx)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		return pb.NewClusterServiceClient(conn).RemoveMember(c.s.fwd.outgoing(ctx), req)
+	}
+	servers := c.s.node.Status().Servers
+	found := false
+	var voters []string
+	for _, srv := range servers {
+		if string(srv.ID) == req.NodeId {
+			found = true
+		} else if srv.Suffrage == raft.Voter {
+			voters = append(voters, string(srv.ID))
+		}
+	}
+	if !found {
+		return nil, toStatus(fmt.Errorf("%w: %s is not a member", errInvalid, req.NodeId))
+	}
+	if !req.Force {
+		// The voters left after the change must include a reachable
+		// majority of themselves, or the cluster stops.
+		reachable := 0
+		for _, id := range voters {
+			if _, err := c.memberStatus(ctx, id); err == nil {
+				reachable++
+			}
+		}
+		if len(voters) == 0 || reachable < len(voters)/2+1 {
+			return nil, toStatus(fmt.Errorf("%w: removing %s leaves %d voters of which %d are reachable, short of a quorum of %d; force it to remove anyway",
+				errPrecondition, req.NodeId, len(voters), reachable, len(voters)/2+1))
+		}
+	}
+	if err := c.s.node.RemoveMember(ctx, req.NodeId); err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.RemoveMemberResponse{Header: c.s.header(c.s.node.FSM().Store().View())}, nil
 }

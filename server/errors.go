@@ -90,6 +90,8 @@ func toStatus(err error) error {
 		return statusErr(pb.ReasonStale, err.Error(), nil, retryAfter)
 	case errors.Is(err, errPageExpired):
 		return statusErr(pb.ReasonPageExpired, err.Error(), nil, 0)
+	case errors.Is(err, errPrecondition):
+		return statusErr(pb.ReasonPrecondition, err.Error(), nil, 0)
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())
 	case errors.Is(err, context.Canceled):
@@ -103,4 +105,7 @@ var (
 	errOverloaded  = errors.New("server overloaded")
 	errStale       = errors.New("staleness bound not met")
 	errPageExpired = errors.New("page token expired")
+	// errPrecondition: an admin change the cluster's state does not allow
+	// now (an unready member, a quorum at risk).
+	errPrecondition = errors.New("precondition failed")
 )

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 )
@@ -27,7 +29,16 @@ type forwarder struct {
 
 func newForwarder(self string, opts ...grpc.DialOption) *forwarder {
 	if len(opts) == 0 {
-		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+		opts = []grpc.DialOption{
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			// Reconnect to a restarted member within a second: gRPC's default
+			// backoff grows to two minutes, during which forwarding to a
+			// leader that came back would fail.
+			grpc.WithConnectParams(grpc.ConnectParams{
+				Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+				MinConnectTimeout: time.Second,
+			}),
+		}
 	}
 	return &forwarder{self: self, opts: opts, conns: map[string]*grpc.ClientConn{}}
 }

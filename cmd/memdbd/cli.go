@@ -24,6 +24,8 @@ var subcommands = map[string]func(args []string, stdout, stderr io.Writer) int{
 	"members":  cmdMembers,
 	"transfer": cmdTransfer,
 	"health":   cmdHealth,
+	"promote":  cmdPromote,
+	"remove":   cmdRemove,
 	"version": func(_ []string, stdout, _ io.Writer) int {
 		fmt.Fprintln(stdout, version)
 		return 0
@@ -161,5 +163,59 @@ func cmdHealth(args []string, stdout, stderr io.Writer) int {
 	if resp.Status != healthpb.HealthCheckResponse_SERVING {
 		return 1
 	}
+	return 0
+}
+
+// cmdPromote makes a caught-up non-voter a voter.
+func cmdPromote(args []string, stdout, stderr io.Writer) int {
+	var id string
+	var force bool
+	addr, timeout, ok := adminFlags("promote", args, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&id, "id", "", "member to promote (required)")
+		fs.BoolVar(&force, "force", false, "promote even if it has not caught up")
+	})
+	if !ok || id == "" {
+		fmt.Fprintln(stderr, "memdbd promote: -id is required")
+		return 2
+	}
+	return adminCall(addr, timeout, stdout, stderr, "promote", func(ctx context.Context, c pb.ClusterServiceClient) error {
+		_, err := c.PromoteMember(ctx, &pb.PromoteMemberRequest{NodeId: id, Force: force})
+		return err
+	}, id+" is now a voter")
+}
+
+// cmdRemove removes a member, refusing to lose quorum unless forced.
+func cmdRemove(args []string, stdout, stderr io.Writer) int {
+	var id string
+	var force bool
+	addr, timeout, ok := adminFlags("remove", args, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&id, "id", "", "member to remove (required)")
+		fs.BoolVar(&force, "force", false, "remove even if the remaining voters have no reachable quorum")
+	})
+	if !ok || id == "" {
+		fmt.Fprintln(stderr, "memdbd remove: -id is required")
+		return 2
+	}
+	return adminCall(addr, timeout, stdout, stderr, "remove", func(ctx context.Context, c pb.ClusterServiceClient) error {
+		_, err := c.RemoveMember(ctx, &pb.RemoveMemberRequest{NodeId: id, Force: force})
+		return err
+	}, id+" removed")
+}
+
+func adminCall(addr string, timeout time.Duration, stdout, stderr io.Writer, name string,
+	call func(context.Context, pb.ClusterServiceClient) error, done string) int {
+	conn, err := dialAdmin(addr)
+	if err != nil {
+		fmt.Fprintf(stderr, "memdbd %s: %v\n", name, err)
+		return 1
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := call(ctx, pb.NewClusterServiceClient(conn)); err != nil {
+		fmt.Fprintf(stderr, "memdbd %s: %v\n", name, err)
+		return 1
+	}
+	fmt.Fprintln(stdout, done)
 	return 0
 }

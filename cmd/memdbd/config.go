@@ -31,6 +31,7 @@ type config struct {
 	raftSourceAddr  string
 	initialCluster  string
 	join            string
+	nonVoter        bool
 	adminAddr       string
 
 	logLevel  string
@@ -76,6 +77,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.raftSourceAddr, "raft-source-addr", "", "IP address outgoing Raft connections leave from (default: chosen by the OS)")
 	fs.StringVar(&c.initialCluster, "initial-cluster", "", "bootstrap a new cluster of id=raft-host:port,... (same list on every initial node; ignored once the node has data)")
 	fs.StringVar(&c.join, "join", "", "join a running cluster through any of these member client addresses host:port,...")
+	fs.BoolVar(&c.nonVoter, "non-voter", false, "with --join: join as a non-voting read replica (promote it with memdbd promote)")
 	fs.StringVar(&c.adminAddr, "admin-addr", "", "HTTP address for /metrics, /livez, /readyz and /debug/pprof (empty: off)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")

@@ -9,8 +9,9 @@
 // MEMDBD_* environment variables, then the YAML file named by --config.
 //
 // Admin commands talk to a running node: memdbd status, members,
-// transfer [-to id], health (exit 0 when serving; for container health
-// checks) and version, each with -addr host:port.
+// transfer [-to id], promote -id, remove -id [-force], health (exit 0
+// when serving; for container health checks) and version, each with -addr
+// host:port.
 package main
 
 import (
@@ -141,7 +142,7 @@ func run(ctx context.Context, c *config) error {
 
 	// 6. Join a running cluster, when asked and new.
 	if c.join != "" && !n.HadState() {
-		if err := joinCluster(ctx, lg, strings.Split(c.join, ","), c.nodeID, ncfg.RaftAdvertise, c.raftAddr); err != nil {
+		if err := joinCluster(ctx, lg, strings.Split(c.join, ","), c.nodeID, ncfg.RaftAdvertise, c.raftAddr, c.nonVoter); err != nil {
 			lg.Error("could not join the cluster", "err", err)
 		}
 	}
@@ -176,7 +177,7 @@ func run(ctx context.Context, c *config) error {
 
 // joinCluster asks the members at addrs to add this node, until one
 // accepts or ctx ends.
-func joinCluster(ctx context.Context, lg *slog.Logger, addrs []string, id, raftAdvertise, raftBind string) error {
+func joinCluster(ctx context.Context, lg *slog.Logger, addrs []string, id, raftAdvertise, raftBind string, nonVoter bool) error {
 	raftAddr := raftAdvertise
 	if raftAddr == "" {
 		raftAddr = raftBind
@@ -190,7 +191,7 @@ func joinCluster(ctx context.Context, lg *slog.Logger, addrs []string, id, raftA
 				return fmt.Errorf("--join %s: %w", a, err)
 			}
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_, err = pb.NewClusterServiceClient(conn).Join(cctx, &pb.JoinRequest{NodeId: id, RaftAddr: raftAddr})
+			_, err = pb.NewClusterServiceClient(conn).Join(cctx, &pb.JoinRequest{NodeId: id, RaftAddr: raftAddr, NonVoter: nonVoter})
 			cancel()
 			_ = conn.Close()
 			if err == nil {

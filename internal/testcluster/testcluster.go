@@ -221,3 +221,22 @@ func (c *Cluster) WaitReady() {
 	}
 	c.t.Fatal("members not registered within 10s")
 }
+
+// AddNode starts one more node with no data and no initial cluster: it
+// waits to be added (through ClusterService.Join). It returns its index.
+func (c *Cluster) AddNode() int {
+	c.t.Helper()
+	base := c.Members[0]
+	m := &Member{Addr: freeAddr(c.t)}
+	nc, sc := base.NodeCfg, base.ServerCfg
+	nc.ID = fmt.Sprintf("n%d", len(c.Members)+1)
+	nc.DataDir = c.t.TempDir()
+	nc.RaftBind = freeAddr(c.t)
+	nc.ClientAdvertise = m.Addr
+	nc.InitialCluster = nil
+	sc.NodeID = nc.ID
+	m.NodeCfg, m.ServerCfg = nc, sc
+	c.Members = append(c.Members, m)
+	c.StartMember(len(c.Members) - 1)
+	return len(c.Members) - 1
+}

@@ -85,7 +85,17 @@ type StatusResponse struct {
 	Halted string `protobuf:"bytes,11,opt,name=halted" json:"halted,omitempty"`
 	// XXH64 of every table's schema and rows at header.revision, when asked:
 	// replicas at the same revision have equal hashes.
-	StateHash     uint64 `protobuf:"varint,12,opt,name=state_hash,json=stateHash" json:"state_hash,omitempty"`
+	StateHash uint64 `protobuf:"varint,12,opt,name=state_hash,json=stateHash" json:"state_hash,omitempty"`
+	// Whether this node votes (false for a non-voting read replica).
+	Voter bool `protobuf:"varint,13,opt,name=voter" json:"voter,omitempty"`
+	// Raft index and age of the newest snapshot on disk (0 when none).
+	LastSnapshotIndex uint64 `protobuf:"varint,14,opt,name=last_snapshot_index,json=lastSnapshotIndex" json:"last_snapshot_index,omitempty"`
+	LastSnapshotAgeMs int64  `protobuf:"varint,15,opt,name=last_snapshot_age_ms,json=lastSnapshotAgeMs" json:"last_snapshot_age_ms,omitempty"`
+	Tables            uint32 `protobuf:"varint,16,opt,name=tables" json:"tables,omitempty"`
+	Rows              uint64 `protobuf:"varint,17,opt,name=rows" json:"rows,omitempty"`
+	// Bytes of row data held, and Go heap in use.
+	DataBytes     uint64 `protobuf:"varint,18,opt,name=data_bytes,json=dataBytes" json:"data_bytes,omitempty"`
+	HeapBytes     uint64 `protobuf:"varint,19,opt,name=heap_bytes,json=heapBytes" json:"heap_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -200,6 +210,55 @@ func (x *StatusResponse) GetHalted() string {
 func (x *StatusResponse) GetStateHash() uint64 {
 	if x != nil {
 		return x.StateHash
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetVoter() bool {
+	if x != nil {
+		return x.Voter
+	}
+	return false
+}
+
+func (x *StatusResponse) GetLastSnapshotIndex() uint64 {
+	if x != nil {
+		return x.LastSnapshotIndex
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetLastSnapshotAgeMs() int64 {
+	if x != nil {
+		return x.LastSnapshotAgeMs
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetTables() uint32 {
+	if x != nil {
+		return x.Tables
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetRows() uint64 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetDataBytes() uint64 {
+	if x != nil {
+		return x.DataBytes
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetHeapBytes() uint64 {
+	if x != nil {
+		return x.HeapBytes
 	}
 	return 0
 }
@@ -379,9 +438,11 @@ func (x *MembersResponse) GetMembers() []*Member {
 }
 
 type JoinRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId" json:"node_id,omitempty"`
-	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr" json:"raft_addr,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	NodeId   string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId" json:"node_id,omitempty"`
+	RaftAddr string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr" json:"raft_addr,omitempty"`
+	// Join as a non-voting read replica (promote it later).
+	NonVoter      bool `protobuf:"varint,3,opt,name=non_voter,json=nonVoter" json:"non_voter,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -428,6 +489,13 @@ func (x *JoinRequest) GetRaftAddr() string {
 		return x.RaftAddr
 	}
 	return ""
+}
+
+func (x *JoinRequest) GetNonVoter() bool {
+	if x != nil {
+		return x.NonVoter
+	}
+	return false
 }
 
 type JoinResponse struct {
@@ -571,13 +639,207 @@ func (x *TransferLeadershipResponse) GetNewLeaderId() string {
 	return ""
 }
 
+type PromoteMemberRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId" json:"node_id,omitempty"`
+	// Promote even if the member has not caught up.
+	Force         bool `protobuf:"varint,2,opt,name=force" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteMemberRequest) Reset() {
+	*x = PromoteMemberRequest{}
+	mi := &file_memdb_v1_cluster_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteMemberRequest) ProtoMessage() {}
+
+func (x *PromoteMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_v1_cluster_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteMemberRequest.ProtoReflect.Descriptor instead.
+func (*PromoteMemberRequest) Descriptor() ([]byte, []int) {
+	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *PromoteMemberRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *PromoteMemberRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+type PromoteMemberResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header" json:"header,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteMemberResponse) Reset() {
+	*x = PromoteMemberResponse{}
+	mi := &file_memdb_v1_cluster_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteMemberResponse) ProtoMessage() {}
+
+func (x *PromoteMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_v1_cluster_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteMemberResponse.ProtoReflect.Descriptor instead.
+func (*PromoteMemberResponse) Descriptor() ([]byte, []int) {
+	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *PromoteMemberResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+type RemoveMemberRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId" json:"node_id,omitempty"`
+	// Remove even if the remaining voters have no reachable quorum.
+	Force         bool `protobuf:"varint,2,opt,name=force" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveMemberRequest) Reset() {
+	*x = RemoveMemberRequest{}
+	mi := &file_memdb_v1_cluster_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveMemberRequest) ProtoMessage() {}
+
+func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_v1_cluster_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
+func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
+	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RemoveMemberRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *RemoveMemberRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+type RemoveMemberResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header" json:"header,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveMemberResponse) Reset() {
+	*x = RemoveMemberResponse{}
+	mi := &file_memdb_v1_cluster_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveMemberResponse) ProtoMessage() {}
+
+func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_v1_cluster_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
+func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
+	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RemoveMemberResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
 var File_memdb_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_memdb_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"\x16memdb/v1/cluster.proto\x12\bmemdb.v1\x1a\x14memdb/v1/types.proto\"=\n" +
 	"\rStatusRequest\x12,\n" +
-	"\x12include_state_hash\x18\x01 \x01(\bR\x10includeStateHash\"\x82\x03\n" +
+	"\x12include_state_hash\x18\x01 \x01(\bR\x10includeStateHash\"\xe3\x04\n" +
 	"\x0eStatusResponse\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.memdb.v1.ResponseHeaderR\x06header\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x12\n" +
@@ -593,7 +855,16 @@ const file_memdb_v1_cluster_proto_rawDesc = "" +
 	" \x01(\tR\aversion\x12\x16\n" +
 	"\x06halted\x18\v \x01(\tR\x06halted\x12\x1d\n" +
 	"\n" +
-	"state_hash\x18\f \x01(\x04R\tstateHash\"\x9e\x01\n" +
+	"state_hash\x18\f \x01(\x04R\tstateHash\x12\x14\n" +
+	"\x05voter\x18\r \x01(\bR\x05voter\x12.\n" +
+	"\x13last_snapshot_index\x18\x0e \x01(\x04R\x11lastSnapshotIndex\x12/\n" +
+	"\x14last_snapshot_age_ms\x18\x0f \x01(\x03R\x11lastSnapshotAgeMs\x12\x16\n" +
+	"\x06tables\x18\x10 \x01(\rR\x06tables\x12\x12\n" +
+	"\x04rows\x18\x11 \x01(\x04R\x04rows\x12\x1d\n" +
+	"\n" +
+	"data_bytes\x18\x12 \x01(\x04R\tdataBytes\x12\x1d\n" +
+	"\n" +
+	"heap_bytes\x18\x13 \x01(\x04R\theapBytes\"\x9e\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vclient_addr\x18\x02 \x01(\tR\n" +
@@ -605,10 +876,11 @@ const file_memdb_v1_cluster_proto_rawDesc = "" +
 	"\x0eMembersRequest\"o\n" +
 	"\x0fMembersResponse\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.memdb.v1.ResponseHeaderR\x06header\x12*\n" +
-	"\amembers\x18\x02 \x03(\v2\x10.memdb.v1.MemberR\amembers\"C\n" +
+	"\amembers\x18\x02 \x03(\v2\x10.memdb.v1.MemberR\amembers\"`\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
-	"\traft_addr\x18\x02 \x01(\tR\braftAddr\"@\n" +
+	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
+	"\tnon_voter\x18\x03 \x01(\bR\bnonVoter\"@\n" +
 	"\fJoinResponse\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.memdb.v1.ResponseHeaderR\x06header\"9\n" +
 	"\x19TransferLeadershipRequest\x12\x1c\n" +
@@ -616,12 +888,24 @@ const file_memdb_v1_cluster_proto_rawDesc = "" +
 	"to_node_id\x18\x01 \x01(\tR\btoNodeId\"r\n" +
 	"\x1aTransferLeadershipResponse\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.memdb.v1.ResponseHeaderR\x06header\x12\"\n" +
-	"\rnew_leader_id\x18\x02 \x01(\tR\vnewLeaderId2\xa5\x02\n" +
+	"\rnew_leader_id\x18\x02 \x01(\tR\vnewLeaderId\"E\n" +
+	"\x14PromoteMemberRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"I\n" +
+	"\x15PromoteMemberResponse\x120\n" +
+	"\x06header\x18\x01 \x01(\v2\x18.memdb.v1.ResponseHeaderR\x06header\"D\n" +
+	"\x13RemoveMemberRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"H\n" +
+	"\x14RemoveMemberResponse\x120\n" +
+	"\x06header\x18\x01 \x01(\v2\x18.memdb.v1.ResponseHeaderR\x06header2\xc6\x03\n" +
 	"\x0eClusterService\x12;\n" +
 	"\x06Status\x12\x17.memdb.v1.StatusRequest\x1a\x18.memdb.v1.StatusResponse\x12>\n" +
 	"\aMembers\x12\x18.memdb.v1.MembersRequest\x1a\x19.memdb.v1.MembersResponse\x125\n" +
 	"\x04Join\x12\x15.memdb.v1.JoinRequest\x1a\x16.memdb.v1.JoinResponse\x12_\n" +
-	"\x12TransferLeadership\x12#.memdb.v1.TransferLeadershipRequest\x1a$.memdb.v1.TransferLeadershipResponseB<Z3github.com/memdbd/memdbd/api/proto/memdb/v1;memdbv1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
+	"\x12TransferLeadership\x12#.memdb.v1.TransferLeadershipRequest\x1a$.memdb.v1.TransferLeadershipResponse\x12P\n" +
+	"\rPromoteMember\x12\x1e.memdb.v1.PromoteMemberRequest\x1a\x1f.memdb.v1.PromoteMemberResponse\x12M\n" +
+	"\fRemoveMember\x12\x1d.memdb.v1.RemoveMemberRequest\x1a\x1e.memdb.v1.RemoveMemberResponseB<Z3github.com/memdbd/memdbd/api/proto/memdb/v1;memdbv1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
 var (
 	file_memdb_v1_cluster_proto_rawDescOnce sync.Once
@@ -635,7 +919,7 @@ func file_memdb_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_memdb_v1_cluster_proto_rawDescData
 }
 
-var file_memdb_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_memdb_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_memdb_v1_cluster_proto_goTypes = []any{
 	(*StatusRequest)(nil),              // 0: memdb.v1.StatusRequest
 	(*StatusResponse)(nil),             // 1: memdb.v1.StatusResponse
@@ -646,27 +930,37 @@ var file_memdb_v1_cluster_proto_goTypes = []any{
 	(*JoinResponse)(nil),               // 6: memdb.v1.JoinResponse
 	(*TransferLeadershipRequest)(nil),  // 7: memdb.v1.TransferLeadershipRequest
 	(*TransferLeadershipResponse)(nil), // 8: memdb.v1.TransferLeadershipResponse
-	(*ResponseHeader)(nil),             // 9: memdb.v1.ResponseHeader
+	(*PromoteMemberRequest)(nil),       // 9: memdb.v1.PromoteMemberRequest
+	(*PromoteMemberResponse)(nil),      // 10: memdb.v1.PromoteMemberResponse
+	(*RemoveMemberRequest)(nil),        // 11: memdb.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),       // 12: memdb.v1.RemoveMemberResponse
+	(*ResponseHeader)(nil),             // 13: memdb.v1.ResponseHeader
 }
 var file_memdb_v1_cluster_proto_depIdxs = []int32{
-	9, // 0: memdb.v1.StatusResponse.header:type_name -> memdb.v1.ResponseHeader
-	9, // 1: memdb.v1.MembersResponse.header:type_name -> memdb.v1.ResponseHeader
-	2, // 2: memdb.v1.MembersResponse.members:type_name -> memdb.v1.Member
-	9, // 3: memdb.v1.JoinResponse.header:type_name -> memdb.v1.ResponseHeader
-	9, // 4: memdb.v1.TransferLeadershipResponse.header:type_name -> memdb.v1.ResponseHeader
-	0, // 5: memdb.v1.ClusterService.Status:input_type -> memdb.v1.StatusRequest
-	3, // 6: memdb.v1.ClusterService.Members:input_type -> memdb.v1.MembersRequest
-	5, // 7: memdb.v1.ClusterService.Join:input_type -> memdb.v1.JoinRequest
-	7, // 8: memdb.v1.ClusterService.TransferLeadership:input_type -> memdb.v1.TransferLeadershipRequest
-	1, // 9: memdb.v1.ClusterService.Status:output_type -> memdb.v1.StatusResponse
-	4, // 10: memdb.v1.ClusterService.Members:output_type -> memdb.v1.MembersResponse
-	6, // 11: memdb.v1.ClusterService.Join:output_type -> memdb.v1.JoinResponse
-	8, // 12: memdb.v1.ClusterService.TransferLeadership:output_type -> memdb.v1.TransferLeadershipResponse
-	9, // [9:13] is the sub-list for method output_type
-	5, // [5:9] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	13, // 0: memdb.v1.StatusResponse.header:type_name -> memdb.v1.ResponseHeader
+	13, // 1: memdb.v1.MembersResponse.header:type_name -> memdb.v1.ResponseHeader
+	2,  // 2: memdb.v1.MembersResponse.members:type_name -> memdb.v1.Member
+	13, // 3: memdb.v1.JoinResponse.header:type_name -> memdb.v1.ResponseHeader
+	13, // 4: memdb.v1.TransferLeadershipResponse.header:type_name -> memdb.v1.ResponseHeader
+	13, // 5: memdb.v1.PromoteMemberResponse.header:type_name -> memdb.v1.ResponseHeader
+	13, // 6: memdb.v1.RemoveMemberResponse.header:type_name -> memdb.v1.ResponseHeader
+	0,  // 7: memdb.v1.ClusterService.Status:input_type -> memdb.v1.StatusRequest
+	3,  // 8: memdb.v1.ClusterService.Members:input_type -> memdb.v1.MembersRequest
+	5,  // 9: memdb.v1.ClusterService.Join:input_type -> memdb.v1.JoinRequest
+	7,  // 10: memdb.v1.ClusterService.TransferLeadership:input_type -> memdb.v1.TransferLeadershipRequest
+	9,  // 11: memdb.v1.ClusterService.PromoteMember:input_type -> memdb.v1.PromoteMemberRequest
+	11, // 12: memdb.v1.ClusterService.RemoveMember:input_type -> memdb.v1.RemoveMemberRequest
+	1,  // 13: memdb.v1.ClusterService.Status:output_type -> memdb.v1.StatusResponse
+	4,  // 14: memdb.v1.ClusterService.Members:output_type -> memdb.v1.MembersResponse
+	6,  // 15: memdb.v1.ClusterService.Join:output_type -> memdb.v1.JoinResponse
+	8,  // 16: memdb.v1.ClusterService.TransferLeadership:output_type -> memdb.v1.TransferLeadershipResponse
+	10, // 17: memdb.v1.ClusterService.PromoteMember:output_type -> memdb.v1.PromoteMemberResponse
+	12, // 18: memdb.v1.ClusterService.RemoveMember:output_type -> memdb.v1.RemoveMemberResponse
+	13, // [13:19] is the sub-list for method output_type
+	7,  // [7:13] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_memdb_v1_cluster_proto_init() }
@@ -681,7 +975,7 @@ func file_memdb_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_memdb_v1_cluster_proto_rawDesc), len(file_memdb_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

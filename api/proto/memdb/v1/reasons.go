@@ -34,6 +34,7 @@ const (
 	ReasonStale           = "STALE"            // a stale read bound cannot be met
 	ReasonOverloaded      = "OVERLOADED"       // refused to protect latency; retry after a pause
 	ReasonPageExpired     = "PAGE_EXPIRED"     // page token no longer valid; restart the scan
+	ReasonPrecondition    = "PRECONDITION"     // an admin change the cluster's state does not allow now
 	ReasonCorrupt         = "CORRUPT"          // stored data failed an integrity check
 	ReasonInternal        = "INTERNAL"         // a bug; please report it
 )
@@ -60,6 +61,7 @@ var reasonCodes = map[string]codes.Code{
 	ReasonStale:           codes.Unavailable,
 	ReasonOverloaded:      codes.ResourceExhausted,
 	ReasonPageExpired:     codes.FailedPrecondition,
+	ReasonPrecondition:    codes.FailedPrecondition,
 	ReasonCorrupt:         codes.DataLoss,
 	ReasonInternal:        codes.Internal,
 }
