@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -110,9 +111,15 @@ func New(cfg Config, n *node.Node) (*Server, error) {
 		inflight: make(chan struct{}, cfg.MaxInFlight), fatal: make(chan error, 1), stop: make(chan struct{}),
 	}
 	s.readIndexes = &readIndexBatcher{fetch: s.fetchReadIndex, wg: &s.wg}
+	// Per-method request counts and latency histograms by status code,
+	// from the gRPC ecosystem's Prometheus middleware; first in the chain,
+	// so refused requests are counted too.
+	grpcMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
+		grpcprom.WithHistogramBuckets([]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10})))
 	s.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxRequestBytes),
-		grpc.ChainUnaryInterceptor(s.recoverUnary, s.admitUnary),
+		grpc.ChainUnaryInterceptor(grpcMetrics.UnaryServerInterceptor(), s.recoverUnary, s.admitUnary),
+		grpc.ChainStreamInterceptor(grpcMetrics.StreamServerInterceptor()),
 	)
 	pb.RegisterDataServiceServer(s.grpc, &dataService{s: s})
 	pb.RegisterSchemaServiceServer(s.grpc, &schemaService{s: s})
@@ -120,6 +127,10 @@ func New(cfg Config, n *node.Node) (*Server, error) {
 	cmdpb.RegisterPeerServiceServer(s.grpc, &peerService{s: s})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
+	if cfg.Registerer != nil {
+		grpcMetrics.InitializeMetrics(s.grpc)
+		cfg.Registerer.MustRegister(grpcMetrics, newNodeCollector(n))
+	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	s.wg.Add(2)
 	go s.watchHealth()

@@ -29,6 +29,8 @@ import (
 	"syscall"
 	"time"
 
+	armonmetrics "github.com/armon/go-metrics"
+	armonprom "github.com/armon/go-metrics/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -98,6 +100,18 @@ func run(ctx context.Context, c *config) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// hashicorp/raft reports its own timings (commit time, log store
+	// latency: the fsync, FSM apply, snapshot persist) through go-metrics;
+	// this sink publishes them in the same registry.
+	sink, err := armonprom.NewPrometheusSinkFrom(armonprom.PrometheusOpts{Registerer: reg, Expiration: 5 * time.Minute})
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	mcfg := armonmetrics.DefaultConfig("memdb")
+	mcfg.EnableHostname, mcfg.EnableRuntimeMetrics, mcfg.EnableServiceLabel = false, false, false
+	if _, err := armonmetrics.NewGlobal(mcfg, sink); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
 	ncfg.Logger, scfg.Logger, scfg.Registerer = lg, lg, reg
 
 	// 2. The client listener first, so that a port clash fails before Raft
@@ -209,19 +223,78 @@ func joinCluster(ctx context.Context, lg *slog.Logger, addrs []string, id, raftA
 	}
 }
 
+// maxApplyLag is the most committed-but-unapplied entries a ready node
+// may have.
+const maxApplyLag = 1000
+
+// readiness runs the /readyz checks: each with its result.
+func readiness(n *node.Node) (ok bool, report string) {
+	var b strings.Builder
+	ok = true
+	check := func(name string, pass bool, detail string) {
+		mark := "ok"
+		if !pass {
+			mark, ok = "FAIL", false
+		}
+		fmt.Fprintf(&b, "[%s] %s: %s\n", mark, name, detail)
+	}
+	st := n.Status()
+	check("leader", st.LeaderID != "", fmt.Sprintf("leader %q, term %d", st.LeaderID, st.Term))
+	halted := n.FSM().Halted()
+	check("state machine", halted == nil, fmt.Sprint(func() any {
+		if halted != nil {
+			return halted
+		}
+		return "applying"
+	}()))
+	lag := int64(st.CommitIndex) - int64(st.AppliedIndex)
+	check("apply lag", lag <= maxApplyLag, fmt.Sprintf("%d entries (bound %d)", max(lag, 0), maxApplyLag))
+	check("disk", diskWritable(n.Config().DataDir) == nil, fmt.Sprint(func() any {
+		if err := diskWritable(n.Config().DataDir); err != nil {
+			return err
+		}
+		return "writable"
+	}()))
+	// Snapshots keep up: entries since the newest snapshot stay within a
+	// few thresholds (a failing snapshot lets them grow without bound).
+	cfg := n.Config()
+	bound := 4*cfg.SnapshotThreshold + cfg.TrailingLogs
+	snapIdx, _, _ := n.LastSnapshot()
+	since := st.AppliedIndex - min(snapIdx, st.AppliedIndex)
+	check("snapshots", since <= bound, fmt.Sprintf("%d entries since the last snapshot at %d (bound %d)", since, snapIdx, bound))
+	return ok, b.String()
+}
+
+func diskWritable(dir string) error {
+	f, err := os.CreateTemp(dir, ".readyz-*")
+	if err != nil {
+		return err
+	}
+	name := f.Name()
+	_, err = f.Write([]byte("ok"))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if rerr := os.Remove(name); err == nil {
+		err = rerr
+	}
+	return err
+}
+
 // newAdmin serves metrics, liveness, readiness and pprof.
 func newAdmin(addr string, reg *prometheus.Registry, n *node.Node) *http.Server {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/livez", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		id, _ := n.Leader()
-		halted := n.FSM().Halted()
-		ok := id != "" && halted == nil
+		ok, report := readiness(n)
 		if !ok {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}
-		fmt.Fprintf(w, "leader known: %v (%s)\nstate machine running: %v\n", id != "", id, halted == nil)
+		fmt.Fprint(w, report)
 	})
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

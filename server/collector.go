@@ -1,0 +1,78 @@
+package server
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/memdbd/memdbd/node"
+)
+
+// nodeCollector exports what the node knows at scrape time: Raft state,
+// indexes and lag, snapshot age, and rows and bytes per table. Computed
+// on scrape rather than kept up to date on every write, so the write path
+// pays nothing for it.
+type nodeCollector struct {
+	n *node.Node
+
+	state, term, commit, applied, lag, contact, snapIndex, snapAge, halted, rows, bytes *prometheus.Desc
+}
+
+func newNodeCollector(n *node.Node) *nodeCollector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("memdb_"+name, help, labels, nil)
+	}
+	return &nodeCollector{n: n,
+		state:     d("raft_state", "1 for the node's current Raft role.", "role"),
+		term:      d("raft_term", "Current Raft term."),
+		commit:    d("raft_commit_index", "Highest log index known committed."),
+		applied:   d("raft_applied_index", "Highest log index the state machine applied."),
+		lag:       d("raft_apply_lag_entries", "Committed entries not yet applied."),
+		contact:   d("raft_last_contact_seconds", "Seconds since this node last heard from a leader (0 on the leader)."),
+		snapIndex: d("snapshot_last_index", "Raft index of the newest snapshot on disk."),
+		snapAge:   d("snapshot_age_seconds", "Age of the newest snapshot on disk."),
+		halted:    d("fsm_halted", "1 when the state machine stopped on a command it does not know."),
+		rows:      d("table_rows", "Rows per table.", "table"),
+		bytes:     d("table_bytes", "Bytes of row data per table.", "table"),
+	}
+}
+
+func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.state, c.term, c.commit, c.applied, c.lag, c.contact, c.snapIndex, c.snapAge, c.halted, c.rows, c.bytes} {
+		ch <- d
+	}
+}
+
+func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.n.Status()
+	for _, role := range []string{"Leader", "Follower", "Candidate", "Shutdown"} {
+		v := 0.0
+		if st.State == role {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, v, role)
+	}
+	gauge := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v) }
+	gauge(c.term, float64(st.Term))
+	gauge(c.commit, float64(st.CommitIndex))
+	gauge(c.applied, float64(st.AppliedIndex))
+	gauge(c.lag, float64(max(int64(st.CommitIndex)-int64(st.AppliedIndex), 0)))
+	if st.LastContact < 365*24*time.Hour {
+		gauge(c.contact, st.LastContact.Seconds())
+	}
+	if idx, at, ok := c.n.LastSnapshot(); ok {
+		gauge(c.snapIndex, float64(idx))
+		if !at.IsZero() {
+			gauge(c.snapAge, time.Since(at).Seconds())
+		}
+	}
+	h := 0.0
+	if c.n.FSM().Halted() != nil {
+		h = 1
+	}
+	gauge(c.halted, h)
+	for _, t := range c.n.FSM().Store().View().Tables() {
+		ch <- prometheus.MustNewConstMetric(c.rows, prometheus.GaugeValue, float64(t.Rows), t.Schema.Name)
+		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(t.Bytes), t.Schema.Name)
+	}
+}
