@@ -655,3 +655,18 @@ func (n *Node) LastSnapshot() (uint64, time.Time, bool) {
 	}
 	return m.Index, at, true
 }
+
+// ReloadSnapshots changes the snapshot threshold, interval and trailing
+// logs of the running node (Raft's reloadable configuration).
+func (n *Node) ReloadSnapshots(threshold uint64, interval time.Duration, trailing uint64) error {
+	rc := n.raft.ReloadableConfig()
+	rc.SnapshotThreshold, rc.SnapshotInterval, rc.TrailingLogs = threshold, interval, trailing
+	return n.raft.ReloadConfig(rc)
+}
+
+// SnapshotSettings returns the snapshot threshold and trailing logs in
+// force (they change with ReloadSnapshots).
+func (n *Node) SnapshotSettings() (threshold, trailing uint64) {
+	rc := n.raft.ReloadableConfig()
+	return rc.SnapshotThreshold, rc.TrailingLogs
+}

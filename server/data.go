@@ -25,10 +25,10 @@ func (s *Server) write(ctx context.Context, ws *pb.WriteSession, txn *cmdpb.Txn)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.cfg.Limits.checkValueSizes(st); err != nil {
+	if err := s.limits().checkValueSizes(st); err != nil {
 		return nil, err
 	}
-	if err := s.checkFresh(ctx, func(v *store.View) error { return v.CheckTxn(st, s.cfg.Limits.store()) }); err != nil {
+	if err := s.checkFresh(ctx, func(v *store.View) error { return v.CheckTxn(st, s.limits().store()) }); err != nil {
 		return nil, err
 	}
 	if err := checkSession(ws); err != nil {
@@ -118,8 +118,8 @@ func (d *dataService) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetRespo
 }
 
 func (d *dataService) BatchGet(ctx context.Context, req *pb.BatchGetRequest) (*pb.BatchGetResponse, error) {
-	if n := len(req.Keys); n > d.s.cfg.Limits.MaxBatchGet {
-		return nil, toStatus(fmt.Errorf("%d keys, limit %d: %w", n, d.s.cfg.Limits.MaxBatchGet, store.ErrTooManyOps))
+	if n := len(req.Keys); n > d.s.limits().MaxBatchGet {
+		return nil, toStatus(fmt.Errorf("%d keys, limit %d: %w", n, d.s.limits().MaxBatchGet, store.ErrTooManyOps))
 	}
 	keys, err := convert.Values(req.Keys)
 	if err != nil {
@@ -148,7 +148,7 @@ func (d *dataService) Scan(ctx context.Context, req *pb.ScanRequest) (*pb.ScanRe
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	lim := d.s.cfg.Limits
+	lim := d.s.limits()
 	o.Limit, o.Reverse, o.KeysOnly = int(req.Limit), req.Reverse, req.KeysOnly
 	if o.Limit == 0 {
 		o.Limit = lim.DefaultScanLimit

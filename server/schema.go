@@ -37,7 +37,7 @@ func (sv *schemaService) CreateTable(ctx context.Context, req *pb.CreateTableReq
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if err := store.CheckSchema(sc, sv.s.cfg.Limits.store()); err != nil {
+	if err := store.CheckSchema(sc, sv.s.limits().store()); err != nil {
 		return nil, toStatus(err)
 	}
 	if err := sv.s.checkFresh(ctx, func(v *store.View) error {
@@ -80,7 +80,7 @@ func (sv *schemaService) CreateIndex(ctx context.Context, req *pb.CreateIndexReq
 		}
 		sc := info.Schema
 		sc.Indexes = append(sc.Indexes, convert.Index(req.Index))
-		return store.CheckSchema(sc, sv.s.cfg.Limits.store())
+		return store.CheckSchema(sc, sv.s.limits().store())
 	})
 	if err != nil {
 		return nil, toStatus(err)

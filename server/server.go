@@ -8,6 +8,7 @@ import (
 	"net"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
@@ -90,6 +91,7 @@ type Server struct {
 	metrics *metrics
 
 	inflight    chan struct{}
+	live        atomic.Pointer[liveSettings] // settings that change at run time
 	readIndexes *readIndexBatcher
 	fatal       chan error
 	stop        chan struct{}
@@ -110,6 +112,7 @@ func New(cfg Config, n *node.Node) (*Server, error) {
 		pages: newPageCache(cfg.PageTTL, cfg.MaxPinnedViews), metrics: newMetrics(cfg.Registerer),
 		inflight: make(chan struct{}, cfg.MaxInFlight), fatal: make(chan error, 1), stop: make(chan struct{}),
 	}
+	s.live.Store(&liveSettings{limits: cfg.Limits, defaultTimeout: cfg.DefaultTimeout})
 	s.readIndexes = &readIndexBatcher{fetch: s.fetchReadIndex, wg: &s.wg}
 	// Per-method request counts and latency histograms by status code,
 	// from the gRPC ecosystem's Prometheus middleware; first in the chain,
@@ -136,6 +139,33 @@ func New(cfg Config, n *node.Node) (*Server, error) {
 	go s.watchHealth()
 	go s.registerLoop()
 	return s, nil
+}
+
+// liveSettings are the settings Reload may change while requests run.
+type liveSettings struct {
+	limits         Limits
+	defaultTimeout time.Duration
+}
+
+func (s *Server) limits() Limits                { return s.live.Load().limits }
+func (s *Server) defaultTimeout() time.Duration { return s.live.Load().defaultTimeout }
+
+// Reload applies new edge limits and default timeout to requests that
+// arrive from now on. MaxRequestBytes is fixed when the gRPC server is
+// built and cannot change.
+func (s *Server) Reload(l Limits, defaultTimeout time.Duration) error {
+	cur := s.live.Load()
+	if l.MaxRequestBytes != cur.limits.MaxRequestBytes {
+		return fmt.Errorf("max request bytes cannot change at run time (%d -> %d)", cur.limits.MaxRequestBytes, l.MaxRequestBytes)
+	}
+	if err := l.Validate(); err != nil {
+		return err
+	}
+	if defaultTimeout <= 0 {
+		return fmt.Errorf("default timeout %v must be positive", defaultTimeout)
+	}
+	s.live.Store(&liveSettings{limits: l, defaultTimeout: defaultTimeout})
+	return nil
 }
 
 // Fatal delivers an error after which this node must not go on serving:
@@ -191,7 +221,7 @@ func (s *Server) admitUnary(ctx context.Context, req interface{}, info *grpc.Una
 	defer func() { <-s.inflight }()
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.cfg.DefaultTimeout)
+		ctx, cancel = context.WithTimeout(ctx, s.defaultTimeout())
 		defer cancel()
 	}
 	start := time.Now()

@@ -21,6 +21,9 @@ import (
 // key "name" in the YAML file named by --config, or its default.
 type config struct {
 	configFile string
+	// values holds every setting's final value, by flag name, to tell what
+	// a reload changes.
+	values map[string]string
 
 	nodeID          string
 	dataDir         string
@@ -151,6 +154,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 			}
 		}
 	}
+	c.values = map[string]string{}
+	fs.VisitAll(func(f *flag.Flag) { c.values[f.Name] = f.Value.String() })
 	return c, nil
 }
 

@@ -19,12 +19,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -58,7 +60,7 @@ func main() {
 	}
 	if err == nil {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		err = run(ctx, cfg)
+		err = run(ctx, cfg, func() (*config, error) { return parseConfig(os.Args[1:], os.Getenv, io.Discard) })
 		stop()
 	}
 	if err != nil {
@@ -67,8 +69,7 @@ func main() {
 	}
 }
 
-func newLogger(c *config) (*slog.Logger, error) {
-	var level slog.Level
+func newLogger(c *config, level *slog.LevelVar) (*slog.Logger, error) {
 	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.logLevel)
 	}
@@ -83,10 +84,12 @@ func newLogger(c *config) (*slog.Logger, error) {
 }
 
 // run starts the node and its servers and blocks until ctx is cancelled
-// (SIGINT, SIGTERM), then shuts down in order.
-func run(ctx context.Context, c *config) error {
+// (SIGINT, SIGTERM), then shuts down in order. SIGHUP calls reparse and
+// applies what may change at run time.
+func run(ctx context.Context, c *config, reparse func() (*config, error)) error {
 	// 1. Settings and logging.
-	lg, err := newLogger(c)
+	level := new(slog.LevelVar)
+	lg, err := newLogger(c, level)
 	if err != nil {
 		return err
 	}
@@ -161,7 +164,17 @@ func run(ctx context.Context, c *config) error {
 		}
 	}
 
-	// 7. Wait, then shut down: hand over leadership, drain, close.
+	// 7. SIGHUP re-reads the settings.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			reload(lg, c, reparse, level, n, srv)
+		}
+	}()
+
+	// 8. Wait, then shut down: hand over leadership, drain, close.
 	var fatal error
 	select {
 	case <-ctx.Done():
@@ -223,6 +236,63 @@ func joinCluster(ctx context.Context, lg *slog.Logger, addrs []string, id, raftA
 	}
 }
 
+// reloadable lists the settings SIGHUP applies to a running node.
+var reloadable = map[string]bool{
+	"log-level": true, "snapshot-threshold": true, "snapshot-interval": true, "trailing-logs": true,
+	"max-key-bytes": true, "max-value-bytes": true, "max-txn-ops": true, "request-timeout": true,
+}
+
+// reload applies the settings that changed and can change at run time,
+// and reports the others instead of ignoring them. c is updated to what is
+// in force.
+func reload(lg *slog.Logger, c *config, reparse func() (*config, error), level *slog.LevelVar, n *node.Node, srv *server.Server) {
+	nc, err := reparse()
+	if err != nil {
+		lg.Error("reload: settings not applied", "err", err)
+		return
+	}
+	var changed, fixed []string
+	for name, v := range nc.values {
+		if c.values[name] == v {
+			continue
+		}
+		if reloadable[name] {
+			changed = append(changed, name)
+		} else {
+			fixed = append(fixed, name)
+		}
+	}
+	sort.Strings(changed)
+	sort.Strings(fixed)
+	if len(fixed) > 0 {
+		lg.Warn("reload: these settings changed but take effect only at restart", "settings", strings.Join(fixed, ", "))
+	}
+	if len(changed) == 0 {
+		lg.Info("reload: nothing to change")
+		return
+	}
+	if err := level.UnmarshalText([]byte(nc.logLevel)); err != nil {
+		lg.Error("reload: --log-level", "err", err)
+		return
+	}
+	if err := n.ReloadSnapshots(nc.snapshotThreshold, nc.snapshotInterval, nc.trailingLogs); err != nil {
+		lg.Error("reload: snapshot settings not applied", "err", err)
+		return
+	}
+	scfg, err := nc.serverConfig(version)
+	if err == nil {
+		err = srv.Reload(scfg.Limits, scfg.DefaultTimeout)
+	}
+	if err != nil {
+		lg.Error("reload: limits not applied", "err", err)
+		return
+	}
+	for _, name := range changed {
+		c.values[name] = nc.values[name]
+	}
+	lg.Info("reload: settings applied", "settings", strings.Join(changed, ", "))
+}
+
 // maxApplyLag is the most committed-but-unapplied entries a ready node
 // may have.
 const maxApplyLag = 1000
@@ -257,8 +327,8 @@ func readiness(n *node.Node) (ok bool, report string) {
 	}()))
 	// Snapshots keep up: entries since the newest snapshot stay within a
 	// few thresholds (a failing snapshot lets them grow without bound).
-	cfg := n.Config()
-	bound := 4*cfg.SnapshotThreshold + cfg.TrailingLogs
+	threshold, trailing := n.SnapshotSettings()
+	bound := 4*threshold + trailing
 	snapIdx, _, _ := n.LastSnapshot()
 	since := st.AppliedIndex - min(snapIdx, st.AppliedIndex)
 	check("snapshots", since <= bound, fmt.Sprintf("%d entries since the last snapshot at %d (bound %d)", since, snapIdx, bound))
