@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
+	"github.com/memdbd/memdbd/internal/ports"
 )
 
 // ClusterConfig describes the cluster under test.
@@ -62,15 +62,8 @@ type Cluster struct {
 	clientProxies []*clientProxy
 }
 
-// freePort returns a free TCP address on ip.
-func freePort(ip string) (string, error) {
-	l, err := net.Listen("tcp", ip+":0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
+// freePort returns a free TCP address on ip, never the same twice.
+func freePort(ip string) (string, error) { return ports.Free(ip) }
 
 // nodeIP is node i's loopback address, from which it dials its peers.
 func nodeIP(i int) string { return fmt.Sprintf("127.0.0.%d", 11+i) }

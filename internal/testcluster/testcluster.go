@@ -12,6 +12,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/memdbd/memdbd/internal/ports"
 	"github.com/memdbd/memdbd/node"
 	"github.com/memdbd/memdbd/server"
 )
@@ -81,12 +82,11 @@ type Options struct {
 
 func freeAddr(t TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := ports.Free("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 // Start starts n members bootstrapped as one cluster with fast timers,

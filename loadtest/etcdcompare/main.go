@@ -14,7 +14,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +22,7 @@ import (
 	"time"
 
 	"github.com/memdbd/memdbd/chaos"
+	"github.com/memdbd/memdbd/internal/ports"
 	"github.com/memdbd/memdbd/loadtest"
 )
 
@@ -62,12 +62,11 @@ func main() {
 }
 
 func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := ports.Free("127.0.0.1")
 	if err != nil {
 		panic(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 // startEtcd runs three etcd members as processes of this binary.
