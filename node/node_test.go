@@ -10,8 +10,8 @@ import (
 	"time"
 
 	cmdpb "github.com/memdbd/memdbd/api/proto/memdb/command/v1"
-	"github.com/memdbd/memdbd/internal/ports"
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
+	"github.com/memdbd/memdbd/internal/ports"
 	"github.com/memdbd/memdbd/store"
 )
 
