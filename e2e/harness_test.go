@@ -245,6 +245,13 @@ func ephemeralLow() int {
 // registered its client address.
 func newCluster(t *testing.T, n int, extra ...string) *cluster {
 	t.Helper()
+	return newClusterSeeded(t, n, nil, extra...)
+}
+
+// newClusterSeeded is newCluster with a hook that runs for each node, with
+// its flags decided, before it first starts (to seed its data dir).
+func newClusterSeeded(t *testing.T, n int, seed func(nd *node), extra ...string) *cluster {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
 	c := &cluster{t: t, ctx: ctx, conns: map[string]*grpc.ClientConn{}}
 	addrs := freeAddrs(t, 2*n)
@@ -280,6 +287,11 @@ func newCluster(t *testing.T, n int, extra ...string) *cluster {
 			c.dumpLogs()
 		}
 	})
+	if seed != nil {
+		for _, nd := range c.nodes {
+			seed(nd)
+		}
+	}
 	for i := range c.nodes {
 		c.start(i)
 	}

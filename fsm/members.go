@@ -94,3 +94,10 @@ func decodeMembers(b []byte) (*membersState, error) {
 	}
 	return ms, nil
 }
+
+// ResetMembers forgets the member registry and the cluster token. It is
+// for seeding a new cluster from a backup, whose registry describes the
+// old cluster; it must not be called on a running node.
+func (f *FSM) ResetMembers() {
+	f.members.Store(&membersState{members: map[string]Member{}})
+}

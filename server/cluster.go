@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"runtime"
 	"time"
 
@@ -212,4 +213,52 @@ func (c *clusterService) RemoveMember(ctx context.Context, req *pb.RemoveMemberR
 		return nil, toStatus(err)
 	}
 	return &pb.RemoveMemberResponse{Header: c.s.header(c.s.node.FSM().Store().View())}, nil
+}
+
+func (c *clusterService) Snapshot(ctx context.Context, _ *pb.SnapshotRequest) (*pb.SnapshotResponse, error) {
+	start := time.Now()
+	idx, err := c.s.node.TakeSnapshot(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	c.s.log.Info("snapshot taken on request", "index", idx, "took", time.Since(start))
+	return &pb.SnapshotResponse{Header: c.s.header(c.s.node.FSM().Store().View()), Index: idx}, nil
+}
+
+// backupChunk is the size of the pieces a backup streams in.
+const backupChunk = 256 << 10
+
+func (c *clusterService) Backup(_ *pb.BackupRequest, stream pb.ClusterService_BackupServer) error {
+	ctx := stream.Context()
+	start := time.Now()
+	meta, rc, err := c.s.node.Backup(ctx)
+	if err != nil {
+		return toStatus(err)
+	}
+	defer rc.Close()
+	buf := make([]byte, backupChunk)
+	first := true
+	var sent int64
+	for {
+		n, rerr := io.ReadFull(rc, buf)
+		if n > 0 {
+			chunk := &pb.BackupResponse{Data: buf[:n]}
+			if first {
+				chunk.Index, chunk.Size = meta.Index, uint64(meta.Size)
+				first = false
+			}
+			if err := stream.Send(chunk); err != nil {
+				return err
+			}
+			sent += int64(n)
+		}
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
+		}
+		if rerr != nil {
+			return toStatus(rerr)
+		}
+	}
+	c.s.log.Info("backup streamed", "index", meta.Index, "bytes", sent, "took", time.Since(start))
+	return nil
 }

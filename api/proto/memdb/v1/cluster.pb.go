@@ -833,6 +833,194 @@ func (x *RemoveMemberResponse) GetHeader() *ResponseHeader {
 	return nil
 }
 
+type SnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotRequest) Reset() {
+	*x = SnapshotRequest{}
+	mi := &file_memdb_v1_cluster_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotRequest) ProtoMessage() {}
+
+func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_v1_cluster_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
+func (*SnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{13}
+}
+
+type SnapshotResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header" json:"header,omitempty"`
+	// Raft index of the snapshot.
+	Index         uint64 `protobuf:"varint,2,opt,name=index" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotResponse) Reset() {
+	*x = SnapshotResponse{}
+	mi := &file_memdb_v1_cluster_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotResponse) ProtoMessage() {}
+
+func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_v1_cluster_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
+func (*SnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SnapshotResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *SnapshotResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type BackupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupRequest) Reset() {
+	*x = BackupRequest{}
+	mi := &file_memdb_v1_cluster_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupRequest) ProtoMessage() {}
+
+func (x *BackupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_v1_cluster_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
+func (*BackupRequest) Descriptor() ([]byte, []int) {
+	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{15}
+}
+
+// BackupResponse is a piece of the backup; the first one also says what the
+// whole is.
+type BackupResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Data  []byte                 `protobuf:"bytes,1,opt,name=data" json:"data,omitempty"`
+	// First chunk: Raft index of the snapshot and its total size in bytes.
+	Index         uint64 `protobuf:"varint,2,opt,name=index" json:"index,omitempty"`
+	Size          uint64 `protobuf:"varint,3,opt,name=size" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupResponse) Reset() {
+	*x = BackupResponse{}
+	mi := &file_memdb_v1_cluster_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupResponse) ProtoMessage() {}
+
+func (x *BackupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_v1_cluster_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupResponse.ProtoReflect.Descriptor instead.
+func (*BackupResponse) Descriptor() ([]byte, []int) {
+	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *BackupResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *BackupResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *BackupResponse) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
 var File_memdb_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_memdb_v1_cluster_proto_rawDesc = "" +
@@ -898,14 +1086,25 @@ const file_memdb_v1_cluster_proto_rawDesc = "" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\"H\n" +
 	"\x14RemoveMemberResponse\x120\n" +
-	"\x06header\x18\x01 \x01(\v2\x18.memdb.v1.ResponseHeaderR\x06header2\xc6\x03\n" +
+	"\x06header\x18\x01 \x01(\v2\x18.memdb.v1.ResponseHeaderR\x06header\"\x11\n" +
+	"\x0fSnapshotRequest\"Z\n" +
+	"\x10SnapshotResponse\x120\n" +
+	"\x06header\x18\x01 \x01(\v2\x18.memdb.v1.ResponseHeaderR\x06header\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\x0f\n" +
+	"\rBackupRequest\"N\n" +
+	"\x0eBackupResponse\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x04R\x04size2\xc8\x04\n" +
 	"\x0eClusterService\x12;\n" +
 	"\x06Status\x12\x17.memdb.v1.StatusRequest\x1a\x18.memdb.v1.StatusResponse\x12>\n" +
 	"\aMembers\x12\x18.memdb.v1.MembersRequest\x1a\x19.memdb.v1.MembersResponse\x125\n" +
 	"\x04Join\x12\x15.memdb.v1.JoinRequest\x1a\x16.memdb.v1.JoinResponse\x12_\n" +
 	"\x12TransferLeadership\x12#.memdb.v1.TransferLeadershipRequest\x1a$.memdb.v1.TransferLeadershipResponse\x12P\n" +
 	"\rPromoteMember\x12\x1e.memdb.v1.PromoteMemberRequest\x1a\x1f.memdb.v1.PromoteMemberResponse\x12M\n" +
-	"\fRemoveMember\x12\x1d.memdb.v1.RemoveMemberRequest\x1a\x1e.memdb.v1.RemoveMemberResponseB<Z3github.com/memdbd/memdbd/api/proto/memdb/v1;memdbv1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
+	"\fRemoveMember\x12\x1d.memdb.v1.RemoveMemberRequest\x1a\x1e.memdb.v1.RemoveMemberResponse\x12A\n" +
+	"\bSnapshot\x12\x19.memdb.v1.SnapshotRequest\x1a\x1a.memdb.v1.SnapshotResponse\x12=\n" +
+	"\x06Backup\x12\x17.memdb.v1.BackupRequest\x1a\x18.memdb.v1.BackupResponse0\x01B<Z3github.com/memdbd/memdbd/api/proto/memdb/v1;memdbv1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
 var (
 	file_memdb_v1_cluster_proto_rawDescOnce sync.Once
@@ -919,7 +1118,7 @@ func file_memdb_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_memdb_v1_cluster_proto_rawDescData
 }
 
-var file_memdb_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_memdb_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_memdb_v1_cluster_proto_goTypes = []any{
 	(*StatusRequest)(nil),              // 0: memdb.v1.StatusRequest
 	(*StatusResponse)(nil),             // 1: memdb.v1.StatusResponse
@@ -934,33 +1133,42 @@ var file_memdb_v1_cluster_proto_goTypes = []any{
 	(*PromoteMemberResponse)(nil),      // 10: memdb.v1.PromoteMemberResponse
 	(*RemoveMemberRequest)(nil),        // 11: memdb.v1.RemoveMemberRequest
 	(*RemoveMemberResponse)(nil),       // 12: memdb.v1.RemoveMemberResponse
-	(*ResponseHeader)(nil),             // 13: memdb.v1.ResponseHeader
+	(*SnapshotRequest)(nil),            // 13: memdb.v1.SnapshotRequest
+	(*SnapshotResponse)(nil),           // 14: memdb.v1.SnapshotResponse
+	(*BackupRequest)(nil),              // 15: memdb.v1.BackupRequest
+	(*BackupResponse)(nil),             // 16: memdb.v1.BackupResponse
+	(*ResponseHeader)(nil),             // 17: memdb.v1.ResponseHeader
 }
 var file_memdb_v1_cluster_proto_depIdxs = []int32{
-	13, // 0: memdb.v1.StatusResponse.header:type_name -> memdb.v1.ResponseHeader
-	13, // 1: memdb.v1.MembersResponse.header:type_name -> memdb.v1.ResponseHeader
+	17, // 0: memdb.v1.StatusResponse.header:type_name -> memdb.v1.ResponseHeader
+	17, // 1: memdb.v1.MembersResponse.header:type_name -> memdb.v1.ResponseHeader
 	2,  // 2: memdb.v1.MembersResponse.members:type_name -> memdb.v1.Member
-	13, // 3: memdb.v1.JoinResponse.header:type_name -> memdb.v1.ResponseHeader
-	13, // 4: memdb.v1.TransferLeadershipResponse.header:type_name -> memdb.v1.ResponseHeader
-	13, // 5: memdb.v1.PromoteMemberResponse.header:type_name -> memdb.v1.ResponseHeader
-	13, // 6: memdb.v1.RemoveMemberResponse.header:type_name -> memdb.v1.ResponseHeader
-	0,  // 7: memdb.v1.ClusterService.Status:input_type -> memdb.v1.StatusRequest
-	3,  // 8: memdb.v1.ClusterService.Members:input_type -> memdb.v1.MembersRequest
-	5,  // 9: memdb.v1.ClusterService.Join:input_type -> memdb.v1.JoinRequest
-	7,  // 10: memdb.v1.ClusterService.TransferLeadership:input_type -> memdb.v1.TransferLeadershipRequest
-	9,  // 11: memdb.v1.ClusterService.PromoteMember:input_type -> memdb.v1.PromoteMemberRequest
-	11, // 12: memdb.v1.ClusterService.RemoveMember:input_type -> memdb.v1.RemoveMemberRequest
-	1,  // 13: memdb.v1.ClusterService.Status:output_type -> memdb.v1.StatusResponse
-	4,  // 14: memdb.v1.ClusterService.Members:output_type -> memdb.v1.MembersResponse
-	6,  // 15: memdb.v1.ClusterService.Join:output_type -> memdb.v1.JoinResponse
-	8,  // 16: memdb.v1.ClusterService.TransferLeadership:output_type -> memdb.v1.TransferLeadershipResponse
-	10, // 17: memdb.v1.ClusterService.PromoteMember:output_type -> memdb.v1.PromoteMemberResponse
-	12, // 18: memdb.v1.ClusterService.RemoveMember:output_type -> memdb.v1.RemoveMemberResponse
-	13, // [13:19] is the sub-list for method output_type
-	7,  // [7:13] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	17, // 3: memdb.v1.JoinResponse.header:type_name -> memdb.v1.ResponseHeader
+	17, // 4: memdb.v1.TransferLeadershipResponse.header:type_name -> memdb.v1.ResponseHeader
+	17, // 5: memdb.v1.PromoteMemberResponse.header:type_name -> memdb.v1.ResponseHeader
+	17, // 6: memdb.v1.RemoveMemberResponse.header:type_name -> memdb.v1.ResponseHeader
+	17, // 7: memdb.v1.SnapshotResponse.header:type_name -> memdb.v1.ResponseHeader
+	0,  // 8: memdb.v1.ClusterService.Status:input_type -> memdb.v1.StatusRequest
+	3,  // 9: memdb.v1.ClusterService.Members:input_type -> memdb.v1.MembersRequest
+	5,  // 10: memdb.v1.ClusterService.Join:input_type -> memdb.v1.JoinRequest
+	7,  // 11: memdb.v1.ClusterService.TransferLeadership:input_type -> memdb.v1.TransferLeadershipRequest
+	9,  // 12: memdb.v1.ClusterService.PromoteMember:input_type -> memdb.v1.PromoteMemberRequest
+	11, // 13: memdb.v1.ClusterService.RemoveMember:input_type -> memdb.v1.RemoveMemberRequest
+	13, // 14: memdb.v1.ClusterService.Snapshot:input_type -> memdb.v1.SnapshotRequest
+	15, // 15: memdb.v1.ClusterService.Backup:input_type -> memdb.v1.BackupRequest
+	1,  // 16: memdb.v1.ClusterService.Status:output_type -> memdb.v1.StatusResponse
+	4,  // 17: memdb.v1.ClusterService.Members:output_type -> memdb.v1.MembersResponse
+	6,  // 18: memdb.v1.ClusterService.Join:output_type -> memdb.v1.JoinResponse
+	8,  // 19: memdb.v1.ClusterService.TransferLeadership:output_type -> memdb.v1.TransferLeadershipResponse
+	10, // 20: memdb.v1.ClusterService.PromoteMember:output_type -> memdb.v1.PromoteMemberResponse
+	12, // 21: memdb.v1.ClusterService.RemoveMember:output_type -> memdb.v1.RemoveMemberResponse
+	14, // 22: memdb.v1.ClusterService.Snapshot:output_type -> memdb.v1.SnapshotResponse
+	16, // 23: memdb.v1.ClusterService.Backup:output_type -> memdb.v1.BackupResponse
+	16, // [16:24] is the sub-list for method output_type
+	8,  // [8:16] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_memdb_v1_cluster_proto_init() }
@@ -975,7 +1183,7 @@ func file_memdb_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_memdb_v1_cluster_proto_rawDesc), len(file_memdb_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
