@@ -335,3 +335,15 @@ func (f *FSM) StateHash() (uint64, error) {
 	}
 	return h.Sum64(), nil
 }
+
+// RequiredVersion is the command format version a replica needs to apply
+// env. Every command kind so far is version 1; a kind added later returns
+// the version that introduced it, and the leader proposes it only once the
+// cluster's feature level (the lowest version its voters apply) reaches
+// it, so that no voter meets a command it cannot apply.
+func RequiredVersion(env *cmdpb.Envelope) uint32 {
+	switch env.Command.(type) {
+	default:
+		return 1
+	}
+}

@@ -17,6 +17,8 @@ type Member struct {
 	ClientAddr string
 	RaftAddr   string
 	Version    string
+	// MaxCommandVersion is the highest command format the member applies.
+	MaxCommandVersion uint32
 }
 
 // membersState is the member registry, replaced (never mutated) on every
@@ -61,7 +63,7 @@ func (f *FSM) registerMember(r *cmdpb.RegisterMember) error {
 				"node %s bootstrapped with a different --initial-cluster than the cluster it is in; every bootstrapping node must be given the same list", r.NodeId)}
 		}
 	}
-	next.members[r.NodeId] = Member{ID: r.NodeId, ClientAddr: r.ClientAddr, RaftAddr: r.RaftAddr, Version: r.Version}
+	next.members[r.NodeId] = Member{ID: r.NodeId, ClientAddr: r.ClientAddr, RaftAddr: r.RaftAddr, Version: r.Version, MaxCommandVersion: r.MaxCommandVersion}
 	f.members.Store(next)
 	return nil
 }
@@ -75,7 +77,7 @@ func (ms *membersState) encode() ([]byte, error) {
 	sort.Strings(ids)
 	for _, id := range ids {
 		m := ms.members[id]
-		snap.Members = append(snap.Members, &cmdpb.RegisterMember{NodeId: m.ID, ClientAddr: m.ClientAddr, RaftAddr: m.RaftAddr, Version: m.Version})
+		snap.Members = append(snap.Members, &cmdpb.RegisterMember{NodeId: m.ID, ClientAddr: m.ClientAddr, RaftAddr: m.RaftAddr, Version: m.Version, MaxCommandVersion: m.MaxCommandVersion})
 	}
 	return proto.MarshalOptions{Deterministic: true}.Marshal(snap)
 }
@@ -90,7 +92,7 @@ func decodeMembers(b []byte) (*membersState, error) {
 		if m.NodeId == "" {
 			return nil, fmt.Errorf("member without id")
 		}
-		ms.members[m.NodeId] = Member{ID: m.NodeId, ClientAddr: m.ClientAddr, RaftAddr: m.RaftAddr, Version: m.Version}
+		ms.members[m.NodeId] = Member{ID: m.NodeId, ClientAddr: m.ClientAddr, RaftAddr: m.RaftAddr, Version: m.Version, MaxCommandVersion: m.MaxCommandVersion}
 	}
 	return ms, nil
 }

@@ -23,6 +23,8 @@ var (
 	ErrOutcomeUnknown = errors.New("write outcome unknown")
 	// ErrShutdown: the node is shutting down.
 	ErrShutdown = errors.New("node shutting down")
+	// ErrFeatureLevel: a command newer than every voter applies.
+	ErrFeatureLevel = errors.New("cluster feature level too low")
 )
 
 // NotLeaderError names the leader a request should go to.

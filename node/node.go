@@ -242,7 +242,7 @@ func (n *Node) becomeReady(term uint64) {
 // that followers can forward to it. Followers register through the
 // server, which forwards to the leader.
 func (n *Node) registerSelf(term uint64) {
-	if m, ok := n.fsm.Member(n.cfg.ID); ok && m.ClientAddr == n.cfg.ClientAdvertise && m.Version == n.cfg.Version {
+	if n.Registered() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*n.cfg.ElectionTimeout)
@@ -260,7 +260,7 @@ func (n *Node) registerSelf(term uint64) {
 func (n *Node) RegistrationCommand() *cmdpb.Envelope {
 	return &cmdpb.Envelope{Command: &cmdpb.Envelope_RegisterMember{RegisterMember: &cmdpb.RegisterMember{
 		NodeId: n.cfg.ID, ClientAddr: n.cfg.ClientAdvertise, RaftAddr: n.cfg.raftAdvertise(),
-		ClusterToken: n.token, Version: n.cfg.Version,
+		ClusterToken: n.token, Version: n.cfg.Version, MaxCommandVersion: fsm.MaxCommandVersion,
 	}}}
 }
 
@@ -268,7 +268,28 @@ func (n *Node) RegistrationCommand() *cmdpb.Envelope {
 // addresses.
 func (n *Node) Registered() bool {
 	m, ok := n.fsm.Member(n.cfg.ID)
-	return ok && m.ClientAddr == n.cfg.ClientAdvertise && m.Version == n.cfg.Version
+	return ok && m.ClientAddr == n.cfg.ClientAdvertise && m.Version == n.cfg.Version && m.MaxCommandVersion == fsm.MaxCommandVersion
+}
+
+// FeatureLevel is the highest command format every voter applies: the
+// lowest MaxCommandVersion among the voters, 0 while one has not
+// registered. A command format newer than this must not be proposed.
+func (n *Node) FeatureLevel() uint32 {
+	level := uint32(0)
+	first := true
+	for _, s := range n.Status().Servers {
+		if s.Suffrage != raft.Voter {
+			continue
+		}
+		m, ok := n.fsm.Member(string(s.ID))
+		if !ok {
+			return 0
+		}
+		if first || m.MaxCommandVersion < level {
+			level, first = m.MaxCommandVersion, false
+		}
+	}
+	return level
 }
 
 func (n *Node) setReady(term uint64) {
@@ -334,6 +355,10 @@ func (n *Node) Apply(ctx context.Context, env *cmdpb.Envelope) (*cmdpb.Result, e
 	}
 	if n.raft.State() != raft.Leader {
 		return nil, n.notLeader()
+	}
+	if v := fsm.RequiredVersion(env); v > 1 && v > n.FeatureLevel() {
+		return nil, fmt.Errorf("%w: this command needs every voter to apply command format %d; the cluster's feature level is %d (finish the rolling upgrade first)",
+			ErrFeatureLevel, v, n.FeatureLevel())
 	}
 	select {
 	case n.pending <- struct{}{}:

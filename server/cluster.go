@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
+	"github.com/memdbd/memdbd/fsm"
 	"github.com/memdbd/memdbd/node"
 )
 
@@ -36,6 +37,7 @@ func (c *clusterService) Status(ctx context.Context, req *pb.StatusRequest) (*pb
 		resp.Header, resp.StateHash = c.s.header(v), v.Hash()
 	}
 	resp.Voter = c.s.node.Voter()
+	resp.MaxCommandVersion, resp.FeatureLevel = fsm.MaxCommandVersion, c.s.node.FeatureLevel()
 	if idx, at, ok := c.s.node.LastSnapshot(); ok {
 		resp.LastSnapshotIndex = idx
 		if !at.IsZero() {
@@ -59,7 +61,7 @@ func (c *clusterService) Members(ctx context.Context, _ *pb.MembersRequest) (*pb
 	for _, srv := range st.Servers {
 		m := &pb.Member{Id: string(srv.ID), RaftAddr: string(srv.Address), Voter: srv.Suffrage == raft.Voter, Leader: string(srv.ID) == st.LeaderID}
 		if reg, ok := c.s.node.FSM().Member(m.Id); ok {
-			m.ClientAddr, m.Version = reg.ClientAddr, reg.Version
+			m.ClientAddr, m.Version, m.MaxCommandVersion = reg.ClientAddr, reg.Version, reg.MaxCommandVersion
 		}
 		resp.Members = append(resp.Members, m)
 	}

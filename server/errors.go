@@ -90,6 +90,8 @@ func toStatus(err error) error {
 		return statusErr(pb.ReasonStale, err.Error(), nil, retryAfter)
 	case errors.Is(err, errPageExpired):
 		return statusErr(pb.ReasonPageExpired, err.Error(), nil, 0)
+	case errors.Is(err, node.ErrFeatureLevel):
+		return statusErr(pb.ReasonUnsupported, err.Error(), nil, 0)
 	case errors.Is(err, errPrecondition):
 		return statusErr(pb.ReasonPrecondition, err.Error(), nil, 0)
 	case errors.Is(err, context.DeadlineExceeded):

@@ -94,10 +94,15 @@ type StatusResponse struct {
 	Tables            uint32 `protobuf:"varint,16,opt,name=tables" json:"tables,omitempty"`
 	Rows              uint64 `protobuf:"varint,17,opt,name=rows" json:"rows,omitempty"`
 	// Bytes of row data held, and Go heap in use.
-	DataBytes     uint64 `protobuf:"varint,18,opt,name=data_bytes,json=dataBytes" json:"data_bytes,omitempty"`
-	HeapBytes     uint64 `protobuf:"varint,19,opt,name=heap_bytes,json=heapBytes" json:"heap_bytes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	DataBytes uint64 `protobuf:"varint,18,opt,name=data_bytes,json=dataBytes" json:"data_bytes,omitempty"`
+	HeapBytes uint64 `protobuf:"varint,19,opt,name=heap_bytes,json=heapBytes" json:"heap_bytes,omitempty"`
+	// Highest command format version this node applies, and the cluster's
+	// feature level: the lowest such version among the voters (0 while a
+	// voter has not registered). Rolling upgrades raise it.
+	MaxCommandVersion uint32 `protobuf:"varint,20,opt,name=max_command_version,json=maxCommandVersion" json:"max_command_version,omitempty"`
+	FeatureLevel      uint32 `protobuf:"varint,21,opt,name=feature_level,json=featureLevel" json:"feature_level,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -263,18 +268,33 @@ func (x *StatusResponse) GetHeapBytes() uint64 {
 	return 0
 }
 
+func (x *StatusResponse) GetMaxCommandVersion() uint32 {
+	if x != nil {
+		return x.MaxCommandVersion
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetFeatureLevel() uint32 {
+	if x != nil {
+		return x.FeatureLevel
+	}
+	return 0
+}
+
 type Member struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
 	// gRPC address for clients.
 	ClientAddr string `protobuf:"bytes,2,opt,name=client_addr,json=clientAddr" json:"client_addr,omitempty"`
 	// Raft address for peers.
-	RaftAddr      string `protobuf:"bytes,3,opt,name=raft_addr,json=raftAddr" json:"raft_addr,omitempty"`
-	Voter         bool   `protobuf:"varint,4,opt,name=voter" json:"voter,omitempty"`
-	Leader        bool   `protobuf:"varint,5,opt,name=leader" json:"leader,omitempty"`
-	Version       string `protobuf:"bytes,6,opt,name=version" json:"version,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RaftAddr          string `protobuf:"bytes,3,opt,name=raft_addr,json=raftAddr" json:"raft_addr,omitempty"`
+	Voter             bool   `protobuf:"varint,4,opt,name=voter" json:"voter,omitempty"`
+	Leader            bool   `protobuf:"varint,5,opt,name=leader" json:"leader,omitempty"`
+	Version           string `protobuf:"bytes,6,opt,name=version" json:"version,omitempty"`
+	MaxCommandVersion uint32 `protobuf:"varint,7,opt,name=max_command_version,json=maxCommandVersion" json:"max_command_version,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Member) Reset() {
@@ -347,6 +367,13 @@ func (x *Member) GetVersion() string {
 		return x.Version
 	}
 	return ""
+}
+
+func (x *Member) GetMaxCommandVersion() uint32 {
+	if x != nil {
+		return x.MaxCommandVersion
+	}
+	return 0
 }
 
 type MembersRequest struct {
@@ -1027,7 +1054,7 @@ const file_memdb_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"\x16memdb/v1/cluster.proto\x12\bmemdb.v1\x1a\x14memdb/v1/types.proto\"=\n" +
 	"\rStatusRequest\x12,\n" +
-	"\x12include_state_hash\x18\x01 \x01(\bR\x10includeStateHash\"\xe3\x04\n" +
+	"\x12include_state_hash\x18\x01 \x01(\bR\x10includeStateHash\"\xb8\x05\n" +
 	"\x0eStatusResponse\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.memdb.v1.ResponseHeaderR\x06header\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x12\n" +
@@ -1052,7 +1079,9 @@ const file_memdb_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"data_bytes\x18\x12 \x01(\x04R\tdataBytes\x12\x1d\n" +
 	"\n" +
-	"heap_bytes\x18\x13 \x01(\x04R\theapBytes\"\x9e\x01\n" +
+	"heap_bytes\x18\x13 \x01(\x04R\theapBytes\x12.\n" +
+	"\x13max_command_version\x18\x14 \x01(\rR\x11maxCommandVersion\x12#\n" +
+	"\rfeature_level\x18\x15 \x01(\rR\ffeatureLevel\"\xce\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vclient_addr\x18\x02 \x01(\tR\n" +
@@ -1060,7 +1089,8 @@ const file_memdb_v1_cluster_proto_rawDesc = "" +
 	"\traft_addr\x18\x03 \x01(\tR\braftAddr\x12\x14\n" +
 	"\x05voter\x18\x04 \x01(\bR\x05voter\x12\x16\n" +
 	"\x06leader\x18\x05 \x01(\bR\x06leader\x12\x18\n" +
-	"\aversion\x18\x06 \x01(\tR\aversion\"\x10\n" +
+	"\aversion\x18\x06 \x01(\tR\aversion\x12.\n" +
+	"\x13max_command_version\x18\a \x01(\rR\x11maxCommandVersion\"\x10\n" +
 	"\x0eMembersRequest\"o\n" +
 	"\x0fMembersResponse\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.memdb.v1.ResponseHeaderR\x06header\x12*\n" +

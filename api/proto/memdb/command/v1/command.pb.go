@@ -474,9 +474,13 @@ type RegisterMember struct {
 	// for a node that joined. Every bootstrapping member must agree.
 	ClusterToken []byte `protobuf:"bytes,4,opt,name=cluster_token,json=clusterToken" json:"cluster_token,omitempty"`
 	// Server version, for status and upgrades.
-	Version       string `protobuf:"bytes,5,opt,name=version" json:"version,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Version string `protobuf:"bytes,5,opt,name=version" json:"version,omitempty"`
+	// Highest command format version this node applies. The cluster's
+	// feature level is the lowest of its voters'; newer command kinds are
+	// proposed only once the level allows them.
+	MaxCommandVersion uint32 `protobuf:"varint,6,opt,name=max_command_version,json=maxCommandVersion" json:"max_command_version,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *RegisterMember) Reset() {
@@ -542,6 +546,13 @@ func (x *RegisterMember) GetVersion() string {
 		return x.Version
 	}
 	return ""
+}
+
+func (x *RegisterMember) GetMaxCommandVersion() uint32 {
+	if x != nil {
+		return x.MaxCommandVersion
+	}
+	return 0
 }
 
 // Result is the outcome of one command; the state machine remembers it per
@@ -1117,14 +1128,15 @@ const file_memdb_command_v1_command_proto_rawDesc = "" +
 	"\tDropIndex\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\tR\x05index\"\x06\n" +
-	"\x04Tick\"\xa6\x01\n" +
+	"\x04Tick\"\xd6\x01\n" +
 	"\x0eRegisterMember\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1f\n" +
 	"\vclient_addr\x18\x02 \x01(\tR\n" +
 	"clientAddr\x12\x1b\n" +
 	"\traft_addr\x18\x03 \x01(\tR\braftAddr\x12#\n" +
 	"\rcluster_token\x18\x04 \x01(\fR\fclusterToken\x12\x18\n" +
-	"\aversion\x18\x05 \x01(\tR\aversion\"\xb8\x01\n" +
+	"\aversion\x18\x05 \x01(\tR\aversion\x12.\n" +
+	"\x13max_command_version\x18\x06 \x01(\rR\x11maxCommandVersion\"\xb8\x01\n" +
 	"\x06Result\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12!\n" +
 	"\ferror_reason\x18\x02 \x01(\tR\verrorReason\x12#\n" +
