@@ -156,6 +156,9 @@ type node struct {
 	raftAddr   string
 	logPath    string
 	args       []string
+	// bin, when set, is the binary this node runs (a rolling upgrade swaps
+	// it); memdbdBin otherwise.
+	bin string
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -338,7 +341,11 @@ func (c *cluster) start(i int) {
 	nd.starts++
 	fmt.Fprintf(f, "==== e2e: start #%d of %s at %s\n", nd.starts, nd.id, time.Now().Format(time.RFC3339Nano))
 	nd.mu.Unlock()
-	cmd := exec.Command(memdbdBin, nd.args...)
+	bin := memdbdBin
+	if nd.bin != "" {
+		bin = nd.bin
+	}
+	cmd := exec.Command(bin, nd.args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = procAttr()
 	if err := cmd.Start(); err != nil {
