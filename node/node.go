@@ -666,9 +666,15 @@ func (n *Node) Voter() bool {
 // LastSnapshot returns the index and creation time of the newest snapshot
 // on disk.
 func (n *Node) LastSnapshot() (uint64, time.Time, bool) {
+	idx, at, _, ok := n.LastSnapshotInfo()
+	return idx, at, ok
+}
+
+// LastSnapshotInfo is LastSnapshot with the snapshot's size in bytes.
+func (n *Node) LastSnapshotInfo() (uint64, time.Time, int64, bool) {
 	metas, err := n.snaps.List()
 	if err != nil || len(metas) == 0 {
-		return 0, time.Time{}, false
+		return 0, time.Time{}, 0, false
 	}
 	m := metas[0]
 	// File snapshot ids are term-index-unixmillis.
@@ -678,7 +684,7 @@ func (n *Node) LastSnapshot() (uint64, time.Time, bool) {
 			at = time.UnixMilli(ms)
 		}
 	}
-	return m.Index, at, true
+	return m.Index, at, m.Size, true
 }
 
 // ReloadSnapshots changes the snapshot threshold, interval and trailing

@@ -15,7 +15,7 @@ import (
 type nodeCollector struct {
 	n *node.Node
 
-	state, term, commit, applied, lag, contact, snapIndex, snapAge, halted, rows, bytes *prometheus.Desc
+	state, term, commit, applied, lag, contact, snapIndex, snapAge, snapBytes, halted, rows, bytes *prometheus.Desc
 }
 
 func newNodeCollector(n *node.Node) *nodeCollector {
@@ -31,6 +31,7 @@ func newNodeCollector(n *node.Node) *nodeCollector {
 		contact:   d("raft_last_contact_seconds", "Seconds since this node last heard from a leader (0 on the leader)."),
 		snapIndex: d("snapshot_last_index", "Raft index of the newest snapshot on disk."),
 		snapAge:   d("snapshot_age_seconds", "Age of the newest snapshot on disk."),
+		snapBytes: d("snapshot_last_bytes", "Size of the newest snapshot on disk."),
 		halted:    d("fsm_halted", "1 when the state machine stopped on a command it does not know."),
 		rows:      d("table_rows", "Rows per table.", "table"),
 		bytes:     d("table_bytes", "Bytes of row data per table.", "table"),
@@ -38,7 +39,7 @@ func newNodeCollector(n *node.Node) *nodeCollector {
 }
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.state, c.term, c.commit, c.applied, c.lag, c.contact, c.snapIndex, c.snapAge, c.halted, c.rows, c.bytes} {
+	for _, d := range []*prometheus.Desc{c.state, c.term, c.commit, c.applied, c.lag, c.contact, c.snapIndex, c.snapAge, c.snapBytes, c.halted, c.rows, c.bytes} {
 		ch <- d
 	}
 }
@@ -60,8 +61,9 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	if st.LastContact < 365*24*time.Hour {
 		gauge(c.contact, st.LastContact.Seconds())
 	}
-	if idx, at, ok := c.n.LastSnapshot(); ok {
+	if idx, at, size, ok := c.n.LastSnapshotInfo(); ok {
 		gauge(c.snapIndex, float64(idx))
+		gauge(c.snapBytes, float64(size))
 		if !at.IsZero() {
 			gauge(c.snapAge, time.Since(at).Seconds())
 		}

@@ -59,8 +59,12 @@ func (f *forwarder) conn(addr string) (*grpc.ClientConn, error) {
 	return c, nil
 }
 
-// outgoing marks ctx as forwarded by this node.
+// outgoing marks ctx as forwarded by this node, carrying the request id
+// so that the leader's logs name the same request.
 func (f *forwarder) outgoing(ctx context.Context) context.Context {
+	if id := requestID(ctx); id != "" {
+		return metadata.AppendToOutgoingContext(ctx, mdForwardedBy, f.self, mdRequestID, id)
+	}
 	return metadata.AppendToOutgoingContext(ctx, mdForwardedBy, f.self)
 }
 

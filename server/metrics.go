@@ -21,7 +21,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"consistency"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "memdb", Name: "rejected_requests_total",
-			Help: "Requests refused before any work, by reason.",
+			Help: "Requests refused, by reason: in_flight (refused before any work) or the error reason (overloaded, invalid_argument, no_leader, ...).",
 		}, []string{"reason"}),
 	}
 	if reg != nil {

@@ -2,21 +2,26 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
@@ -205,10 +210,40 @@ func (s *Server) recoverUnary(ctx context.Context, req interface{}, info *grpc.U
 	return h(ctx, req)
 }
 
+// mdRequestID carries a request id: the caller's, or one made here. It is
+// in every log line about the request and echoed in the response header.
+const mdRequestID = "x-request-id"
+
+type requestIDKey struct{}
+
+// requestID returns the request's id, for logs.
+func requestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
+func newRequestID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
 // admitUnary bounds every request: refused at once when cancelled or when
 // too many are in flight, given the default deadline when it has none, and
-// logged when slow.
+// logged when slow. It also gives the request an id and counts refusals by
+// reason.
 func (s *Server) admitUnary(ctx context.Context, req interface{}, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (interface{}, error) {
+	id := ""
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if v := md.Get(mdRequestID); len(v) > 0 && len(v[0]) <= 64 {
+			id = v[0]
+		}
+	}
+	if id == "" {
+		id = newRequestID()
+	}
+	ctx = context.WithValue(ctx, requestIDKey{}, id)
+	_ = grpc.SetHeader(ctx, metadata.Pairs(mdRequestID, id))
 	if err := ctx.Err(); err != nil {
 		return nil, status.FromContextError(err).Err()
 	}
@@ -226,10 +261,32 @@ func (s *Server) admitUnary(ctx context.Context, req interface{}, info *grpc.Una
 	}
 	start := time.Now()
 	resp, err := h(ctx, req)
+	if err != nil {
+		if r := reasonOf(err); r != "" {
+			s.metrics.rejected.WithLabelValues(strings.ToLower(r)).Inc()
+		}
+		if status.Code(err) == codes.Internal {
+			s.log.Error("request failed", "request_id", id, "method", info.FullMethod, "err", err)
+		}
+	}
 	if d := time.Since(start); d > s.cfg.SlowRequest {
-		s.log.Info("slow request", "method", info.FullMethod, "took", d, "code", status.Code(err).String())
+		s.log.Info("slow request", "request_id", id, "method", info.FullMethod, "took", d, "code", status.Code(err).String())
 	}
 	return resp, err
+}
+
+// reasonOf returns the ErrorInfo reason of a status error.
+func reasonOf(err error) string {
+	st, ok := status.FromError(err)
+	if !ok {
+		return ""
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info.Reason
+		}
+	}
+	return ""
 }
 
 // watchHealth keeps the gRPC health status current: SERVING while a

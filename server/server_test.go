@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
@@ -269,5 +270,26 @@ func TestTransferLeadershipAndStateHash(t *testing.T) {
 			t.Fatalf("replicas did not converge: revisions %v", revs)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Every response carries a request id: the caller's, or a new one.
+func TestRequestIDs(t *testing.T) {
+	cl := testcluster.Start(t, 1, testcluster.Options{})
+	cc := dial(t, cl.Members[0].Addr)
+	var hdr metadata.MD
+	ctx := metadata.AppendToOutgoingContext(ctxT(t, 5*time.Second), "x-request-id", "req-42")
+	if _, err := pb.NewClusterServiceClient(cc).Status(ctx, &pb.StatusRequest{}, grpc.Header(&hdr)); err != nil {
+		t.Fatal(err)
+	}
+	if got := hdr.Get("x-request-id"); len(got) != 1 || got[0] != "req-42" {
+		t.Fatalf("request id echoed as %v", got)
+	}
+	hdr = nil
+	if _, err := pb.NewClusterServiceClient(cc).Status(ctxT(t, 5*time.Second), &pb.StatusRequest{}, grpc.Header(&hdr)); err != nil {
+		t.Fatal(err)
+	}
+	if got := hdr.Get("x-request-id"); len(got) != 1 || len(got[0]) != 16 {
+		t.Fatalf("generated request id %v", got)
 	}
 }
