@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"log/slog"
 	"time"
 	"unsafe"
 
@@ -51,6 +52,7 @@ const (
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 type fsmSnapshot struct {
+	log      *slog.Logger
 	view     *store.View
 	logTime  int64
 	members  []byte
@@ -74,17 +76,35 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fsm: encoding members: %w", err)
 	}
-	return &fsmSnapshot{view: f.store.View(), logTime: f.logTime, members: members, sessions: sessions}, nil
+	return &fsmSnapshot{log: f.log, view: f.store.View(), logTime: f.logTime, members: members, sessions: sessions}, nil
 }
 
 // Persist streams the snapshot to the sink. It runs concurrently with
 // ApplyBatch and only reads the immutable view it captured.
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	if err := s.write(sink); err != nil {
+	start := time.Now()
+	cw := &countingWriter{w: sink}
+	if err := s.write(cw); err != nil {
 		_ = sink.Cancel()
+		s.log.Error("snapshot failed", "revision", s.view.Revision(), "err", err)
 		return err
 	}
-	return sink.Close()
+	if err := sink.Close(); err != nil {
+		return err
+	}
+	s.log.Info("snapshot persisted", "revision", s.view.Revision(), "bytes", cw.n, "took", time.Since(start))
+	return nil
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // Release does nothing: the view is garbage once unreferenced.

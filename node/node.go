@@ -510,10 +510,11 @@ func (n *Node) AddVoter(ctx context.Context, id, raftAddr string) error {
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 	}
+	start := time.Now()
 	if err := n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, timeout).Error(); err != nil {
 		return n.mapApplyError(err)
 	}
-	n.log.Info("member added", "id", id, "raft_addr", raftAddr)
+	n.log.Info("voter added", "id", id, "raft_addr", raftAddr, "took", time.Since(start))
 	return nil
 }
 
@@ -626,10 +627,11 @@ func (n *Node) AddNonvoter(ctx context.Context, id, raftAddr string) error {
 	if n.raft.State() != raft.Leader {
 		return n.notLeader()
 	}
+	start := time.Now()
 	if err := n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, timeoutOf(ctx)).Error(); err != nil {
 		return n.mapApplyError(err)
 	}
-	n.log.Info("non-voting member added", "id", id, "raft_addr", raftAddr)
+	n.log.Info("non-voting member added", "id", id, "raft_addr", raftAddr, "took", time.Since(start))
 	return nil
 }
 
@@ -638,10 +640,11 @@ func (n *Node) RemoveMember(ctx context.Context, id string) error {
 	if n.raft.State() != raft.Leader {
 		return n.notLeader()
 	}
+	start := time.Now()
 	if err := n.raft.RemoveServer(raft.ServerID(id), 0, timeoutOf(ctx)).Error(); err != nil {
 		return n.mapApplyError(err)
 	}
-	n.log.Info("member removed", "id", id)
+	n.log.Info("member removed", "id", id, "took", time.Since(start))
 	return nil
 }
 
