@@ -24,7 +24,7 @@
 //
 // # Goroutines
 //
-// Open starts two goroutines (leadership watcher, ticker) and the verifier
-// starts one per round of leadership checks; all are tracked and Close
-// waits for them.
+// Open starts two goroutines (leadership watcher, ticker), and shared
+// leadership checks (package rounds) run one while reads wait; all are
+// tracked and Close waits for them.
 package node

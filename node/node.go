@@ -19,6 +19,7 @@ import (
 
 	cmdpb "github.com/memdbd/memdbd/api/proto/memdb/command/v1"
 	"github.com/memdbd/memdbd/fsm"
+	"github.com/memdbd/memdbd/internal/rounds"
 )
 
 // Node is one running cluster member.
@@ -32,7 +33,8 @@ type Node struct {
 	snaps *raft.FileSnapshotStore
 	token []byte
 
-	verify  *verifier
+	// verify confirms leadership in rounds shared by concurrent reads.
+	verify  *rounds.Group[struct{}]
 	pending chan struct{} // semaphore: writes proposed and not yet done
 
 	// readyTerm is the term in which this node, as leader, applied its
@@ -143,7 +145,9 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting raft: %w", err)
 	}
-	n.verify = &verifier{r: n.raft, wg: &n.wg}
+	// VerifyLeader returns within the leader lease (or at shutdown), which
+	// bounds each round.
+	n.verify = &rounds.Group[struct{}]{WG: &n.wg, Do: func() (struct{}, error) { return struct{}{}, n.raft.VerifyLeader().Error() }}
 	// 6. Bootstrap a new cluster, once.
 	switch {
 	case !hasState && len(cfg.InitialCluster) > 0:
@@ -433,7 +437,7 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 		return 0, err
 	}
 	idx := n.raft.CommitIndex()
-	if err := n.verify.verify(ctx); err != nil {
+	if _, err := n.verify.Get(ctx); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 			return 0, n.notLeader()
 		}

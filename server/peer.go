@@ -77,7 +77,7 @@ func (s *Server) readIndex(ctx context.Context) (uint64, error) {
 		id, addr := s.node.Leader()
 		return 0, &node.NotLeaderError{LeaderID: id, LeaderAddr: addr}
 	}
-	return s.readIndexes.get(ctx)
+	return s.readIndexes.Get(ctx)
 }
 
 // fetchReadIndex asks the leader for a read index (one RPC).

@@ -28,6 +28,7 @@ import (
 	cmdpb "github.com/memdbd/memdbd/api/proto/memdb/command/v1"
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
 	"github.com/memdbd/memdbd/fsm"
+	"github.com/memdbd/memdbd/internal/rounds"
 	"github.com/memdbd/memdbd/node"
 )
 
@@ -95,9 +96,12 @@ type Server struct {
 	pages   *pageCache
 	metrics *metrics
 
-	inflight    chan struct{}
-	live        atomic.Pointer[liveSettings] // settings that change at run time
-	readIndexes *readIndexBatcher
+	inflight chan struct{}
+	live     atomic.Pointer[liveSettings] // settings that change at run time
+	// readIndexes shares one read-index request to the leader among the
+	// linearizable reads that arrive on a follower while none is in
+	// flight: without it every follower read costs the leader an RPC.
+	readIndexes *rounds.Group[uint64]
 	fatal       chan error
 	stop        chan struct{}
 	wg          sync.WaitGroup
@@ -118,7 +122,11 @@ func New(cfg Config, n *node.Node) (*Server, error) {
 		inflight: make(chan struct{}, cfg.MaxInFlight), fatal: make(chan error, 1), stop: make(chan struct{}),
 	}
 	s.live.Store(&liveSettings{limits: cfg.Limits, defaultTimeout: cfg.DefaultTimeout})
-	s.readIndexes = &readIndexBatcher{fetch: s.fetchReadIndex, wg: &s.wg}
+	s.readIndexes = &rounds.Group[uint64]{WG: &s.wg, Do: func() (uint64, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), readIndexTimeout)
+		defer cancel()
+		return s.fetchReadIndex(ctx)
+	}}
 	// Per-method request counts and latency histograms by status code,
 	// from the gRPC ecosystem's Prometheus middleware; first in the chain,
 	// so refused requests are counted too.
