@@ -50,7 +50,7 @@ func TestFaultSuite(t *testing.T) {
 		seed    uint64
 		nemeses string
 	}{
-		{"crashes", 11, "kill-leader,kill-follower,kill-all,pause-leader"},
+		{"crashes", 11, "kill-leader,kill-follower,kill-all,pause-leader,membership-churn"},
 		{"partitions", 12, "partition-leader,partition-follower,bridge,one-way,flapping,all-isolated"},
 		{"snapshots", 13, "snapshot-catchup,delay,kill-follower"},
 		{"mix", 14, ""},

@@ -139,8 +139,32 @@ func (c *Cluster) args(n *procNode, initial string) []string {
 	return append(args, c.cfg.ExtraArgs...)
 }
 
+// StartJoining starts node i on an empty data dir, joining the cluster
+// through the member at joinAddr (as a non-voter when asked).
+func (c *Cluster) StartJoining(i int, joinAddr string, nonVoter bool) error {
+	extra := []string{"--join", joinAddr}
+	if nonVoter {
+		extra = append(extra, "--non-voter")
+	}
+	return c.start(i, "", extra)
+}
+
+// Wipe removes node i's data directory (the node must be stopped).
+func (c *Cluster) Wipe(i int) error { return os.RemoveAll(c.nodes[i].dataDir) }
+
+// admin returns a cluster admin client for node i (direct, no proxies).
+func (c *Cluster) admin(i int) (pb.ClusterServiceClient, func(), error) {
+	conn, err := grpc.NewClient(c.nodes[i].clientListen, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, err
+	}
+	return pb.NewClusterServiceClient(conn), func() { _ = conn.Close() }, nil
+}
+
 // Start starts node i (again, on its data).
-func (c *Cluster) Start(i int, initial string) error {
+func (c *Cluster) Start(i int, initial string) error { return c.start(i, initial, nil) }
+
+func (c *Cluster) start(i int, initial string, joinArgs []string) error {
 	n := c.nodes[i]
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -158,7 +182,18 @@ func (c *Cluster) Start(i int, initial string) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(c.cfg.Binary, c.args(n, initial)...)
+	args := c.args(n, initial)
+	if joinArgs != nil {
+		// A joining node must not bootstrap: drop --initial-cluster.
+		for k := 0; k < len(args); k++ {
+			if args[k] == "--initial-cluster" {
+				args = append(args[:k:k], args[k+2:]...)
+				break
+			}
+		}
+		args = append(args, joinArgs...)
+	}
+	cmd := exec.Command(c.cfg.Binary, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()

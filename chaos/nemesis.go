@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"sort"
 	"time"
+
+	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
 )
 
 // Nemesis injects one fault and repairs it before returning. It reports
@@ -31,6 +33,7 @@ var Nemeses = []Nemesis{
 	{"transfer-leader", transferLeader},
 	{"lose-replies", loseReplies},
 	{"delay", delayLinks},
+	{"membership-churn", membershipChurn},
 }
 
 // NemesisByName finds a nemesis.
@@ -267,4 +270,62 @@ func delayLinks(ctx context.Context, h *harness, rng *rand.Rand) (string, bool) 
 	sleepCtx(ctx, d)
 	h.c.HealNetwork()
 	return fmt.Sprintf("every link delayed by %v for %v", delay.Round(time.Millisecond), d.Round(time.Millisecond)), false
+}
+
+// membershipChurn removes a follower, wipes its data, has it join again as
+// a non-voter and promotes it once it has caught up (forced if it cannot
+// within a bound, so that the cluster returns to three voters).
+func membershipChurn(ctx context.Context, h *harness, rng *rand.Rand) (string, bool) {
+	f := h.follower(ctx, rng)
+	via := (f + 1) % len(h.c.nodes)
+	id := h.c.NodeID(f)
+	admin, done, err := h.c.admin(via)
+	if err != nil {
+		return "membership churn: " + err.Error(), false
+	}
+	defer done()
+	call := func(what string, fn func(context.Context) error) error {
+		var err error
+		for try := 0; try < 20 && ctx.Err() == nil; try++ {
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			err = fn(cctx)
+			cancel()
+			if err == nil {
+				return nil
+			}
+			sleepCtx(ctx, 250*time.Millisecond)
+		}
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if err := call("remove", func(c context.Context) error {
+		_, err := admin.RemoveMember(c, &pb.RemoveMemberRequest{NodeId: id})
+		return err
+	}); err != nil {
+		return fmt.Sprintf("membership churn of %s: %v", id, err), false
+	}
+	h.c.Kill(f)
+	_ = h.c.Wipe(f)
+	if err := h.c.StartJoining(f, h.c.nodes[via].clientAddr, true); err != nil {
+		return fmt.Sprintf("membership churn of %s: rejoin: %v", id, err), false
+	}
+	forced := false
+	err = call("promote", func(c context.Context) error {
+		_, err := admin.PromoteMember(c, &pb.PromoteMemberRequest{NodeId: id})
+		return err
+	})
+	if err != nil {
+		forced = true
+		err = call("forced promote", func(c context.Context) error {
+			_, err := admin.PromoteMember(c, &pb.PromoteMemberRequest{NodeId: id, Force: true})
+			return err
+		})
+	}
+	if err != nil {
+		return fmt.Sprintf("membership churn of %s: %v", id, err), false
+	}
+	desc := fmt.Sprintf("removed %s, wiped it, rejoined as a non-voter and promoted it", id)
+	if forced {
+		desc += " (forced: it had not caught up in time)"
+	}
+	return desc, false
 }
