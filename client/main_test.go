@@ -5,6 +5,8 @@ import (
 	"os"
 	"testing"
 
+	"go.uber.org/goleak"
+
 	"github.com/memdbd/memdbd/internal/testcluster"
 )
 
@@ -25,5 +27,10 @@ func TestMain(m *testing.M) {
 		return m.Run()
 	}()
 	tb.Close()
+	// Every goroutine of the clients, servers and nodes must be gone.
+	if err := goleak.Find(); err != nil && code == 0 {
+		fmt.Fprintln(os.Stderr, "leaked goroutines:", err)
+		code = 1
+	}
 	os.Exit(code)
 }

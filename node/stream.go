@@ -2,6 +2,7 @@ package node
 
 import (
 	"net"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -13,10 +14,70 @@ import (
 // interface peers see; the fault-injection harness uses it to tell nodes
 // apart on loopback, where every node would otherwise connect from
 // 127.0.0.1.
+//
+// It also closes every connection it made or accepted when it is closed:
+// Raft's transport stops reading a connection only when its peer closes
+// it, so a stopped node would otherwise leave goroutines reading from its
+// peers' idle connections.
 type streamLayer struct {
 	net.Listener
 	advertise net.Addr
 	dialer    net.Dialer
+
+	mu     sync.Mutex
+	conns  map[*trackedConn]struct{}
+	closed bool
+}
+
+// trackedConn removes itself from the layer's set when closed.
+type trackedConn struct {
+	net.Conn
+	s    *streamLayer
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.s.mu.Lock()
+		delete(c.s.conns, c)
+		c.s.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+func (s *streamLayer) track(c net.Conn) (net.Conn, error) {
+	tc := &trackedConn{Conn: c, s: s}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		_ = c.Close()
+		return nil, net.ErrClosed
+	}
+	s.conns[tc] = struct{}{}
+	return tc, nil
+}
+
+// Accept returns the next inbound connection, tracked.
+func (s *streamLayer) Accept() (net.Conn, error) {
+	c, err := s.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return s.track(c)
+}
+
+// Close stops listening and closes every tracked connection.
+func (s *streamLayer) Close() error {
+	err := s.Listener.Close()
+	s.mu.Lock()
+	s.closed = true
+	conns := s.conns
+	s.conns = map[*trackedConn]struct{}{}
+	s.mu.Unlock()
+	for c := range conns {
+		_ = c.Conn.Close()
+	}
+	return err
 }
 
 var _ raft.StreamLayer = (*streamLayer)(nil)
@@ -26,7 +87,7 @@ func newStreamLayer(bind string, advertise net.Addr, source string) (*streamLaye
 	if err != nil {
 		return nil, err
 	}
-	s := &streamLayer{Listener: l, advertise: advertise}
+	s := &streamLayer{Listener: l, advertise: advertise, conns: map[*trackedConn]struct{}{}}
 	if source != "" {
 		ip := net.ParseIP(source)
 		if ip == nil {
@@ -44,7 +105,11 @@ func newStreamLayer(bind string, advertise net.Addr, source string) (*streamLaye
 func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	d := s.dialer
 	d.Timeout = timeout
-	return d.Dial("tcp", string(address))
+	c, err := d.Dial("tcp", string(address))
+	if err != nil {
+		return nil, err
+	}
+	return s.track(c)
 }
 
 // Addr is the advertised address: what peers dial.
