@@ -63,8 +63,10 @@ func (v *View) checkOp(op Op, l Limits) error {
 		if err != nil {
 			return err
 		}
-		if row := encodeRow(key, Meta{}, fields); len(row) > l.MaxRowBytes {
-			return fmt.Errorf("table %s: row of %d bytes, limit %d: %w", t.schema.Name, len(row), l.MaxRowBytes, ErrTooLarge)
+		// Sized, not encoded: the edge only needs the length, and encoding
+		// would allocate and copy the whole row once more per write.
+		if n := encodedRowSize(key, fields); n > l.MaxRowBytes {
+			return fmt.Errorf("table %s: row of about %d bytes, limit %d: %w", t.schema.Name, n, l.MaxRowBytes, ErrTooLarge)
 		}
 		return nil
 	case OpUpdate:

@@ -276,6 +276,34 @@ func encodeRow(key []byte, meta Meta, fields []Field) string {
 	return string(b)
 }
 
+// encodedRowSize bounds the length encodeRow would produce (revisions at
+// their widest), without building the row.
+func encodedRowSize(key []byte, fields []Field) int {
+	uvlen := func(x uint64) int {
+		n := 1
+		for x >= 0x80 {
+			x >>= 7
+			n++
+		}
+		return n
+	}
+	size := uvlen(uint64(len(key))) + len(key) + 3*binary.MaxVarintLen64
+	for _, f := range fields {
+		size += uvlen(uint64(len(f.Name))) + len(f.Name) + 1
+		switch f.Value.kind {
+		case KindBool:
+			size++
+		case KindInt, KindTimestamp:
+			size += binary.MaxVarintLen64
+		case KindDouble:
+			size += 8
+		case KindString, KindBytes:
+			size += uvlen(uint64(len(f.Value.s))) + len(f.Value.s)
+		}
+	}
+	return size
+}
+
 func uvarint(s string) (uint64, int) {
 	var x uint64
 	var shift uint

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -430,6 +431,37 @@ func TestUvarint(t *testing.T) {
 	for _, bad := range []string{"", "\x80", "\xff\xff\xff\xff\xff\xff\xff\xff\xff\x02", "\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"} {
 		if _, n := uvarint(bad); n > 0 {
 			t.Errorf("uvarint(%x) accepted", bad)
+		}
+	}
+}
+
+// encodedRowSize bounds the encoded length tightly: never below it, and
+// above it only by the unknown width of the revisions and int varints.
+func TestEncodedRowSizeBounds(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	for i := 0; i < 2000; i++ {
+		key := appendKey(nil, String(fmt.Sprint(rng.Int64())))
+		var fields []Field
+		for j := 0; j < rng.IntN(6); j++ {
+			var v Value
+			switch rng.IntN(5) {
+			case 0:
+				v = Int(rng.Int64() - rng.Int64())
+			case 1:
+				v = String(strings.Repeat("x", rng.IntN(300)))
+			case 2:
+				v = Double(rng.Float64())
+			case 3:
+				v = Bool(rng.IntN(2) == 0)
+			default:
+				v = Null()
+			}
+			fields = append(fields, Field{Name: fmt.Sprintf("f%02d", j), Value: v})
+		}
+		meta := Meta{CreateRevision: rng.Uint64(), ModRevision: rng.Uint64(), Version: rng.Uint64()}
+		got, bound := len(encodeRow(key, meta, fields)), encodedRowSize(key, fields)
+		if bound < got || bound > got+3*binary.MaxVarintLen64+len(fields)*binary.MaxVarintLen64 {
+			t.Fatalf("bound %d for a row of %d bytes", bound, got)
 		}
 	}
 }
