@@ -35,8 +35,10 @@ func newClient(t *testing.T, eps []string, opts ...grpc.DialOption) *client.Clie
 	return c
 }
 
+// ctxT bounds a test's calls. It is generous: the tests run beside the
+// fault suite and the end-to-end tests on two cores.
 func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	t.Cleanup(cancel)
 	return ctx
 }
