@@ -5,8 +5,7 @@ import (
 	"os"
 	"testing"
 
-	"go.uber.org/goleak"
-
+	"github.com/memdbd/memdbd/internal/leakcheck"
 	"github.com/memdbd/memdbd/internal/testcluster"
 )
 
@@ -28,7 +27,7 @@ func TestMain(m *testing.M) {
 	}()
 	tb.Close()
 	// Every goroutine of the clients, servers and nodes must be gone.
-	if err := goleak.Find(); err != nil && code == 0 {
+	if err := leakcheck.Find(); err != nil && code == 0 {
 		fmt.Fprintln(os.Stderr, "leaked goroutines:", err)
 		code = 1
 	}

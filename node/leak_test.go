@@ -3,8 +3,8 @@ package node
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/memdbd/memdbd/internal/leakcheck"
 )
 
 // Every goroutine a node starts must be gone once it is closed.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.Main(m) }

@@ -3,9 +3,9 @@ package server_test
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/memdbd/memdbd/internal/leakcheck"
 )
 
 // Every goroutine of the servers and nodes the tests start must be gone
 // once they are stopped.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.Main(m) }

@@ -3,8 +3,8 @@ package store
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/memdbd/memdbd/internal/leakcheck"
 )
 
 // No test of the store may leave a goroutine behind.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.Main(m) }

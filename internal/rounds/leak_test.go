@@ -3,7 +3,7 @@ package rounds
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/memdbd/memdbd/internal/leakcheck"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.Main(m) }
