@@ -142,14 +142,21 @@ func TestOverloadIsRefused(t *testing.T) {
 	cc := dial(t, cl.Members[0].Addr)
 	createKV(t, cc, "kv")
 	data := pb.NewDataServiceClient(cc)
-	// Hold the one slot with a read waiting for a revision far ahead.
+	// Hold the one slot with a read waiting for a revision far ahead. The
+	// probes below may take the slot first and get this read refused; it
+	// tries again until it is admitted.
 	held := make(chan error, 1)
 	go func() {
-		_, err := data.Get(ctxT(t, 2*time.Second), &pb.GetRequest{Table: "kv", Key: str("x"), Read: &pb.ReadOptions{Consistency: pb.Consistency_CONSISTENCY_STALE, MinRevision: 1 << 40}})
-		held <- err
+		for {
+			_, err := data.Get(ctxT(t, 3*time.Second), &pb.GetRequest{Table: "kv", Key: str("x"), Read: &pb.ReadOptions{Consistency: pb.Consistency_CONSISTENCY_STALE, MinRevision: 1 << 40}})
+			if status.Code(err) != codes.ResourceExhausted {
+				held <- err
+				return
+			}
+		}
 	}()
 	var err error
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(3 * time.Second)
 	for time.Now().Before(deadline) {
 		start := time.Now()
 		_, err = data.Get(ctxT(t, time.Second), &pb.GetRequest{Table: "kv", Key: str("x")})
@@ -177,7 +184,7 @@ func TestOverloadIsRefused(t *testing.T) {
 // Page tokens: consistent pages; a token of another scan, a malformed one
 // or one whose view expired are refused with a clear error.
 func TestPageTokens(t *testing.T) {
-	cl := testcluster.Start(t, 1, testcluster.Options{TuneServer: func(c *server.Config) { c.PageTTL = 200 * time.Millisecond }})
+	cl := testcluster.Start(t, 1, testcluster.Options{TuneServer: func(c *server.Config) { c.PageTTL = time.Second }})
 	cc := dial(t, cl.Members[0].Addr)
 	createKV(t, cc, "kv")
 	data := pb.NewDataServiceClient(cc)
@@ -202,7 +209,7 @@ func TestPageTokens(t *testing.T) {
 	if err != nil || len(second.Rows) != 4 || second.Header.Revision != first.Header.Revision {
 		t.Fatalf("second page: %v", err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(1500 * time.Millisecond)
 	_, err = data.Scan(ctxT(t, 5*time.Second), &pb.ScanRequest{Table: "kv", Limit: 4, PageToken: second.NextPageToken})
 	if status.Code(err) != codes.FailedPrecondition || reason(err) != pb.ReasonPageExpired {
 		t.Fatalf("expired token: %v", err)
