@@ -52,7 +52,9 @@ func TestFaultSuite(t *testing.T) {
 	}{
 		{"crashes", 11, "kill-leader,kill-follower,kill-all,pause-leader,membership-churn"},
 		{"partitions", 12, "partition-leader,partition-follower,bridge,one-way,flapping,all-isolated"},
-		{"snapshots", 13, "snapshot-catchup,delay,kill-follower"},
+		// Every fault here forces a snapshot install, so that installs (and
+		// kills during them) are certain to happen in every run.
+		{"snapshots", 13, "snapshot-catchup"},
 		{"mix", 14, ""},
 	}
 	wd, _ := os.Getwd()
