@@ -103,8 +103,8 @@ func fromStatus(err error) *Error {
 		case *errdetails.ErrorInfo:
 			if d.Domain == pb.ErrorDomain {
 				e.Reason = d.Reason
-				e.LeaderAddr = d.Metadata["leader_addr"]
-				e.OutcomeUnknown = d.Metadata["outcome"] == "unknown"
+				e.LeaderAddr = d.Metadata[pb.MetaLeaderAddr]
+				e.OutcomeUnknown = d.Metadata[pb.MetaOutcome] == "unknown"
 			}
 		case *errdetails.RetryInfo:
 			e.RetryAfter = d.RetryDelay.AsDuration()

@@ -278,22 +278,28 @@ func (n *Node) Registered() bool {
 // FeatureLevel is the highest command format every voter applies: the
 // lowest MaxCommandVersion among the voters, 0 while one has not
 // registered. A command format newer than this must not be proposed.
-func (n *Node) FeatureLevel() uint32 {
-	level := uint32(0)
+func (n *Node) FeatureLevel() uint32 { return n.Status().FeatureLevel }
+
+// voterAndLevel derives this node's suffrage and the feature level from a
+// configuration.
+func (n *Node) voterAndLevel(servers []raft.Server) (voter bool, level uint32) {
 	first := true
-	for _, s := range n.Status().Servers {
+	for _, s := range servers {
+		if string(s.ID) == n.cfg.ID {
+			voter = s.Suffrage == raft.Voter
+		}
 		if s.Suffrage != raft.Voter {
 			continue
 		}
 		m, ok := n.fsm.Member(string(s.ID))
-		if !ok {
-			return 0
-		}
-		if first || m.MaxCommandVersion < level {
+		switch {
+		case !ok:
+			level, first = 0, false
+		case first || m.MaxCommandVersion < level:
 			level, first = m.MaxCommandVersion, false
 		}
 	}
-	return level
+	return voter, level
 }
 
 func (n *Node) setReady(term uint64) {
@@ -533,6 +539,10 @@ type Status struct {
 	AppliedIndex uint64
 	LastContact  time.Duration
 	Servers      []raft.Server
+	// Voter: this node votes in the configuration it knows.
+	Voter bool
+	// FeatureLevel: see Node.FeatureLevel.
+	FeatureLevel uint32
 }
 
 // Status reports the node's Raft state.
@@ -543,6 +553,7 @@ func (n *Node) Status() Status {
 	if f := n.raft.GetConfiguration(); f.Error() == nil {
 		st.Servers = f.Configuration().Servers
 	}
+	st.Voter, st.FeatureLevel = n.voterAndLevel(st.Servers)
 	return st
 }
 
@@ -661,14 +672,7 @@ func timeoutOf(ctx context.Context) time.Duration {
 
 // Voter reports whether this node is a voter in the configuration it
 // knows.
-func (n *Node) Voter() bool {
-	for _, s := range n.Status().Servers {
-		if string(s.ID) == n.cfg.ID {
-			return s.Suffrage == raft.Voter
-		}
-	}
-	return false
-}
+func (n *Node) Voter() bool { return n.Status().Voter }
 
 // LastSnapshot returns the index and creation time of the newest snapshot
 // on disk.

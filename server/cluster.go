@@ -36,8 +36,8 @@ func (c *clusterService) Status(ctx context.Context, req *pb.StatusRequest) (*pb
 	if req.IncludeStateHash {
 		resp.Header, resp.StateHash = c.s.header(v), v.Hash()
 	}
-	resp.Voter = c.s.node.Voter()
-	resp.MaxCommandVersion, resp.FeatureLevel = fsm.MaxCommandVersion, c.s.node.FeatureLevel()
+	resp.Voter = st.Voter
+	resp.MaxCommandVersion, resp.FeatureLevel = fsm.MaxCommandVersion, st.FeatureLevel
 	if idx, at, ok := c.s.node.LastSnapshot(); ok {
 		resp.LastSnapshotIndex = idx
 		if !at.IsZero() {

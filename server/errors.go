@@ -15,16 +15,6 @@ import (
 	"github.com/memdbd/memdbd/node"
 )
 
-// Metadata keys of ErrorInfo details.
-const (
-	// MetaLeaderID and MetaLeaderAddr name the leader in NOT_LEADER errors.
-	MetaLeaderID   = "leader_id"
-	MetaLeaderAddr = "leader_addr"
-	// MetaOutcome is "unknown" when a write may or may not have been
-	// applied (retry it with the same session sequence).
-	MetaOutcome = "outcome"
-)
-
 // retryAfter is the pause suggested to clients refused for overload.
 const retryAfter = 50 * time.Millisecond
 
@@ -63,9 +53,9 @@ func toStatus(err error) error {
 	case errors.As(err, &ce):
 		return statusErr(ce.Reason, ce.Message, nil, 0)
 	case errors.Is(err, node.ErrOutcomeUnknown):
-		meta := map[string]string{MetaOutcome: "unknown"}
+		meta := map[string]string{pb.MetaOutcome: "unknown"}
 		if errors.As(err, &nl) {
-			meta[MetaLeaderID], meta[MetaLeaderAddr] = nl.LeaderID, nl.LeaderAddr
+			meta[pb.MetaLeaderID], meta[pb.MetaLeaderAddr] = nl.LeaderID, nl.LeaderAddr
 		}
 		if errors.Is(err, context.DeadlineExceeded) {
 			return statusCode(codes.DeadlineExceeded, pb.ReasonNotLeader, err.Error(), meta, 0)
@@ -75,7 +65,7 @@ func toStatus(err error) error {
 		if nl.LeaderID == "" {
 			return statusErr(pb.ReasonNoLeader, "no leader is known; an election may be under way, retry shortly", nil, retryAfter)
 		}
-		return statusErr(pb.ReasonNotLeader, err.Error(), map[string]string{MetaLeaderID: nl.LeaderID, MetaLeaderAddr: nl.LeaderAddr}, 0)
+		return statusErr(pb.ReasonNotLeader, err.Error(), map[string]string{pb.MetaLeaderID: nl.LeaderID, pb.MetaLeaderAddr: nl.LeaderAddr}, 0)
 	case errors.Is(err, node.ErrNoLeader):
 		return statusErr(pb.ReasonNoLeader, "no leader is known; an election may be under way, retry shortly", nil, retryAfter)
 	case errors.Is(err, node.ErrNotReady):

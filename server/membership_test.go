@@ -26,7 +26,7 @@ func TestMembershipChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A member learns who leads from the leader's first message to it.
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(15 * time.Second)
 	for id, addr := replica.Node.Leader(); (id == "" || addr == "") && time.Now().Before(deadline); id, addr = replica.Node.Leader() {
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -60,7 +60,7 @@ func TestMembershipChanges(t *testing.T) {
 	}
 
 	// Promote once it has caught up (and registered its address).
-	deadline = time.Now().Add(5 * time.Second)
+	deadline = time.Now().Add(15 * time.Second)
 	for !replica.Node.Registered() && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}

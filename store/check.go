@@ -83,14 +83,8 @@ func (v *View) checkOp(op Op, l Limits) error {
 			return err
 		}
 		for _, f := range merged {
-			if err := validateName(f.Name); err != nil {
-				return fmt.Errorf("table %s: field name: %w", t.schema.Name, err)
-			}
-			if err := validateValue(f.Value); err != nil {
-				return fmt.Errorf("table %s: field %s: %w", t.schema.Name, f.Name, err)
-			}
-			if decl, ok := t.schema.Field(f.Name); ok && f.Value.kind != KindNull && f.Value.kind != decl.Type.Kind() {
-				return fmt.Errorf("%w: table %s: field %s is %s, got %s", ErrTypeMismatch, t.schema.Name, f.Name, decl.Type, f.Value.kind)
+			if err := t.checkField(f); err != nil {
+				return err
 			}
 			if decl, ok := t.schema.Field(f.Name); ok && decl.Required && f.Value.kind == KindNull {
 				return fmt.Errorf("%w: table %s: required field %s cannot be null", ErrInvalidArgument, t.schema.Name, f.Name)

@@ -378,6 +378,23 @@ func (t *table) mergeUpdate(op Op, fields []Field) ([]Field, error) {
 	return out, nil
 }
 
+// checkField validates one field on its own: its name, its value, and its
+// kind against the declared type (null is allowed here; whether a field
+// may be null or absent is a question about the whole row).
+func (t *table) checkField(f Field) error {
+	sc := t.schema
+	if err := validateName(f.Name); err != nil {
+		return fmt.Errorf("table %s: field name: %w", sc.Name, err)
+	}
+	if err := validateValue(f.Value); err != nil {
+		return fmt.Errorf("table %s: field %s: %w", sc.Name, f.Name, err)
+	}
+	if decl, ok := sc.Field(f.Name); ok && f.Value.kind != KindNull && f.Value.kind != decl.Type.Kind() {
+		return fmt.Errorf("%w: table %s: field %s is %s, got %s", ErrTypeMismatch, sc.Name, f.Name, decl.Type, f.Value.kind)
+	}
+	return nil
+}
+
 // checkRow validates a whole row against the schema and limits. It returns
 // the primary key and the other fields sorted by name.
 func (t *table) checkRow(in []Field, l Limits) (Value, []Field, error) {
@@ -389,14 +406,8 @@ func (t *table) checkRow(in []Field, l Limits) (Value, []Field, error) {
 	var pk Value
 	havePK := false
 	for _, f := range in {
-		if err := validateName(f.Name); err != nil {
-			return Value{}, nil, fmt.Errorf("table %s: field name: %w", sc.Name, err)
-		}
-		if err := validateValue(f.Value); err != nil {
-			return Value{}, nil, fmt.Errorf("table %s: field %s: %w", sc.Name, f.Name, err)
-		}
-		if decl, ok := sc.Field(f.Name); ok && f.Value.kind != KindNull && f.Value.kind != decl.Type.Kind() {
-			return Value{}, nil, fmt.Errorf("%w: table %s: field %s is %s, got %s", ErrTypeMismatch, sc.Name, f.Name, decl.Type, f.Value.kind)
+		if err := t.checkField(f); err != nil {
+			return Value{}, nil, err
 		}
 		if f.Name == sc.PrimaryKey {
 			if havePK {

@@ -182,7 +182,7 @@ func (c *Cluster) StopMember(i int) {
 // Leader returns the index of the member that leads and is ready.
 func (c *Cluster) Leader() int {
 	c.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		for i, m := range c.Members {
 			if m.Node == nil || !m.Node.IsLeader() {
@@ -197,7 +197,7 @@ func (c *Cluster) Leader() int {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	c.t.Fatal("no ready leader within 10s")
+	c.t.Fatal("no ready leader within 30s")
 	return -1
 }
 
@@ -206,7 +206,7 @@ func (c *Cluster) Leader() int {
 func (c *Cluster) WaitReady() {
 	c.t.Helper()
 	c.Leader()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		all := true
 		for _, m := range c.Members {
@@ -219,7 +219,7 @@ func (c *Cluster) WaitReady() {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	c.t.Fatal("members not registered within 10s")
+	c.t.Fatal("members not registered within 30s")
 }
 
 // AddNode starts one more node with no data and no initial cluster: it

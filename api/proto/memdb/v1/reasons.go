@@ -11,6 +11,16 @@ import "google.golang.org/grpc/codes"
 // ErrorDomain is the ErrorInfo domain of memdbd errors.
 const ErrorDomain = "memdb.v1"
 
+// ErrorInfo metadata keys.
+const (
+	// MetaLeaderID and MetaLeaderAddr name the leader in NOT_LEADER errors.
+	MetaLeaderID   = "leader_id"
+	MetaLeaderAddr = "leader_addr"
+	// MetaOutcome is "unknown" when a write may or may not have been
+	// applied (retrying it with the same session sequence is safe).
+	MetaOutcome = "outcome"
+)
+
 // Error reasons.
 const (
 	ReasonInvalidArgument = "INVALID_ARGUMENT" // malformed request
