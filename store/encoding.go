@@ -213,9 +213,14 @@ func prefixEnd(p []byte) []byte {
 // A row is one string:
 //
 //	uvarint len(key) | key | uvarint create_revision | uvarint mod_revision |
-//	uvarint version | field*
+//	uvarint version | [expiry] | field*
+//	expiry = 0x00 | kind byte timestamp | zig-zag varint Unix nanos
 //	field = uvarint len(name) | name | kind byte | payload
 //
+// The expiry is present only for rows with a time to live. It is written
+// as a field with an empty name, which no user field can have, so rows
+// written before expiries existed decode unchanged and a row without one
+// costs nothing.
 // where key is the encoded primary key (so the B-tree orders rows by the
 // leading bytes alone) and the fields, the primary key excluded, are sorted
 // by name so that equal rows have equal bytes (state hashes rely on it).
@@ -254,6 +259,10 @@ func encodeRow(key []byte, meta Meta, fields []Field) string {
 	b = binary.AppendUvarint(b, meta.CreateRevision)
 	b = binary.AppendUvarint(b, meta.ModRevision)
 	b = binary.AppendUvarint(b, meta.Version)
+	if meta.ExpiresAt != 0 {
+		b = append(b, 0, byte(KindTimestamp))
+		b = binary.AppendVarint(b, meta.ExpiresAt)
+	}
 	for _, f := range fields {
 		b = binary.AppendUvarint(b, uint64(len(f.Name)))
 		b = append(b, f.Name...)
@@ -287,7 +296,7 @@ func encodedRowSize(key []byte, fields []Field) int {
 		}
 		return n
 	}
-	size := uvlen(uint64(len(key))) + len(key) + 3*binary.MaxVarintLen64
+	size := uvlen(uint64(len(key))) + len(key) + 3*binary.MaxVarintLen64 + 2 + binary.MaxVarintLen64
 	for _, f := range fields {
 		size += uvlen(uint64(len(f.Name))) + len(f.Name) + 1
 		switch f.Value.kind {
@@ -353,8 +362,34 @@ func readRow(row string) (rowReader, error) {
 		*p = v
 		row = row[w:]
 	}
+	if len(row) > 0 && row[0] == 0 {
+		// The expiry pseudo-field. A zero expiry is never written, so
+		// reading one means the row is not in canonical form.
+		if len(row) < 2 || Kind(row[1]) != KindTimestamp {
+			return r, errCorrupt
+		}
+		x, w := varint(row[2:])
+		if w <= 0 || x == 0 {
+			return r, errCorrupt
+		}
+		r.meta.ExpiresAt = x
+		row = row[2+w:]
+	}
 	r.rest = row
 	return r, nil
+}
+
+// rowExpiry returns the expiry of an encoded row (0 for none or for a
+// malformed row), reading only its header.
+func rowExpiry(row string) int64 {
+	if row == "" {
+		return 0
+	}
+	r, err := readRow(row)
+	if err != nil {
+		return 0
+	}
+	return r.meta.ExpiresAt
 }
 
 // next returns the next field; ok is false at the end.

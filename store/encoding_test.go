@@ -356,8 +356,8 @@ func TestRowRoundTrip(t *testing.T) {
 		}
 	}
 	// Equal rows have equal bytes.
-	a := encodeRow(appendKey(nil, Int(1)), Meta{1, 2, 3}, flds("a", Double(math.Copysign(0, -1)), "b", String("x")))
-	b := encodeRow(appendKey(nil, Int(1)), Meta{1, 2, 3}, flds("a", Double(0), "b", String("x")))
+	a := encodeRow(appendKey(nil, Int(1)), Meta{CreateRevision: 1, ModRevision: 2, Version: 3}, flds("a", Double(math.Copysign(0, -1)), "b", String("x")))
+	b := encodeRow(appendKey(nil, Int(1)), Meta{CreateRevision: 1, ModRevision: 2, Version: 3}, flds("a", Double(0), "b", String("x")))
 	if a != b {
 		t.Fatal("equal rows encode differently")
 	}
@@ -365,7 +365,7 @@ func TestRowRoundTrip(t *testing.T) {
 
 func TestValidateRowErrors(t *testing.T) {
 	key := string(appendKey(nil, Int(7)))
-	good := encodeRow([]byte(key), Meta{1, 1, 1}, flds("a", Int(1), "b", String("x")))
+	good := encodeRow([]byte(key), Meta{CreateRevision: 1, ModRevision: 1, Version: 1}, flds("a", Int(1), "b", String("x")))
 	if err := validateRow(good); err != nil {
 		t.Fatal(err)
 	}

@@ -134,7 +134,7 @@ func FuzzLoaderAddRow(f *testing.F) {
 		var rows []string
 		for j := 0; j < 2; j++ {
 			fields := flds("n", Int(int64(r.IntN(5)-2)), "s", String(sPool[r.IntN(len(sPool))]), "d", Double(interestingDbls[r.IntN(len(interestingDbls))]), "z", randValue(r))
-			rows = append(rows, encodeRow(appendKey(nil, String("k"+itoa(i)+itoa(j))), Meta{1, 2, 3}, fields))
+			rows = append(rows, encodeRow(appendKey(nil, String("k"+itoa(i)+itoa(j))), Meta{CreateRevision: 1, ModRevision: 2, Version: 3}, fields))
 		}
 		f.Add(rows[0], rows[1])
 	}

@@ -78,6 +78,9 @@ func (l *Loader) AddRow(raw string) error {
 	writeLenString(l.hash, raw)
 	l.cur.rows.Load(raw)
 	l.cur.bytes += int64(len(raw))
+	if e := rowExpiry(raw); e != 0 {
+		l.cur.setExpiry(k, 0, e)
+	}
 	return nil
 }
 

@@ -216,7 +216,7 @@ func TestLoaderErrors(t *testing.T) {
 	row := func(key Value, fields ...any) string {
 		sorted := flds(fields...)
 		slices.SortFunc(sorted, func(a, b Field) int { return cmpStrings(a.Name, b.Name) })
-		return encodeRow(appendKey(nil, key), Meta{1, 1, 1}, sorted)
+		return encodeRow(appendKey(nil, key), Meta{CreateRevision: 1, ModRevision: 1, Version: 1}, sorted)
 	}
 	cases := []struct {
 		name string

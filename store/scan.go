@@ -231,6 +231,9 @@ func (v *View) Scan(tableName string, o ScanOptions) (ScanResult, error) {
 				return false
 			}
 		}
+		if expiredAt(rowExpiry(raw), v.now) {
+			return true
+		}
 		var row Row
 		if o.KeysOnly {
 			row, err = keysOnlyRow(raw, s.t.schema.PrimaryKey)
@@ -259,14 +262,28 @@ func (v *View) Count(tableName string, o ScanOptions) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if len(o.Prefix) == 0 && len(o.Start) == 0 && len(o.End) == 0 && o.After == nil {
+	expiring := s.t.hasExpiredAt(v.now)
+	if !expiring && len(o.Prefix) == 0 && len(o.Start) == 0 && len(o.End) == 0 && o.After == nil {
 		if s.ix == nil {
 			return s.t.rows.Len(), nil
 		}
 		return s.ix.tree.Len(), nil
 	}
 	n := 0
-	s.each(false, func(string, string) bool { n++; return true })
+	s.each(false, func(key, raw string) bool {
+		// Expired rows not yet deleted by the log are not counted; only
+		// tables that hold some pay for looking at each row.
+		if expiring {
+			if s.ix != nil {
+				raw, _ = s.t.getRaw([]byte(key[entryValuesLen(key, len(s.ix.def.Fields)):]))
+			}
+			if expiredAt(rowExpiry(raw), v.now) {
+				return true
+			}
+		}
+		n++
+		return true
+	})
 	return n, nil
 }
 

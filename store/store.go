@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"fmt"
 	"maps"
 	"sort"
@@ -84,6 +85,17 @@ type Batch struct {
 	log      []mutation      // mutations of the current command (undo log)
 	changes  []Change
 	done     bool
+	now      int64 // log time of the current command, Unix nanos; 0 none
+}
+
+// SetTime sets the log time, in Unix nanoseconds, for the commands that
+// follow. Rows whose expiry is at or before it are treated as absent (and
+// deleted, as an expiry, when a command touches them); time to live
+// counts from it. It must never go backwards.
+func (b *Batch) SetTime(now int64) {
+	if now > b.now {
+		b.now = now
+	}
 }
 
 // Change is one row change, in commit order.
@@ -96,6 +108,8 @@ type Change struct {
 	Row string
 	// Prev is the encoded row before the change; "" when it was created.
 	Prev string
+	// Expired marks a delete made because the row's time to live ran out.
+	Expired bool
 }
 
 // mutation records one row change of the running command, so that a
@@ -105,6 +119,7 @@ type mutation struct {
 	name     string
 	key      string
 	old, new string
+	expired  bool
 }
 
 // begin checks the revision of a command and makes it the store's.
@@ -132,7 +147,7 @@ func (b *Batch) finish(err error) {
 		for _, m := range b.log {
 			b.dirty[m.name] = true
 			if b.s.opts.TrackChanges {
-				b.changes = append(b.changes, Change{Revision: b.s.rev, Table: m.name, Key: m.key, Row: m.new, Prev: m.old})
+				b.changes = append(b.changes, Change{Revision: b.s.rev, Table: m.name, Key: m.key, Row: m.new, Prev: m.old, Expired: m.expired})
 			}
 		}
 	}
@@ -288,7 +303,20 @@ func (b *Batch) DropIndex(rev uint64, tableName, name string) error {
 type View struct {
 	rev    uint64
 	tables map[string]*table // frozen tables; never mutated
+	now    int64             // reads hide rows expired at now; 0: none
 }
+
+// At returns the same state as seen at time now (Unix nanoseconds): rows
+// whose expiry is at or before now are hidden from Get, Scan and Count,
+// although the log has not deleted them yet. It is cheap (one small copy).
+func (v *View) At(now int64) *View {
+	c := *v
+	c.now = now
+	return &c
+}
+
+// Now returns the time the view hides expired rows at; 0 for none.
+func (v *View) Now() int64 { return v.now }
 
 // Revision returns the revision of the last command the view reflects.
 func (v *View) Revision() uint64 { return v.rev }
@@ -343,11 +371,53 @@ func (v *View) Get(tableName string, key Value) (Row, bool, error) {
 		return Row{}, false, err
 	}
 	raw, ok := t.rows.Get(keyProbe(enc))
-	if !ok {
+	if !ok || expiredAt(rowExpiry(raw), v.now) {
 		return Row{}, false, nil
 	}
 	row, err := decodeRow(raw, t.schema.PrimaryKey)
 	return row, err == nil, err
+}
+
+// Expired lists, table by table, the encoded keys of up to limit rows
+// whose expiry is at or before now, earliest first. The leader turns them
+// into Expire commands.
+func (v *View) Expired(now int64, limit int) map[string][]string {
+	out := map[string][]string{}
+	n := 0
+	for _, name := range v.tableNames() {
+		t := v.tables[name]
+		if !t.hasExpiredAt(now) {
+			continue
+		}
+		t.expiry.Scan(func(e string) bool {
+			if n >= limit || int64(binary.BigEndian.Uint64([]byte(e[:8]))) > now {
+				return false
+			}
+			out[name] = append(out[name], e[8:])
+			n++
+			return true
+		})
+		if n >= limit {
+			break
+		}
+	}
+	return out
+}
+
+// NextExpiry returns the earliest expiry of any row, 0 when none expires.
+func (v *View) NextExpiry() int64 {
+	var next int64
+	for _, t := range v.tables {
+		if t.expiry == nil {
+			continue
+		}
+		if e, ok := t.expiry.Min(); ok {
+			if x := int64(binary.BigEndian.Uint64([]byte(e[:8]))); next == 0 || x < next {
+				next = x
+			}
+		}
+	}
+	return next
 }
 
 // clonedTables returns a shallow copy of the table map, for tests.

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"sort"
@@ -19,6 +20,41 @@ type table struct {
 	rows      *btree.BTreeG[string] // encoded rows ordered by encoded key
 	indexes   []*index              // in schema.Indexes order
 	bytes     int64                 // sum of encoded row sizes
+	// expiry orders the rows that have an expiry by it: entries are the
+	// expiry (8 bytes big-endian) followed by the encoded key. nil until
+	// the table's first expiring row, so tables without TTLs pay nothing.
+	expiry *btree.BTreeG[string]
+}
+
+func expiryEntry(expiresAt int64, key string) string {
+	b := make([]byte, 8, 8+len(key))
+	binary.BigEndian.PutUint64(b, uint64(expiresAt))
+	return string(append(b, key...))
+}
+
+// setExpiry moves a row's expiry entry from old to new (0: none).
+func (t *table) setExpiry(key string, old, new int64) {
+	if old == new {
+		return
+	}
+	if old != 0 && t.expiry != nil {
+		t.expiry.Delete(expiryEntry(old, key))
+	}
+	if new != 0 {
+		if t.expiry == nil {
+			t.expiry = newIndexTree()
+		}
+		t.expiry.Set(expiryEntry(new, key))
+	}
+}
+
+// hasExpiredAt reports whether any row of the table is expired at now.
+func (t *table) hasExpiredAt(now int64) bool {
+	if t.expiry == nil || now == 0 {
+		return false
+	}
+	first, ok := t.expiry.Min()
+	return ok && int64(binary.BigEndian.Uint64([]byte(first[:8]))) <= now
 }
 
 // index is a secondary index. Its entries are the encoded indexed values
@@ -46,6 +82,9 @@ func newIndex(sc *TableSchema, def IndexSchema) *index {
 // freeze returns a copy for readers: O(1) shadow copies of every tree.
 func (t *table) freeze() *table {
 	f := &table{schema: t.schema, pkType: t.pkType, createRev: t.createRev, rows: t.rows.Copy(), bytes: t.bytes}
+	if t.expiry != nil {
+		f.expiry = t.expiry.Copy()
+	}
 	f.indexes = make([]*index, len(t.indexes))
 	for i, ix := range t.indexes {
 		f.indexes[i] = &index{def: ix.def, pos: ix.pos, tree: ix.tree.Copy()}
@@ -137,31 +176,33 @@ func (t *table) rowEntries(row string) ([]string, []int, error) {
 }
 
 // uniqueConflict reports whether a unique index holds an entry with the
-// same values as entry for another primary key.
-func (ix *index) uniqueConflict(entry string, n int, key string) bool {
+// same values as entry for another primary key, and returns that key.
+func (ix *index) uniqueConflict(entry string, n int, key string) (string, bool) {
 	prefix := entry[:n]
 	// Not every entry that starts with prefix has these values: "a" is a
 	// byte prefix of "a\x00". The entries with these values are those in
 	// [prefix, tupleEnd(prefix)).
 	end := string(tupleEnd([]byte(prefix)))
-	conflict := false
+	conflict, other := false, ""
 	ix.tree.Ascend(prefix, func(item string) bool {
 		if item >= end {
 			return false
 		}
 		if item[n:] != key {
-			conflict = true
+			conflict, other = true, item[n:]
 			return false
 		}
 		return true
 	})
-	return conflict
+	return other, conflict
 }
 
 // putRow replaces old (or nothing) with row, keeping indexes in step. It
 // checks unique indexes before changing anything, so it either fully
-// happens or returns ErrUniqueViolation with nothing changed.
-func (t *table) putRow(key, old, row string) error {
+// happens or returns ErrUniqueViolation with nothing changed. When a unique
+// index holds the values for another row, evict (if not nil) may remove
+// that row, if it has expired, and report true; the check then repeats.
+func (t *table) putRow(key, old, row string, evict func(other string) bool) error {
 	oldE, _, err := t.rowEntries(old)
 	if err != nil {
 		return fmt.Errorf("table %s: stored row: %w", t.schema.Name, err)
@@ -174,13 +215,18 @@ func (t *table) putRow(key, old, row string) error {
 		if !ix.def.Unique || newE[i] == "" || (oldE != nil && oldE[i] == newE[i]) {
 			continue
 		}
-		if ix.uniqueConflict(newE[i], newN[i], key) {
+		other, conflict := ix.uniqueConflict(newE[i], newN[i], key)
+		if conflict && evict != nil && evict(other) {
+			_, conflict = ix.uniqueConflict(newE[i], newN[i], key)
+		}
+		if conflict {
 			vals, _ := decodeTuple(newE[i][:newN[i]])
 			return fmt.Errorf("%w: table %s: index %s already has %s", ErrUniqueViolation, t.schema.Name, ix.def.Name, formatTuple(vals))
 		}
 	}
 	t.rows.Set(row)
 	t.bytes += int64(len(row) - len(old))
+	t.setExpiry(key, rowExpiry(old), rowExpiry(row))
 	for i, ix := range t.indexes {
 		var o, n string
 		if oldE != nil {
@@ -210,6 +256,7 @@ func (t *table) deleteRow(key, old string) error {
 	}
 	t.rows.Delete(old)
 	t.bytes -= int64(len(old))
+	t.setExpiry(key, rowExpiry(old), 0)
 	for i, ix := range t.indexes {
 		if oldE[i] != "" {
 			ix.tree.Delete(oldE[i])
@@ -225,7 +272,7 @@ func (t *table) restoreRow(key, cur, old string) {
 	case old == "":
 		_ = t.deleteRow(key, cur)
 	default:
-		_ = t.putRow(key, cur, old)
+		_ = t.putRow(key, cur, old, nil)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -17,6 +18,7 @@ const (
 	OpUpdate                   // change some fields of an existing row
 	OpDelete                   // delete a row if it exists
 	OpGet                      // read a row inside the transaction
+	OpTouch                    // set or clear the expiry of an existing row
 )
 
 // Op is one operation of a transaction.
@@ -31,8 +33,15 @@ type Op struct {
 	// Unset: fields an update removes.
 	Unset []string
 	// ExpectedVersion, when non-zero, requires the row to exist with this
-	// version (compare-and-set) for upsert, update and delete.
+	// version (compare-and-set) for upsert, update, delete and touch.
 	ExpectedVersion uint64
+	// TTL, when positive, makes the row expire this long after the log time
+	// of the command (Batch.SetTime). Insert and upsert write a row without
+	// expiry when it is zero; update keeps the row's expiry unless TTL or
+	// ClearTTL is set; touch sets it, or clears it when TTL is zero.
+	TTL time.Duration
+	// ClearTTL: update removes the row's expiry.
+	ClearTTL bool
 }
 
 // CondTest is what a condition tests.
@@ -168,7 +177,7 @@ func (b *Batch) evalCondition(c Condition) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	raw, found := t.getRaw(key)
+	raw, found := b.live(t, key)
 	var meta Meta
 	var fields []Field
 	if found {
@@ -243,7 +252,7 @@ func (b *Batch) applyOp(rev uint64, op Op) (OpResult, error) {
 		if err != nil {
 			return res, err
 		}
-		old, found := t.getRaw(key)
+		old, found := b.live(t, key)
 		var meta Meta
 		if found {
 			if op.Kind == OpInsert {
@@ -256,14 +265,17 @@ func (b *Batch) applyOp(rev uint64, op Op) (OpResult, error) {
 		if op.ExpectedVersion != 0 && op.ExpectedVersion != meta.Version {
 			return res, fmt.Errorf("%w: table %s: key %s has version %d, expected %d", ErrVersionMismatch, op.Table, pk, meta.Version, op.ExpectedVersion)
 		}
+		if meta.ExpiresAt, err = b.expiry(op.TTL); err != nil {
+			return res, err
+		}
 		res.Meta, err = b.write(t, rev, key, old, meta, fields)
 		return res, err
-	case OpUpdate:
+	case OpUpdate, OpTouch:
 		key, err := t.encodeKey(op.Key, l.MaxKeyBytes)
 		if err != nil {
 			return res, err
 		}
-		old, found := t.getRaw(key)
+		old, found := b.live(t, key)
 		if !found {
 			return res, fmt.Errorf("%w: table %s: key %s", ErrRowNotFound, op.Table, op.Key)
 		}
@@ -273,6 +285,24 @@ func (b *Batch) applyOp(rev uint64, op Op) (OpResult, error) {
 		}
 		if op.ExpectedVersion != 0 && op.ExpectedVersion != meta.Version {
 			return res, fmt.Errorf("%w: table %s: key %s has version %d, expected %d", ErrVersionMismatch, op.Table, op.Key, meta.Version, op.ExpectedVersion)
+		}
+		if op.Kind == OpTouch {
+			// The fields stay as they are; only the expiry and the history
+			// change. A touch is a write: it gets a revision, so a watcher
+			// building a view sees the new expiry.
+			if meta.ExpiresAt, err = b.expiry(op.TTL); err != nil {
+				return res, err
+			}
+			res.Meta, err = b.write(t, rev, key, old, meta, fields)
+			return res, err
+		}
+		if op.TTL > 0 || op.ClearTTL {
+			if op.TTL > 0 && op.ClearTTL {
+				return res, fmt.Errorf("%w: table %s: an update cannot both set and clear the time to live", ErrInvalidArgument, op.Table)
+			}
+			if meta.ExpiresAt, err = b.expiry(op.TTL); err != nil {
+				return res, err
+			}
 		}
 		merged, err := t.mergeUpdate(op, fields)
 		if err != nil {
@@ -289,7 +319,7 @@ func (b *Batch) applyOp(rev uint64, op Op) (OpResult, error) {
 		if err != nil {
 			return res, err
 		}
-		old, found := t.getRaw(key)
+		old, found := b.live(t, key)
 		if op.ExpectedVersion != 0 {
 			var meta Meta
 			if found {
@@ -315,7 +345,7 @@ func (b *Batch) applyOp(rev uint64, op Op) (OpResult, error) {
 		if err != nil {
 			return res, err
 		}
-		raw, found := t.getRaw(key)
+		raw, found := b.live(t, key)
 		if !found {
 			return res, nil
 		}
@@ -329,7 +359,7 @@ func (b *Batch) applyOp(rev uint64, op Op) (OpResult, error) {
 // write stores a new version of a row (old is "" when it is created).
 func (b *Batch) write(t *table, rev uint64, key []byte, old string, meta Meta, fields []Field) (Meta, error) {
 	if old == "" {
-		meta = Meta{CreateRevision: rev}
+		meta = Meta{CreateRevision: rev, ExpiresAt: meta.ExpiresAt}
 	}
 	meta.ModRevision = rev
 	meta.Version++
@@ -337,11 +367,78 @@ func (b *Batch) write(t *table, rev uint64, key []byte, old string, meta Meta, f
 	if l := b.s.opts.Limits.MaxRowBytes; len(row) > l {
 		return Meta{}, fmt.Errorf("table %s: row of %d bytes, limit %d: %w", t.schema.Name, len(row), l, ErrTooLarge)
 	}
-	if err := t.putRow(string(key), old, row); err != nil {
+	if err := t.putRow(string(key), old, row, func(other string) bool {
+		_, found := b.live(t, []byte(other))
+		return !found
+	}); err != nil {
 		return Meta{}, err
 	}
 	b.log = append(b.log, mutation{t: t, name: t.schema.Name, key: string(key), old: old, new: row})
 	return meta, nil
+}
+
+// live returns the row with that key as the current command sees it: a
+// row expired at the batch's time is deleted, as an expiry, and reported
+// absent. Deleting it here rather than only hiding it keeps every later
+// check (unique indexes, create revisions) simple, and it is deterministic:
+// every replica applies the same command at the same log time. If the
+// command fails, the undo log puts the row back.
+func (b *Batch) live(t *table, key []byte) (string, bool) {
+	raw, found := t.getRaw(key)
+	if !found || !expiredAt(rowExpiry(raw), b.now) {
+		return raw, found
+	}
+	k := string(key)
+	if err := t.deleteRow(k, raw); err != nil {
+		return raw, true
+	}
+	b.log = append(b.log, mutation{t: t, name: t.schema.Name, key: k, old: raw, expired: true})
+	return "", false
+}
+
+// expiry returns the expiry for a time to live counted from the batch's
+// time; 0 for none.
+func (b *Batch) expiry(ttl time.Duration) (int64, error) {
+	switch {
+	case ttl < 0:
+		return 0, fmt.Errorf("%w: negative time to live %v", ErrInvalidArgument, ttl)
+	case ttl == 0:
+		return 0, nil
+	case b.now <= 0:
+		return 0, fmt.Errorf("%w: a time to live needs the log time, which this command lacks", ErrInvalidArgument)
+	case ttl > MaxTTL:
+		return 0, fmt.Errorf("%w: time to live %v is above the limit of %v", ErrInvalidArgument, ttl, MaxTTL)
+	}
+	return b.now + int64(ttl), nil
+}
+
+// MaxTTL bounds a time to live: ten years keeps every expiry far from
+// overflowing int64 nanoseconds.
+const MaxTTL = 10 * 365 * 24 * time.Hour
+
+// Expire deletes, at revision rev, the rows of a table with these encoded
+// keys that are expired at the batch's time; a row that was refreshed
+// since, or is gone, is left alone. It returns how many rows it deleted.
+// The leader proposes it for rows it found expired (View.Expired): expiry
+// is decided by the log, never by a replica's own clock.
+func (b *Batch) Expire(rev uint64, tableName string, keys []string) (n int, err error) {
+	if err := b.begin(rev); err != nil {
+		return 0, err
+	}
+	defer func() { b.finish(err) }()
+	t, ok := b.s.tables[tableName]
+	if !ok {
+		return 0, nil // dropped since: nothing to expire
+	}
+	for _, k := range keys {
+		if _, found := t.getRaw([]byte(k)); !found {
+			continue
+		}
+		if _, live := b.live(t, []byte(k)); !live {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // mergeUpdate applies an update's set and unset to a row's fields.

@@ -179,6 +179,16 @@ type Meta struct {
 	// Version counts the writes to the row since it was created (1 after
 	// insert).
 	Version uint64
+	// ExpiresAt is the log time, in Unix nanoseconds, at which the row
+	// expires; 0 when it never does. An expired row is invisible to reads
+	// at or after that time and is deleted by the log (Batch.Expire).
+	ExpiresAt int64
+}
+
+// expiredAt reports whether a row with this expiry is expired at now (0
+// means no clock: nothing is expired).
+func expiredAt(expiresAt, now int64) bool {
+	return expiresAt != 0 && now != 0 && expiresAt <= now
 }
 
 // Row is a decoded row: its fields sorted by name (the primary key among
