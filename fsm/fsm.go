@@ -21,10 +21,27 @@ import (
 
 // Command format versions. A binary writes CommandVersion and applies
 // entries up to MaxCommandVersion; anything newer halts it.
+//
+// Version 2 added row expiry: the Expire command, and ttl_ms, clear_ttl and
+// touch in transactions. An envelope carries the version its command needs
+// (RequiredVersion), so a version-1 replica halts on it rather than
+// applying it without the expiry and diverging.
 const (
 	CommandVersion    = 1
-	MaxCommandVersion = 1
+	MaxCommandVersion = 2
 )
+
+// ChangeSink receives the row changes of every applied batch, in log
+// order, on the state machine's goroutine. It must not block: it runs on
+// the apply path.
+type ChangeSink interface {
+	// Publish hands over the changes of a batch whose last entry is rev
+	// (there may be none). logTime is the batch's log time.
+	Publish(rev uint64, changes []store.Change)
+	// Reset reports that a snapshot replaced the whole state at rev: the
+	// changes before it are not known.
+	Reset(rev uint64)
+}
 
 // Config configures the state machine. Every field that shapes replicated
 // state (the session settings) must be equal on every replica.
@@ -39,8 +56,8 @@ type Config struct {
 	// MaxResultsPerSession bounds the unacknowledged results kept for one
 	// client; a write beyond it fails with ReasonSessionLimit.
 	MaxResultsPerSession int
-	// TrackChanges records row changes for change feeds.
-	TrackChanges bool
+	// Changes, when set, receives every batch of row changes (watches).
+	Changes ChangeSink
 	// Logger receives the state machine's logs; slog.Default() when nil.
 	Logger *slog.Logger
 }
@@ -75,6 +92,12 @@ type FSM struct {
 	nextExpiry int64 // log time of the next session expiry sweep
 
 	applied atomic.Uint64 // index of the last entry applied
+	// clockLag is how far this node's clock was ahead of the leader's
+	// clock in the last applied command (replication delay included), in
+	// nanoseconds: a gauge for clock skew, which is the precision of
+	// expiry across leader changes.
+	clockLag atomic.Int64
+	logTimeA atomic.Int64 // logTime, for readers outside the FSM goroutine
 	halted  atomic.Pointer[error]
 	members atomic.Pointer[membersState]
 
@@ -90,7 +113,7 @@ func New(cfg Config) (*FSM, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	st, err := store.New(store.Options{TrackChanges: cfg.TrackChanges})
+	st, err := store.New(store.Options{TrackChanges: cfg.Changes != nil})
 	if err != nil {
 		return nil, err
 	}
@@ -163,10 +186,23 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		last = l.Index
 	}
 	b.Commit()
+	f.logTimeA.Store(f.logTime)
 	f.applied.Store(last)
+	if f.cfg.Changes != nil {
+		f.cfg.Changes.Publish(last, b.Changes())
+	}
 	f.notify()
 	return out
 }
+
+// LogTime returns the log time (Unix nanoseconds) of the last applied
+// command: the largest leader clock the log carried.
+func (f *FSM) LogTime() int64 { return f.logTimeA.Load() }
+
+// ClockLag returns how far this node's clock ran ahead of the proposing
+// leader's in the last applied command (negative: behind), replication
+// delay included.
+func (f *FSM) ClockLag() time.Duration { return time.Duration(f.clockLag.Load()) }
 
 func haltedResult(index uint64, err error) *cmdpb.Result {
 	return &cmdpb.Result{Revision: index, ErrorReason: pb.ReasonHalted, ErrorMessage: err.Error()}
@@ -205,6 +241,8 @@ func (f *FSM) applyCommand(b *store.Batch, l *raft.Log) *cmdpb.Result {
 	if env.UnixNanos > f.logTime {
 		f.logTime = env.UnixNanos
 	}
+	f.clockLag.Store(time.Now().UnixNano() - env.UnixNanos)
+	b.SetTime(f.logTime)
 	f.expireSessions()
 	if s := env.Session; len(s.GetClientId()) > 0 || s.GetSeq() != 0 {
 		return f.applySession(b, l.Index, &env)
@@ -264,6 +302,15 @@ func (f *FSM) execute(b *store.Batch, index uint64, env *cmdpb.Envelope) *cmdpb.
 	case *cmdpb.Envelope_Tick:
 		_ = b.Advance(index)
 		return res
+	case *cmdpb.Envelope_Expire:
+		keys := make([]string, len(c.Expire.GetKeys()))
+		for i, k := range c.Expire.GetKeys() {
+			keys[i] = string(k)
+		}
+		if _, err = b.Expire(index, c.Expire.GetTable(), keys); err != nil {
+			return errResult(index, err)
+		}
+		return res
 	case *cmdpb.Envelope_RegisterMember:
 		_ = b.Advance(index)
 		if err := f.registerMember(c.RegisterMember); err != nil {
@@ -280,7 +327,7 @@ func (f *FSM) execute(b *store.Batch, index uint64, env *cmdpb.Envelope) *cmdpb.
 
 // Encode builds the bytes of a log entry. now is the proposer's clock.
 func Encode(env *cmdpb.Envelope, now time.Time) ([]byte, error) {
-	env.Version = CommandVersion
+	env.Version = max(CommandVersion, RequiredVersion(env))
 	env.UnixNanos = now.UnixNano()
 	return proto.Marshal(env)
 }
@@ -342,8 +389,31 @@ func (f *FSM) StateHash() (uint64, error) {
 // cluster's feature level (the lowest version its voters apply) reaches
 // it, so that no voter meets a command it cannot apply.
 func RequiredVersion(env *cmdpb.Envelope) uint32 {
-	switch env.Command.(type) {
-	default:
-		return 1
+	switch c := env.Command.(type) {
+	case *cmdpb.Envelope_Expire:
+		return 2
+	case *cmdpb.Envelope_Txn:
+		for _, ops := range [][]*pb.Op{c.Txn.GetThen(), c.Txn.GetElse()} {
+			for _, op := range ops {
+				if usesExpiry(op) {
+					return 2
+				}
+			}
+		}
 	}
+	return 1
+}
+
+func usesExpiry(op *pb.Op) bool {
+	switch o := op.GetOp().(type) {
+	case *pb.Op_Touch:
+		return true
+	case *pb.Op_Insert:
+		return o.Insert.GetTtlMs() != 0
+	case *pb.Op_Upsert:
+		return o.Upsert.GetTtlMs() != 0
+	case *pb.Op_Update:
+		return o.Update.GetTtlMs() != 0 || o.Update.GetClearTtl()
+	}
+	return false
 }

@@ -291,7 +291,11 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.logTime = st.meta.LogUnixNanos
 	f.nextExpiry = 0
 	f.halted.Store(nil)
+	f.logTimeA.Store(f.logTime)
 	f.applied.Store(st.meta.Revision)
+	if f.cfg.Changes != nil {
+		f.cfg.Changes.Reset(st.meta.Revision)
+	}
 	f.notify()
 	f.log.Info("snapshot restored", "revision", st.meta.Revision, "tables", st.meta.Tables,
 		"sessions", st.meta.Sessions, "took", time.Since(start))

@@ -312,3 +312,72 @@ func keysOnlyRow(raw, pkName string) (Row, error) {
 	}
 	return Row{Fields: []Field{{Name: pkName, Value: pk}}, Meta: r.meta}, nil
 }
+
+// KeyRange returns the byte range [lo, hi) of sort keys (encoded primary
+// keys, or index entries) that a scan with these options covers; hi nil is
+// unbounded. Watches match changes against it.
+func (v *View) KeyRange(tableName string, o ScanOptions) (lo, hi []byte, err error) {
+	o.After, o.Limit = nil, 0
+	s, err := v.scanner(tableName, &o)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s.r.lo, s.r.hi, nil
+}
+
+// SortKeyFunc returns the function that maps an encoded row of a table to
+// its sort key in the primary key (index "") or in a secondary index; ok
+// is false when the row has no entry in the index (a field is absent or
+// null). The function keeps the table's definition as it is in this view.
+func (v *View) SortKeyFunc(tableName, index string) (func(row string) (string, bool), error) {
+	t, err := v.table(tableName)
+	if err != nil {
+		return nil, err
+	}
+	if index == "" {
+		return func(row string) (string, bool) {
+			k := rowKey(row)
+			return k, k != ""
+		}, nil
+	}
+	ix, err := t.index(index)
+	if err != nil {
+		return nil, err
+	}
+	sc := t.schema
+	return func(row string) (string, bool) {
+		r, err := readRow(row)
+		if err != nil {
+			return "", false
+		}
+		pk, _, err := decodeKeyValue(r.key)
+		if err != nil {
+			return "", false
+		}
+		_, fields, err := rowFields(row)
+		if err != nil {
+			return "", false
+		}
+		e, _, ok := ix.entry(sc, r.key, pk, fields)
+		return e, ok
+	}, nil
+}
+
+// DecodeRow decodes an encoded row of a table whose primary key is named
+// pkName (rows handed out in Change records).
+func DecodeRow(raw, pkName string) (Row, error) { return decodeRow(raw, pkName) }
+
+// DecodeKey decodes an encoded primary key.
+func DecodeKey(key string) (Value, error) {
+	v, rest, err := decodeKeyValue(key)
+	if err == nil && rest != "" {
+		err = errCorrupt
+	}
+	return v, err
+}
+
+// RowMeta returns the history of an encoded row.
+func RowMeta(raw string) (Meta, error) {
+	r, err := readRow(raw)
+	return r.meta, err
+}

@@ -110,6 +110,10 @@ type Change struct {
 	Prev string
 	// Expired marks a delete made because the row's time to live ran out.
 	Expired bool
+	// Dropped is set, with Key empty, on the change that ends a table
+	// (after the deletes of its rows) or one of its indexes: "" for the
+	// table, the index name for an index. Watches over it end there.
+	Dropped *string
 }
 
 // mutation records one row change of the running command, so that a
@@ -233,6 +237,7 @@ func (b *Batch) DropTable(rev uint64, name string) error {
 			b.changes = append(b.changes, Change{Revision: rev, Table: name, Key: rowKey(row), Prev: row})
 			return true
 		})
+		b.changes = append(b.changes, Change{Revision: rev, Table: name, Dropped: new(string)})
 	}
 	delete(b.s.tables, name)
 	delete(b.dirty, name)
@@ -294,6 +299,9 @@ func (b *Batch) DropIndex(rev uint64, tableName, name string) error {
 	t.schema = sc
 	t.indexes = idx
 	b.dirty[tableName] = true
+	if b.s.opts.TrackChanges {
+		b.changes = append(b.changes, Change{Revision: rev, Table: tableName, Dropped: &name})
+	}
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"time"
 
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
 	"github.com/memdbd/memdbd/store"
@@ -112,6 +113,7 @@ func RowToPB(r store.Row) *pb.Row {
 		CreateRevision: r.CreateRevision,
 		ModRevision:    r.ModRevision,
 		Version:        r.Version,
+		ExpiresAt:      expiresToPB(r.ExpiresAt),
 	}
 	for _, f := range r.Fields {
 		out.Fields[f.Name] = ValueToPB(f.Value)
@@ -121,7 +123,23 @@ func RowToPB(r store.Row) *pb.Row {
 
 // MetaToPB converts a row's history to the wire.
 func MetaToPB(m store.Meta) *pb.RowMeta {
-	return &pb.RowMeta{CreateRevision: m.CreateRevision, ModRevision: m.ModRevision, Version: m.Version}
+	return &pb.RowMeta{CreateRevision: m.CreateRevision, ModRevision: m.ModRevision, Version: m.Version, ExpiresAt: expiresToPB(m.ExpiresAt)}
+}
+
+func expiresToPB(unixNanos int64) *timestamppb.Timestamp {
+	if unixNanos == 0 {
+		return nil
+	}
+	return timestamppb.New(time.Unix(0, unixNanos))
+}
+
+// TTL converts a time to live in milliseconds, refusing one above
+// store.MaxTTL (which also keeps the conversion from overflowing).
+func TTL(ms uint64) (time.Duration, error) {
+	if ms > uint64(store.MaxTTL/time.Millisecond) {
+		return 0, fmt.Errorf("%w: ttl_ms %d is above the limit of %d (%v)", ErrInvalid, ms, uint64(store.MaxTTL/time.Millisecond), store.MaxTTL)
+	}
+	return time.Duration(ms) * time.Millisecond, nil
 }
 
 // Schema converts a wire table schema.
@@ -267,15 +285,27 @@ func Op(op *pb.Op) (store.Op, error) {
 	switch o := op.Op.(type) {
 	case *pb.Op_Insert:
 		out = store.Op{Kind: store.OpInsert, Table: o.Insert.GetTable()}
-		out.Fields, err = Fields(o.Insert.GetFields())
+		if out.TTL, err = TTL(o.Insert.GetTtlMs()); err == nil {
+			out.Fields, err = Fields(o.Insert.GetFields())
+		}
 	case *pb.Op_Upsert:
 		out = store.Op{Kind: store.OpUpsert, Table: o.Upsert.GetTable(), ExpectedVersion: o.Upsert.GetExpectedVersion()}
-		out.Fields, err = Fields(o.Upsert.GetFields())
+		if out.TTL, err = TTL(o.Upsert.GetTtlMs()); err == nil {
+			out.Fields, err = Fields(o.Upsert.GetFields())
+		}
 	case *pb.Op_Update:
 		u := o.Update
-		out = store.Op{Kind: store.OpUpdate, Table: u.GetTable(), ExpectedVersion: u.GetExpectedVersion(), Unset: slices.Clone(u.GetUnset())}
+		out = store.Op{Kind: store.OpUpdate, Table: u.GetTable(), ExpectedVersion: u.GetExpectedVersion(), Unset: slices.Clone(u.GetUnset()), ClearTTL: u.GetClearTtl()}
+		if out.TTL, err = TTL(u.GetTtlMs()); err != nil {
+			break
+		}
 		if out.Key, err = Value(u.GetKey()); err == nil {
 			out.Fields, err = Fields(u.GetSet())
+		}
+	case *pb.Op_Touch:
+		out = store.Op{Kind: store.OpTouch, Table: o.Touch.GetTable(), ExpectedVersion: o.Touch.GetExpectedVersion()}
+		if out.TTL, err = TTL(o.Touch.GetTtlMs()); err == nil {
+			out.Key, err = Value(o.Touch.GetKey())
 		}
 	case *pb.Op_Delete:
 		out = store.Op{Kind: store.OpDelete, Table: o.Delete.GetTable(), ExpectedVersion: o.Delete.GetExpectedVersion()}
@@ -284,7 +314,7 @@ func Op(op *pb.Op) (store.Op, error) {
 		out = store.Op{Kind: store.OpGet, Table: o.Get.GetTable()}
 		out.Key, err = Value(o.Get.GetKey())
 	default:
-		return store.Op{}, fmt.Errorf("%w: operation has no kind (insert, upsert, update, delete or get)", ErrInvalid)
+		return store.Op{}, fmt.Errorf("%w: operation has no kind (insert, upsert, update, delete, get or touch)", ErrInvalid)
 	}
 	return out, err
 }

@@ -80,6 +80,52 @@ func (CompareOp) EnumDescriptor() ([]byte, []int) {
 	return file_memdb_v1_data_proto_rawDescGZIP(), []int{0}
 }
 
+type Event_Type int32
+
+const (
+	Event_TYPE_PUT    Event_Type = 0
+	Event_TYPE_DELETE Event_Type = 1
+)
+
+// Enum value maps for Event_Type.
+var (
+	Event_Type_name = map[int32]string{
+		0: "TYPE_PUT",
+		1: "TYPE_DELETE",
+	}
+	Event_Type_value = map[string]int32{
+		"TYPE_PUT":    0,
+		"TYPE_DELETE": 1,
+	}
+)
+
+func (x Event_Type) Enum() *Event_Type {
+	p := new(Event_Type)
+	*p = x
+	return p
+}
+
+func (x Event_Type) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Event_Type) Descriptor() protoreflect.EnumDescriptor {
+	return file_memdb_v1_data_proto_enumTypes[1].Descriptor()
+}
+
+func (Event_Type) Type() protoreflect.EnumType {
+	return &file_memdb_v1_data_proto_enumTypes[1]
+}
+
+func (x Event_Type) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Event_Type.Descriptor instead.
+func (Event_Type) EnumDescriptor() ([]byte, []int) {
+	return file_memdb_v1_data_proto_rawDescGZIP(), []int{35, 0}
+}
+
 type GetRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Table string                 `protobuf:"bytes,1,opt,name=table" json:"table,omitempty"`
@@ -749,8 +795,11 @@ type InsertRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Table string                 `protobuf:"bytes,1,opt,name=table" json:"table,omitempty"`
 	// Every field of the new row, including the primary key.
-	Fields        map[string]*Value `protobuf:"bytes,2,rep,name=fields" json:"fields,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Session       *WriteSession     `protobuf:"bytes,3,opt,name=session" json:"session,omitempty"`
+	Fields  map[string]*Value `protobuf:"bytes,2,rep,name=fields" json:"fields,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Session *WriteSession     `protobuf:"bytes,3,opt,name=session" json:"session,omitempty"`
+	// When non-zero, the row expires this many milliseconds after the write
+	// is applied.
+	TtlMs         uint64 `protobuf:"varint,4,opt,name=ttl_ms,json=ttlMs" json:"ttl_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -806,6 +855,13 @@ func (x *InsertRequest) GetSession() *WriteSession {
 	return nil
 }
 
+func (x *InsertRequest) GetTtlMs() uint64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
 type UpsertRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Table string                 `protobuf:"bytes,1,opt,name=table" json:"table,omitempty"`
@@ -816,8 +872,11 @@ type UpsertRequest struct {
 	// (compare-and-set); otherwise the write fails with FailedPrecondition.
 	ExpectedVersion uint64        `protobuf:"varint,3,opt,name=expected_version,json=expectedVersion" json:"expected_version,omitempty"`
 	Session         *WriteSession `protobuf:"bytes,4,opt,name=session" json:"session,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// When non-zero, the row expires this many milliseconds after the write;
+	// zero writes a row that never expires.
+	TtlMs         uint64 `protobuf:"varint,5,opt,name=ttl_ms,json=ttlMs" json:"ttl_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpsertRequest) Reset() {
@@ -878,6 +937,13 @@ func (x *UpsertRequest) GetSession() *WriteSession {
 	return nil
 }
 
+func (x *UpsertRequest) GetTtlMs() uint64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
 type UpdateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Table string                 `protobuf:"bytes,1,opt,name=table" json:"table,omitempty"`
@@ -889,8 +955,13 @@ type UpdateRequest struct {
 	// When non-zero, the row must have exactly this version.
 	ExpectedVersion uint64        `protobuf:"varint,5,opt,name=expected_version,json=expectedVersion" json:"expected_version,omitempty"`
 	Session         *WriteSession `protobuf:"bytes,6,opt,name=session" json:"session,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// When non-zero, the row expires this many milliseconds after the write.
+	// Zero keeps the row's expiry as it was, unless clear_ttl.
+	TtlMs uint64 `protobuf:"varint,7,opt,name=ttl_ms,json=ttlMs" json:"ttl_ms,omitempty"`
+	// Remove the row's expiry.
+	ClearTtl      bool `protobuf:"varint,8,opt,name=clear_ttl,json=clearTtl" json:"clear_ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdateRequest) Reset() {
@@ -965,6 +1036,152 @@ func (x *UpdateRequest) GetSession() *WriteSession {
 	return nil
 }
 
+func (x *UpdateRequest) GetTtlMs() uint64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
+func (x *UpdateRequest) GetClearTtl() bool {
+	if x != nil {
+		return x.ClearTtl
+	}
+	return false
+}
+
+type TouchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Table string                 `protobuf:"bytes,1,opt,name=table" json:"table,omitempty"`
+	Key   *Value                 `protobuf:"bytes,2,opt,name=key" json:"key,omitempty"`
+	// The row expires this many milliseconds after the touch is applied;
+	// zero removes its expiry.
+	TtlMs uint64 `protobuf:"varint,3,opt,name=ttl_ms,json=ttlMs" json:"ttl_ms,omitempty"`
+	// When non-zero, the row must have exactly this version.
+	ExpectedVersion uint64        `protobuf:"varint,4,opt,name=expected_version,json=expectedVersion" json:"expected_version,omitempty"`
+	Session         *WriteSession `protobuf:"bytes,5,opt,name=session" json:"session,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *TouchRequest) Reset() {
+	*x = TouchRequest{}
+	mi := &file_memdb_v1_data_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TouchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TouchRequest) ProtoMessage() {}
+
+func (x *TouchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_v1_data_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TouchRequest.ProtoReflect.Descriptor instead.
+func (*TouchRequest) Descriptor() ([]byte, []int) {
+	return file_memdb_v1_data_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *TouchRequest) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *TouchRequest) GetKey() *Value {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *TouchRequest) GetTtlMs() uint64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
+func (x *TouchRequest) GetExpectedVersion() uint64 {
+	if x != nil {
+		return x.ExpectedVersion
+	}
+	return 0
+}
+
+func (x *TouchRequest) GetSession() *WriteSession {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+type TouchResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header" json:"header,omitempty"`
+	// The row after the touch.
+	Row           *RowMeta `protobuf:"bytes,2,opt,name=row" json:"row,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TouchResponse) Reset() {
+	*x = TouchResponse{}
+	mi := &file_memdb_v1_data_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TouchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TouchResponse) ProtoMessage() {}
+
+func (x *TouchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_v1_data_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TouchResponse.ProtoReflect.Descriptor instead.
+func (*TouchResponse) Descriptor() ([]byte, []int) {
+	return file_memdb_v1_data_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *TouchResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *TouchResponse) GetRow() *RowMeta {
+	if x != nil {
+		return x.Row
+	}
+	return nil
+}
+
 type DeleteRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Table string                 `protobuf:"bytes,1,opt,name=table" json:"table,omitempty"`
@@ -978,7 +1195,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_memdb_v1_data_proto_msgTypes[13]
+	mi := &file_memdb_v1_data_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -990,7 +1207,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_data_proto_msgTypes[13]
+	mi := &file_memdb_v1_data_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1003,7 +1220,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_data_proto_rawDescGZIP(), []int{13}
+	return file_memdb_v1_data_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DeleteRequest) GetTable() string {
@@ -1045,7 +1262,7 @@ type InsertResponse struct {
 
 func (x *InsertResponse) Reset() {
 	*x = InsertResponse{}
-	mi := &file_memdb_v1_data_proto_msgTypes[14]
+	mi := &file_memdb_v1_data_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1057,7 +1274,7 @@ func (x *InsertResponse) String() string {
 func (*InsertResponse) ProtoMessage() {}
 
 func (x *InsertResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_data_proto_msgTypes[14]
+	mi := &file_memdb_v1_data_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1070,7 +1287,7 @@ func (x *InsertResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InsertResponse.ProtoReflect.Descriptor instead.
 func (*InsertResponse) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_data_proto_rawDescGZIP(), []int{14}
+	return file_memdb_v1_data_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *InsertResponse) GetHeader() *ResponseHeader {
@@ -1098,7 +1315,7 @@ type UpsertResponse struct {
 
 func (x *UpsertResponse) Reset() {
 	*x = UpsertResponse{}
-	mi := &file_memdb_v1_data_proto_msgTypes[15]
+	mi := &file_memdb_v1_data_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1110,7 +1327,7 @@ func (x *UpsertResponse) String() string {
 func (*UpsertResponse) ProtoMessage() {}
 
 func (x *UpsertResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_data_proto_msgTypes[15]
+	mi := &file_memdb_v1_data_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1123,7 +1340,7 @@ func (x *UpsertResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertResponse.ProtoReflect.Descriptor instead.
 func (*UpsertResponse) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_data_proto_rawDescGZIP(), []int{15}
+	return file_memdb_v1_data_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *UpsertResponse) GetHeader() *ResponseHeader {
@@ -1151,7 +1368,7 @@ type UpdateResponse struct {
 
 func (x *UpdateResponse) Reset() {
 	*x = UpdateResponse{}
-	mi := &file_memdb_v1_data_proto_msgTypes[16]
+	mi := &file_memdb_v1_data_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1163,7 +1380,7 @@ func (x *UpdateResponse) String() string {
 func (*UpdateResponse) ProtoMessage() {}
 
 func (x *UpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_data_proto_msgTypes[16]
+	mi := &file_memdb_v1_data_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1176,7 +1393,7 @@ func (x *UpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateResponse.ProtoReflect.Descriptor instead.
 func (*UpdateResponse) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_data_proto_rawDescGZIP(), []int{16}
+	return file_memdb_v1_data_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *UpdateResponse) GetHeader() *ResponseHeader {
@@ -1204,7 +1421,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_memdb_v1_data_proto_msgTypes[17]
+	mi := &file_memdb_v1_data_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1216,7 +1433,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_data_proto_msgTypes[17]
+	mi := &file_memdb_v1_data_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1229,7 +1446,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_data_proto_rawDescGZIP(), []int{17}
+	return file_memdb_v1_data_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DeleteResponse) GetHeader() *ResponseHeader {
@@ -1266,7 +1483,7 @@ type Condition struct {
 
 func (x *Condition) Reset() {
 	*x = Condition{}
-	mi := &file_memdb_v1_data_proto_msgTypes[18]
+	mi := &file_memdb_v1_data_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1495,7 @@ func (x *Condition) String() string {
 func (*Condition) ProtoMessage() {}
 
 func (x *Condition) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_data_proto_msgTypes[18]
+	mi := &file_memdb_v1_data_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1508,7 @@ func (x *Condition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Condition.ProtoReflect.Descriptor instead.
 func (*Condition) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_data_proto_rawDescGZIP(), []int{18}
+	return file_memdb_v1_data_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Condition) GetTable() string {
@@ -1405,7 +1622,7 @@ type NumberCompare struct {
 
 func (x *NumberCompare) Reset() {
 	*x = NumberCompare{}
-	mi := &file_memdb_v1_data_proto_msgTypes[19]
+	mi := &file_memdb_v1_data_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1417,7 +1634,7 @@ func (x *NumberCompare) String() string {
 func (*NumberCompare) ProtoMessage() {}
 
 func (x *NumberCompare) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_data_proto_msgTypes[19]
+	mi := &file_memdb_v1_data_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1430,7 +1647,7 @@ func (x *NumberCompare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NumberCompare.ProtoReflect.Descriptor instead.
 func (*NumberCompare) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_data_proto_rawDescGZIP(), []int{19}
+	return file_memdb_v1_data_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *NumberCompare) GetOp() CompareOp {
@@ -1461,7 +1678,7 @@ type FieldCompare struct {
 
 func (x *FieldCompare) Reset() {
 	*x = FieldCompare{}
-	mi := &file_memdb_v1_data_proto_msgTypes[20]
+	mi := &file_memdb_v1_data_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1473,7 +1690,7 @@ func (x *FieldCompare) String() string {
 func (*FieldCompare) ProtoMessage() {}
 
 func (x *FieldCompare) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_data_proto_msgTypes[20]
+	mi := &file_memdb_v1_data_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1486,7 +1703,7 @@ func (x *FieldCompare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FieldCompare.ProtoReflect.Descriptor instead.
 func (*FieldCompare) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_data_proto_rawDescGZIP(), []int{20}
+	return file_memdb_v1_data_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *FieldCompare) GetField() string {
@@ -1520,6 +1737,7 @@ type Op struct {
 	//	*Op_Update
 	//	*Op_Delete
 	//	*Op_Get
+	//	*Op_Touch
 	Op            isOp_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1527,7 +1745,7 @@ type Op struct {
 
 func (x *Op) Reset() {
 	*x = Op{}
-	mi := &file_memdb_v1_data_proto_msgTypes[21]
+	mi := &file_memdb_v1_data_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1539,7 +1757,7 @@ func (x *Op) String() string {
 func (*Op) ProtoMessage() {}
 
 func (x *Op) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_data_proto_msgTypes[21]
+	mi := &file_memdb_v1_data_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1552,7 +1770,7 @@ func (x *Op) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Op.ProtoReflect.Descriptor instead.
 func (*Op) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_data_proto_rawDescGZIP(), []int{21}
+	return file_memdb_v1_data_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Op) GetOp() isOp_Op {
@@ -1607,6 +1825,15 @@ func (x *Op) GetGet() *GetOp {
 	return nil
 }
 
+func (x *Op) GetTouch() *TouchOp {
+	if x != nil {
+		if x, ok := x.Op.(*Op_Touch); ok {
+			return x.Touch
+		}
+	}
+	return nil
+}
+
 type isOp_Op interface {
 	isOp_Op()
 }
@@ -1631,6 +1858,10 @@ type Op_Get struct {
 	Get *GetOp `protobuf:"bytes,5,opt,name=get,oneof"`
 }
 
+type Op_Touch struct {
+	Touch *TouchOp `protobuf:"bytes,6,opt,name=touch,oneof"`
+}
+
 func (*Op_Insert) isOp_Op() {}
 
 func (*Op_Upsert) isOp_Op() {}
@@ -1641,17 +1872,20 @@ func (*Op_Delete) isOp_Op() {}
 
 func (*Op_Get) isOp_Op() {}
 
+func (*Op_Touch) isOp_Op() {}
+
 type InsertOp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Table         string                 `protobuf:"bytes,1,opt,name=table" json:"table,omitempty"`
 	Fields        map[string]*Value      `protobuf:"bytes,2,rep,name=fields" json:"fields,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	TtlMs         uint64                 `protobuf:"varint,3,opt,name=ttl_ms,json=ttlMs" json:"ttl_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InsertOp) Reset() {
 	*x = InsertOp{}
-	mi := &file_memdb_v1_data_proto_msgTypes[22]
+	mi := &file_memdb_v1_data_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1663,7 +1897,7 @@ func (x *InsertOp) String() string {
 func (*InsertOp) ProtoMessage() {}
 
 func (x *InsertOp) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_data_proto_msgTypes[22]
+	mi := &file_memdb_v1_data_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1676,7 +1910,7 @@ func (x *InsertOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InsertOp.ProtoReflect.Descriptor instead.
 func (*InsertOp) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_data_proto_rawDescGZIP(), []int{22}
+	return file_memdb_v1_data_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *InsertOp) GetTable() string {
@@ -1693,18 +1927,26 @@ func (x *InsertOp) GetFields() map[string]*Value {
 	return nil
 }
 
+func (x *InsertOp) GetTtlMs() uint64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
 type UpsertOp struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Table           string                 `protobuf:"bytes,1,opt,name=table" json:"table,omitempty"`
 	Fields          map[string]*Value      `protobuf:"bytes,2,rep,name=fields" json:"fields,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	ExpectedVersion uint64                 `protobuf:"varint,3,opt,name=expected_version,json=expectedVersion" json:"expected_version,omitempty"`
+	TtlMs           uint64                 `protobuf:"varint,4,opt,name=ttl_ms,json=ttlMs" json:"ttl_ms,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
 
 func (x *UpsertOp) Reset() {
 	*x = UpsertOp{}
-	mi := &file_memdb_v1_data_proto_msgTypes[23]
+	mi := &file_memdb_v1_data_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1716,7 +1958,7 @@ func (x *UpsertOp) String() string {
 func (*UpsertOp) ProtoMessage() {}
 
 func (x *UpsertOp) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_data_proto_msgTypes[23]
+	mi := &file_memdb_v1_data_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1729,7 +1971,7 @@ func (x *UpsertOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertOp.ProtoReflect.Descriptor instead.
 func (*UpsertOp) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_data_proto_rawDescGZIP(), []int{23}
+	return file_memdb_v1_data_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *UpsertOp) GetTable() string {
@@ -1753,6 +1995,13 @@ func (x *UpsertOp) GetExpectedVersion() uint64 {
 	return 0
 }
 
+func (x *UpsertOp) GetTtlMs() uint64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
 type UpdateOp struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Table           string                 `protobuf:"bytes,1,opt,name=table" json:"table,omitempty"`
@@ -1760,13 +2009,15 @@ type UpdateOp struct {
 	Set             map[string]*Value      `protobuf:"bytes,3,rep,name=set" json:"set,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Unset           []string               `protobuf:"bytes,4,rep,name=unset" json:"unset,omitempty"`
 	ExpectedVersion uint64                 `protobuf:"varint,5,opt,name=expected_version,json=expectedVersion" json:"expected_version,omitempty"`
+	TtlMs           uint64                 `protobuf:"varint,6,opt,name=ttl_ms,json=ttlMs" json:"ttl_ms,omitempty"`
+	ClearTtl        bool                   `protobuf:"varint,7,opt,name=clear_ttl,json=clearTtl" json:"clear_ttl,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
 
 func (x *UpdateOp) Reset() {
 	*x = UpdateOp{}
-	mi := &file_memdb_v1_data_proto_msgTypes[24]
+	mi := &file_memdb_v1_data_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1778,7 +2029,7 @@ func (x *UpdateOp) String() string {
 func (*UpdateOp) ProtoMessage() {}
 
 func (x *UpdateOp) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_data_proto_msgTypes[24]
+	mi := &file_memdb_v1_data_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1791,7 +2042,7 @@ func (x *UpdateOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateOp.ProtoReflect.Descriptor instead.
 func (*UpdateOp) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_data_proto_rawDescGZIP(), []int{24}
+	return file_memdb_v1_data_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *UpdateOp) GetTable() string {
@@ -1829,6 +2080,88 @@ func (x *UpdateOp) GetExpectedVersion() uint64 {
 	return 0
 }
 
+func (x *UpdateOp) GetTtlMs() uint64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
+func (x *UpdateOp) GetClearTtl() bool {
+	if x != nil {
+		return x.ClearTtl
+	}
+	return false
+}
+
+type TouchOp struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Table           string                 `protobuf:"bytes,1,opt,name=table" json:"table,omitempty"`
+	Key             *Value                 `protobuf:"bytes,2,opt,name=key" json:"key,omitempty"`
+	TtlMs           uint64                 `protobuf:"varint,3,opt,name=ttl_ms,json=ttlMs" json:"ttl_ms,omitempty"`
+	ExpectedVersion uint64                 `protobuf:"varint,4,opt,name=expected_version,json=expectedVersion" json:"expected_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *TouchOp) Reset() {
+	*x = TouchOp{}
+	mi := &file_memdb_v1_data_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TouchOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TouchOp) ProtoMessage() {}
+
+func (x *TouchOp) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_v1_data_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TouchOp.ProtoReflect.Descriptor instead.
+func (*TouchOp) Descriptor() ([]byte, []int) {
+	return file_memdb_v1_data_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *TouchOp) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *TouchOp) GetKey() *Value {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *TouchOp) GetTtlMs() uint64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
+func (x *TouchOp) GetExpectedVersion() uint64 {
+	if x != nil {
+		return x.ExpectedVersion
+	}
+	return 0
+}
+
 type DeleteOp struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Table           string                 `protobuf:"bytes,1,opt,name=table" json:"table,omitempty"`
@@ -1840,7 +2173,7 @@ type DeleteOp struct {
 
 func (x *DeleteOp) Reset() {
 	*x = DeleteOp{}
-	mi := &file_memdb_v1_data_proto_msgTypes[25]
+	mi := &file_memdb_v1_data_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1852,7 +2185,7 @@ func (x *DeleteOp) String() string {
 func (*DeleteOp) ProtoMessage() {}
 
 func (x *DeleteOp) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_data_proto_msgTypes[25]
+	mi := &file_memdb_v1_data_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1865,7 +2198,7 @@ func (x *DeleteOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteOp.ProtoReflect.Descriptor instead.
 func (*DeleteOp) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_data_proto_rawDescGZIP(), []int{25}
+	return file_memdb_v1_data_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DeleteOp) GetTable() string {
@@ -1900,7 +2233,7 @@ type GetOp struct {
 
 func (x *GetOp) Reset() {
 	*x = GetOp{}
-	mi := &file_memdb_v1_data_proto_msgTypes[26]
+	mi := &file_memdb_v1_data_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1912,7 +2245,7 @@ func (x *GetOp) String() string {
 func (*GetOp) ProtoMessage() {}
 
 func (x *GetOp) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_data_proto_msgTypes[26]
+	mi := &file_memdb_v1_data_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1925,7 +2258,7 @@ func (x *GetOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOp.ProtoReflect.Descriptor instead.
 func (*GetOp) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_data_proto_rawDescGZIP(), []int{26}
+	return file_memdb_v1_data_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetOp) GetTable() string {
@@ -1958,7 +2291,7 @@ type TxnRequest struct {
 
 func (x *TxnRequest) Reset() {
 	*x = TxnRequest{}
-	mi := &file_memdb_v1_data_proto_msgTypes[27]
+	mi := &file_memdb_v1_data_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1970,7 +2303,7 @@ func (x *TxnRequest) String() string {
 func (*TxnRequest) ProtoMessage() {}
 
 func (x *TxnRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_data_proto_msgTypes[27]
+	mi := &file_memdb_v1_data_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1983,7 +2316,7 @@ func (x *TxnRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnRequest.ProtoReflect.Descriptor instead.
 func (*TxnRequest) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_data_proto_rawDescGZIP(), []int{27}
+	return file_memdb_v1_data_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *TxnRequest) GetConditions() []*Condition {
@@ -2027,7 +2360,7 @@ type TxnResponse struct {
 
 func (x *TxnResponse) Reset() {
 	*x = TxnResponse{}
-	mi := &file_memdb_v1_data_proto_msgTypes[28]
+	mi := &file_memdb_v1_data_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2039,7 +2372,7 @@ func (x *TxnResponse) String() string {
 func (*TxnResponse) ProtoMessage() {}
 
 func (x *TxnResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_data_proto_msgTypes[28]
+	mi := &file_memdb_v1_data_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2052,7 +2385,7 @@ func (x *TxnResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnResponse.ProtoReflect.Descriptor instead.
 func (*TxnResponse) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_data_proto_rawDescGZIP(), []int{28}
+	return file_memdb_v1_data_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *TxnResponse) GetHeader() *ResponseHeader {
@@ -2090,7 +2423,7 @@ type OpResult struct {
 
 func (x *OpResult) Reset() {
 	*x = OpResult{}
-	mi := &file_memdb_v1_data_proto_msgTypes[29]
+	mi := &file_memdb_v1_data_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2102,7 +2435,7 @@ func (x *OpResult) String() string {
 func (*OpResult) ProtoMessage() {}
 
 func (x *OpResult) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_data_proto_msgTypes[29]
+	mi := &file_memdb_v1_data_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2115,7 +2448,7 @@ func (x *OpResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpResult.ProtoReflect.Descriptor instead.
 func (*OpResult) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_data_proto_rawDescGZIP(), []int{29}
+	return file_memdb_v1_data_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *OpResult) GetResult() isOpResult_Result {
@@ -2157,7 +2490,7 @@ type isOpResult_Result interface {
 }
 
 type OpResult_Put struct {
-	// Insert, upsert or update: the row after the write.
+	// Insert, upsert, update or touch: the row after the write.
 	Put *RowMeta `protobuf:"bytes,1,opt,name=put,oneof"`
 }
 
@@ -2176,6 +2509,424 @@ func (*OpResult_Put) isOpResult_Result() {}
 func (*OpResult_Deleted) isOpResult_Result() {}
 
 func (*OpResult_Get) isOpResult_Result() {}
+
+// WatchRequest selects the changes a watch streams and where it starts.
+type WatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Table string                 `protobuf:"bytes,1,opt,name=table" json:"table,omitempty"`
+	// Secondary index whose entries range selects; empty selects on the
+	// primary key. A change matches when the row before or after it is in
+	// range, so a row that moves out of range is seen leaving.
+	Index string `protobuf:"bytes,2,opt,name=index" json:"index,omitempty"`
+	// Rows to watch; empty watches the whole table.
+	Range *KeyRange `protobuf:"bytes,3,opt,name=range" json:"range,omitempty"`
+	// Leave out puts (inserts, upserts, updates, touches).
+	NoPut bool `protobuf:"varint,4,opt,name=no_put,json=noPut" json:"no_put,omitempty"`
+	// Leave out deletes (including expiries).
+	NoDelete bool `protobuf:"varint,5,opt,name=no_delete,json=noDelete" json:"no_delete,omitempty"`
+	// Events carry the row as it was before the change.
+	PrevRow bool `protobuf:"varint,6,opt,name=prev_row,json=prevRow" json:"prev_row,omitempty"`
+	// Stream every change after this revision. 0 starts after the revision
+	// the serving member has reached (linearizable unless read says stale).
+	// A revision older than the retained history fails with OutOfRange,
+	// reason WATCH_COMPACTED, and the oldest revision that can be resumed
+	// from in the error's metadata.
+	StartRevision uint64 `protobuf:"varint,7,opt,name=start_revision,json=startRevision" json:"start_revision,omitempty"`
+	// First send the rows that match at the start revision (as
+	// snapshot_rows, ending with snapshot_done), then every change after it:
+	// one call builds a live view. The snapshot is taken at the revision the
+	// member reached, which is at least start_revision.
+	Snapshot bool `protobuf:"varint,8,opt,name=snapshot" json:"snapshot,omitempty"`
+	// Send a progress notification at least this often while no event
+	// matches; 0 uses the server default, and the server bounds it below.
+	ProgressIntervalMs uint32 `protobuf:"varint,9,opt,name=progress_interval_ms,json=progressIntervalMs" json:"progress_interval_ms,omitempty"`
+	// How the start revision is chosen when start_revision is 0.
+	Read          *ReadOptions `protobuf:"bytes,10,opt,name=read" json:"read,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRequest) Reset() {
+	*x = WatchRequest{}
+	mi := &file_memdb_v1_data_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRequest) ProtoMessage() {}
+
+func (x *WatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_v1_data_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
+func (*WatchRequest) Descriptor() ([]byte, []int) {
+	return file_memdb_v1_data_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *WatchRequest) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *WatchRequest) GetIndex() string {
+	if x != nil {
+		return x.Index
+	}
+	return ""
+}
+
+func (x *WatchRequest) GetRange() *KeyRange {
+	if x != nil {
+		return x.Range
+	}
+	return nil
+}
+
+func (x *WatchRequest) GetNoPut() bool {
+	if x != nil {
+		return x.NoPut
+	}
+	return false
+}
+
+func (x *WatchRequest) GetNoDelete() bool {
+	if x != nil {
+		return x.NoDelete
+	}
+	return false
+}
+
+func (x *WatchRequest) GetPrevRow() bool {
+	if x != nil {
+		return x.PrevRow
+	}
+	return false
+}
+
+func (x *WatchRequest) GetStartRevision() uint64 {
+	if x != nil {
+		return x.StartRevision
+	}
+	return 0
+}
+
+func (x *WatchRequest) GetSnapshot() bool {
+	if x != nil {
+		return x.Snapshot
+	}
+	return false
+}
+
+func (x *WatchRequest) GetProgressIntervalMs() uint32 {
+	if x != nil {
+		return x.ProgressIntervalMs
+	}
+	return 0
+}
+
+func (x *WatchRequest) GetRead() *ReadOptions {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
+// WatchResponse is one message of a watch stream. Every event of one
+// revision (a transaction) is in the same message.
+type WatchResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header" json:"header,omitempty"`
+	// Identifies the stream on the serving member (first message), for
+	// WatchProgress.
+	WatchId string `protobuf:"bytes,2,opt,name=watch_id,json=watchId" json:"watch_id,omitempty"`
+	// Changes, in revision order.
+	Events []*Event `protobuf:"bytes,3,rep,name=events" json:"events,omitempty"`
+	// Snapshot rows, in key (or index) order, before any event.
+	SnapshotRows []*Row `protobuf:"bytes,4,rep,name=snapshot_rows,json=snapshotRows" json:"snapshot_rows,omitempty"`
+	// The snapshot is complete; events follow. Set once, on the last
+	// snapshot message (also when no row matched).
+	SnapshotDone bool `protobuf:"varint,5,opt,name=snapshot_done,json=snapshotDone" json:"snapshot_done,omitempty"`
+	// Every matching change up to and including this revision has been
+	// sent: resume a broken stream with start_revision = this.
+	Revision uint64 `protobuf:"varint,6,opt,name=revision" json:"revision,omitempty"`
+	// True when the message is only a progress notification.
+	Progress      bool `protobuf:"varint,7,opt,name=progress" json:"progress,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchResponse) Reset() {
+	*x = WatchResponse{}
+	mi := &file_memdb_v1_data_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchResponse) ProtoMessage() {}
+
+func (x *WatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_v1_data_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
+func (*WatchResponse) Descriptor() ([]byte, []int) {
+	return file_memdb_v1_data_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *WatchResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *WatchResponse) GetWatchId() string {
+	if x != nil {
+		return x.WatchId
+	}
+	return ""
+}
+
+func (x *WatchResponse) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *WatchResponse) GetSnapshotRows() []*Row {
+	if x != nil {
+		return x.SnapshotRows
+	}
+	return nil
+}
+
+func (x *WatchResponse) GetSnapshotDone() bool {
+	if x != nil {
+		return x.SnapshotDone
+	}
+	return false
+}
+
+func (x *WatchResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *WatchResponse) GetProgress() bool {
+	if x != nil {
+		return x.Progress
+	}
+	return false
+}
+
+// Event is one row change.
+type Event struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Type  Event_Type             `protobuf:"varint,1,opt,name=type,enum=memdb.v1.Event_Type" json:"type,omitempty"`
+	// Revision of the change.
+	Revision uint64 `protobuf:"varint,2,opt,name=revision" json:"revision,omitempty"`
+	// Put: the row after the change. Delete: the primary key only.
+	Row *Row `protobuf:"bytes,3,opt,name=row" json:"row,omitempty"`
+	// With prev_row: the row before the change (unset for an insert).
+	PrevRow *Row `protobuf:"bytes,4,opt,name=prev_row,json=prevRow" json:"prev_row,omitempty"`
+	// Delete because the row's time to live ran out.
+	Expired       bool `protobuf:"varint,5,opt,name=expired" json:"expired,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Event) Reset() {
+	*x = Event{}
+	mi := &file_memdb_v1_data_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Event) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Event) ProtoMessage() {}
+
+func (x *Event) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_v1_data_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Event.ProtoReflect.Descriptor instead.
+func (*Event) Descriptor() ([]byte, []int) {
+	return file_memdb_v1_data_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *Event) GetType() Event_Type {
+	if x != nil {
+		return x.Type
+	}
+	return Event_TYPE_PUT
+}
+
+func (x *Event) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *Event) GetRow() *Row {
+	if x != nil {
+		return x.Row
+	}
+	return nil
+}
+
+func (x *Event) GetPrevRow() *Row {
+	if x != nil {
+		return x.PrevRow
+	}
+	return nil
+}
+
+func (x *Event) GetExpired() bool {
+	if x != nil {
+		return x.Expired
+	}
+	return false
+}
+
+type WatchProgressRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WatchId       string                 `protobuf:"bytes,1,opt,name=watch_id,json=watchId" json:"watch_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchProgressRequest) Reset() {
+	*x = WatchProgressRequest{}
+	mi := &file_memdb_v1_data_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchProgressRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchProgressRequest) ProtoMessage() {}
+
+func (x *WatchProgressRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_v1_data_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchProgressRequest.ProtoReflect.Descriptor instead.
+func (*WatchProgressRequest) Descriptor() ([]byte, []int) {
+	return file_memdb_v1_data_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *WatchProgressRequest) GetWatchId() string {
+	if x != nil {
+		return x.WatchId
+	}
+	return ""
+}
+
+type WatchProgressResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header" json:"header,omitempty"`
+	// Every matching change up to this revision has been handed to the
+	// stream.
+	Revision      uint64 `protobuf:"varint,2,opt,name=revision" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchProgressResponse) Reset() {
+	*x = WatchProgressResponse{}
+	mi := &file_memdb_v1_data_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchProgressResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchProgressResponse) ProtoMessage() {}
+
+func (x *WatchProgressResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_v1_data_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchProgressResponse.ProtoReflect.Descriptor instead.
+func (*WatchProgressResponse) Descriptor() ([]byte, []int) {
+	return file_memdb_v1_data_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *WatchProgressResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *WatchProgressResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
 
 var File_memdb_v1_data_proto protoreflect.FileDescriptor
 
@@ -2229,32 +2980,45 @@ const file_memdb_v1_data_proto_rawDesc = "" +
 	"\x04read\x18\x04 \x01(\v2\x15.memdb.v1.ReadOptionsR\x04read\"W\n" +
 	"\rCountResponse\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.memdb.v1.ResponseHeaderR\x06header\x12\x14\n" +
-	"\x05count\x18\x02 \x01(\x04R\x05count\"\xe0\x01\n" +
+	"\x05count\x18\x02 \x01(\x04R\x05count\"\xf7\x01\n" +
 	"\rInsertRequest\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12;\n" +
 	"\x06fields\x18\x02 \x03(\v2#.memdb.v1.InsertRequest.FieldsEntryR\x06fields\x120\n" +
-	"\asession\x18\x03 \x01(\v2\x16.memdb.v1.WriteSessionR\asession\x1aJ\n" +
+	"\asession\x18\x03 \x01(\v2\x16.memdb.v1.WriteSessionR\asession\x12\x15\n" +
+	"\x06ttl_ms\x18\x04 \x01(\x04R\x05ttlMs\x1aJ\n" +
 	"\vFieldsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12%\n" +
-	"\x05value\x18\x02 \x01(\v2\x0f.memdb.v1.ValueR\x05value:\x028\x01\"\x8b\x02\n" +
+	"\x05value\x18\x02 \x01(\v2\x0f.memdb.v1.ValueR\x05value:\x028\x01\"\xa2\x02\n" +
 	"\rUpsertRequest\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12;\n" +
 	"\x06fields\x18\x02 \x03(\v2#.memdb.v1.UpsertRequest.FieldsEntryR\x06fields\x12)\n" +
 	"\x10expected_version\x18\x03 \x01(\x04R\x0fexpectedVersion\x120\n" +
-	"\asession\x18\x04 \x01(\v2\x16.memdb.v1.WriteSessionR\asession\x1aJ\n" +
+	"\asession\x18\x04 \x01(\v2\x16.memdb.v1.WriteSessionR\asession\x12\x15\n" +
+	"\x06ttl_ms\x18\x05 \x01(\x04R\x05ttlMs\x1aJ\n" +
 	"\vFieldsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12%\n" +
-	"\x05value\x18\x02 \x01(\v2\x0f.memdb.v1.ValueR\x05value:\x028\x01\"\xb8\x02\n" +
+	"\x05value\x18\x02 \x01(\v2\x0f.memdb.v1.ValueR\x05value:\x028\x01\"\xec\x02\n" +
 	"\rUpdateRequest\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12!\n" +
 	"\x03key\x18\x02 \x01(\v2\x0f.memdb.v1.ValueR\x03key\x122\n" +
 	"\x03set\x18\x03 \x03(\v2 .memdb.v1.UpdateRequest.SetEntryR\x03set\x12\x14\n" +
 	"\x05unset\x18\x04 \x03(\tR\x05unset\x12)\n" +
 	"\x10expected_version\x18\x05 \x01(\x04R\x0fexpectedVersion\x120\n" +
-	"\asession\x18\x06 \x01(\v2\x16.memdb.v1.WriteSessionR\asession\x1aG\n" +
+	"\asession\x18\x06 \x01(\v2\x16.memdb.v1.WriteSessionR\asession\x12\x15\n" +
+	"\x06ttl_ms\x18\a \x01(\x04R\x05ttlMs\x12\x1b\n" +
+	"\tclear_ttl\x18\b \x01(\bR\bclearTtl\x1aG\n" +
 	"\bSetEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12%\n" +
-	"\x05value\x18\x02 \x01(\v2\x0f.memdb.v1.ValueR\x05value:\x028\x01\"\xa5\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x0f.memdb.v1.ValueR\x05value:\x028\x01\"\xbb\x01\n" +
+	"\fTouchRequest\x12\x14\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\x12!\n" +
+	"\x03key\x18\x02 \x01(\v2\x0f.memdb.v1.ValueR\x03key\x12\x15\n" +
+	"\x06ttl_ms\x18\x03 \x01(\x04R\x05ttlMs\x12)\n" +
+	"\x10expected_version\x18\x04 \x01(\x04R\x0fexpectedVersion\x120\n" +
+	"\asession\x18\x05 \x01(\v2\x16.memdb.v1.WriteSessionR\asession\"f\n" +
+	"\rTouchResponse\x120\n" +
+	"\x06header\x18\x01 \x01(\v2\x18.memdb.v1.ResponseHeaderR\x06header\x12#\n" +
+	"\x03row\x18\x02 \x01(\v2\x11.memdb.v1.RowMetaR\x03row\"\xa5\x01\n" +
 	"\rDeleteRequest\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12!\n" +
 	"\x03key\x18\x02 \x01(\v2\x0f.memdb.v1.ValueR\x03key\x12)\n" +
@@ -2287,36 +3051,46 @@ const file_memdb_v1_data_proto_rawDesc = "" +
 	"\fFieldCompare\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12#\n" +
 	"\x02op\x18\x02 \x01(\x0e2\x13.memdb.v1.CompareOpR\x02op\x12%\n" +
-	"\x05value\x18\x03 \x01(\v2\x0f.memdb.v1.ValueR\x05value\"\xe7\x01\n" +
+	"\x05value\x18\x03 \x01(\v2\x0f.memdb.v1.ValueR\x05value\"\x92\x02\n" +
 	"\x02Op\x12,\n" +
 	"\x06insert\x18\x01 \x01(\v2\x12.memdb.v1.InsertOpH\x00R\x06insert\x12,\n" +
 	"\x06upsert\x18\x02 \x01(\v2\x12.memdb.v1.UpsertOpH\x00R\x06upsert\x12,\n" +
 	"\x06update\x18\x03 \x01(\v2\x12.memdb.v1.UpdateOpH\x00R\x06update\x12,\n" +
 	"\x06delete\x18\x04 \x01(\v2\x12.memdb.v1.DeleteOpH\x00R\x06delete\x12#\n" +
-	"\x03get\x18\x05 \x01(\v2\x0f.memdb.v1.GetOpH\x00R\x03getB\x04\n" +
-	"\x02op\"\xa4\x01\n" +
+	"\x03get\x18\x05 \x01(\v2\x0f.memdb.v1.GetOpH\x00R\x03get\x12)\n" +
+	"\x05touch\x18\x06 \x01(\v2\x11.memdb.v1.TouchOpH\x00R\x05touchB\x04\n" +
+	"\x02op\"\xbb\x01\n" +
 	"\bInsertOp\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x126\n" +
-	"\x06fields\x18\x02 \x03(\v2\x1e.memdb.v1.InsertOp.FieldsEntryR\x06fields\x1aJ\n" +
+	"\x06fields\x18\x02 \x03(\v2\x1e.memdb.v1.InsertOp.FieldsEntryR\x06fields\x12\x15\n" +
+	"\x06ttl_ms\x18\x03 \x01(\x04R\x05ttlMs\x1aJ\n" +
 	"\vFieldsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12%\n" +
-	"\x05value\x18\x02 \x01(\v2\x0f.memdb.v1.ValueR\x05value:\x028\x01\"\xcf\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x0f.memdb.v1.ValueR\x05value:\x028\x01\"\xe6\x01\n" +
 	"\bUpsertOp\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x126\n" +
 	"\x06fields\x18\x02 \x03(\v2\x1e.memdb.v1.UpsertOp.FieldsEntryR\x06fields\x12)\n" +
-	"\x10expected_version\x18\x03 \x01(\x04R\x0fexpectedVersion\x1aJ\n" +
+	"\x10expected_version\x18\x03 \x01(\x04R\x0fexpectedVersion\x12\x15\n" +
+	"\x06ttl_ms\x18\x04 \x01(\x04R\x05ttlMs\x1aJ\n" +
 	"\vFieldsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12%\n" +
-	"\x05value\x18\x02 \x01(\v2\x0f.memdb.v1.ValueR\x05value:\x028\x01\"\xfc\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x0f.memdb.v1.ValueR\x05value:\x028\x01\"\xb0\x02\n" +
 	"\bUpdateOp\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12!\n" +
 	"\x03key\x18\x02 \x01(\v2\x0f.memdb.v1.ValueR\x03key\x12-\n" +
 	"\x03set\x18\x03 \x03(\v2\x1b.memdb.v1.UpdateOp.SetEntryR\x03set\x12\x14\n" +
 	"\x05unset\x18\x04 \x03(\tR\x05unset\x12)\n" +
-	"\x10expected_version\x18\x05 \x01(\x04R\x0fexpectedVersion\x1aG\n" +
+	"\x10expected_version\x18\x05 \x01(\x04R\x0fexpectedVersion\x12\x15\n" +
+	"\x06ttl_ms\x18\x06 \x01(\x04R\x05ttlMs\x12\x1b\n" +
+	"\tclear_ttl\x18\a \x01(\bR\bclearTtl\x1aG\n" +
 	"\bSetEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12%\n" +
-	"\x05value\x18\x02 \x01(\v2\x0f.memdb.v1.ValueR\x05value:\x028\x01\"n\n" +
+	"\x05value\x18\x02 \x01(\v2\x0f.memdb.v1.ValueR\x05value:\x028\x01\"\x84\x01\n" +
+	"\aTouchOp\x12\x14\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\x12!\n" +
+	"\x03key\x18\x02 \x01(\v2\x0f.memdb.v1.ValueR\x03key\x12\x15\n" +
+	"\x06ttl_ms\x18\x03 \x01(\x04R\x05ttlMs\x12)\n" +
+	"\x10expected_version\x18\x04 \x01(\x04R\x0fexpectedVersion\"n\n" +
 	"\bDeleteOp\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12!\n" +
 	"\x03key\x18\x02 \x01(\v2\x0f.memdb.v1.ValueR\x03key\x12)\n" +
@@ -2340,14 +3114,48 @@ const file_memdb_v1_data_proto_rawDesc = "" +
 	"\x03put\x18\x01 \x01(\v2\x11.memdb.v1.RowMetaH\x00R\x03put\x12\x1a\n" +
 	"\adeleted\x18\x02 \x01(\bH\x00R\adeleted\x12'\n" +
 	"\x03get\x18\x03 \x01(\v2\x13.memdb.v1.GetResultH\x00R\x03getB\b\n" +
-	"\x06result*\xa1\x01\n" +
+	"\x06result\"\xd3\x02\n" +
+	"\fWatchRequest\x12\x14\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\tR\x05index\x12(\n" +
+	"\x05range\x18\x03 \x01(\v2\x12.memdb.v1.KeyRangeR\x05range\x12\x15\n" +
+	"\x06no_put\x18\x04 \x01(\bR\x05noPut\x12\x1b\n" +
+	"\tno_delete\x18\x05 \x01(\bR\bnoDelete\x12\x19\n" +
+	"\bprev_row\x18\x06 \x01(\bR\aprevRow\x12%\n" +
+	"\x0estart_revision\x18\a \x01(\x04R\rstartRevision\x12\x1a\n" +
+	"\bsnapshot\x18\b \x01(\bR\bsnapshot\x120\n" +
+	"\x14progress_interval_ms\x18\t \x01(\rR\x12progressIntervalMs\x12)\n" +
+	"\x04read\x18\n" +
+	" \x01(\v2\x15.memdb.v1.ReadOptionsR\x04read\"\x96\x02\n" +
+	"\rWatchResponse\x120\n" +
+	"\x06header\x18\x01 \x01(\v2\x18.memdb.v1.ResponseHeaderR\x06header\x12\x19\n" +
+	"\bwatch_id\x18\x02 \x01(\tR\awatchId\x12'\n" +
+	"\x06events\x18\x03 \x03(\v2\x0f.memdb.v1.EventR\x06events\x122\n" +
+	"\rsnapshot_rows\x18\x04 \x03(\v2\r.memdb.v1.RowR\fsnapshotRows\x12#\n" +
+	"\rsnapshot_done\x18\x05 \x01(\bR\fsnapshotDone\x12\x1a\n" +
+	"\brevision\x18\x06 \x01(\x04R\brevision\x12\x1a\n" +
+	"\bprogress\x18\a \x01(\bR\bprogress\"\xd9\x01\n" +
+	"\x05Event\x12(\n" +
+	"\x04type\x18\x01 \x01(\x0e2\x14.memdb.v1.Event.TypeR\x04type\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x1f\n" +
+	"\x03row\x18\x03 \x01(\v2\r.memdb.v1.RowR\x03row\x12(\n" +
+	"\bprev_row\x18\x04 \x01(\v2\r.memdb.v1.RowR\aprevRow\x12\x18\n" +
+	"\aexpired\x18\x05 \x01(\bR\aexpired\"%\n" +
+	"\x04Type\x12\f\n" +
+	"\bTYPE_PUT\x10\x00\x12\x0f\n" +
+	"\vTYPE_DELETE\x10\x01\"1\n" +
+	"\x14WatchProgressRequest\x12\x19\n" +
+	"\bwatch_id\x18\x01 \x01(\tR\awatchId\"e\n" +
+	"\x15WatchProgressResponse\x120\n" +
+	"\x06header\x18\x01 \x01(\v2\x18.memdb.v1.ResponseHeaderR\x06header\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision*\xa1\x01\n" +
 	"\tCompareOp\x12\x14\n" +
 	"\x10COMPARE_OP_EQUAL\x10\x00\x12\x18\n" +
 	"\x14COMPARE_OP_NOT_EQUAL\x10\x01\x12\x13\n" +
 	"\x0fCOMPARE_OP_LESS\x10\x02\x12\x19\n" +
 	"\x15COMPARE_OP_LESS_EQUAL\x10\x03\x12\x16\n" +
 	"\x12COMPARE_OP_GREATER\x10\x04\x12\x1c\n" +
-	"\x18COMPARE_OP_GREATER_EQUAL\x10\x052\x9d\x04\n" +
+	"\x18COMPARE_OP_GREATER_EQUAL\x10\x052\xe5\x05\n" +
 	"\vDataService\x122\n" +
 	"\x03Get\x12\x14.memdb.v1.GetRequest\x1a\x15.memdb.v1.GetResponse\x12A\n" +
 	"\bBatchGet\x12\x19.memdb.v1.BatchGetRequest\x1a\x1a.memdb.v1.BatchGetResponse\x125\n" +
@@ -2357,7 +3165,10 @@ const file_memdb_v1_data_proto_rawDesc = "" +
 	"\x06Upsert\x12\x17.memdb.v1.UpsertRequest\x1a\x18.memdb.v1.UpsertResponse\x12;\n" +
 	"\x06Update\x12\x17.memdb.v1.UpdateRequest\x1a\x18.memdb.v1.UpdateResponse\x12;\n" +
 	"\x06Delete\x12\x17.memdb.v1.DeleteRequest\x1a\x18.memdb.v1.DeleteResponse\x122\n" +
-	"\x03Txn\x12\x14.memdb.v1.TxnRequest\x1a\x15.memdb.v1.TxnResponseB<Z3github.com/memdbd/memdbd/api/proto/memdb/v1;memdbv1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
+	"\x03Txn\x12\x14.memdb.v1.TxnRequest\x1a\x15.memdb.v1.TxnResponse\x128\n" +
+	"\x05Touch\x12\x16.memdb.v1.TouchRequest\x1a\x17.memdb.v1.TouchResponse\x12:\n" +
+	"\x05Watch\x12\x16.memdb.v1.WatchRequest\x1a\x17.memdb.v1.WatchResponse0\x01\x12P\n" +
+	"\rWatchProgress\x12\x1e.memdb.v1.WatchProgressRequest\x1a\x1f.memdb.v1.WatchProgressResponseB<Z3github.com/memdbd/memdbd/api/proto/memdb/v1;memdbv1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
 var (
 	file_memdb_v1_data_proto_rawDescOnce sync.Once
@@ -2371,145 +3182,175 @@ func file_memdb_v1_data_proto_rawDescGZIP() []byte {
 	return file_memdb_v1_data_proto_rawDescData
 }
 
-var file_memdb_v1_data_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_memdb_v1_data_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_memdb_v1_data_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_memdb_v1_data_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_memdb_v1_data_proto_goTypes = []any{
-	(CompareOp)(0),           // 0: memdb.v1.CompareOp
-	(*GetRequest)(nil),       // 1: memdb.v1.GetRequest
-	(*GetResponse)(nil),      // 2: memdb.v1.GetResponse
-	(*BatchGetRequest)(nil),  // 3: memdb.v1.BatchGetRequest
-	(*BatchGetResponse)(nil), // 4: memdb.v1.BatchGetResponse
-	(*GetResult)(nil),        // 5: memdb.v1.GetResult
-	(*KeyRange)(nil),         // 6: memdb.v1.KeyRange
-	(*ScanRequest)(nil),      // 7: memdb.v1.ScanRequest
-	(*ScanResponse)(nil),     // 8: memdb.v1.ScanResponse
-	(*CountRequest)(nil),     // 9: memdb.v1.CountRequest
-	(*CountResponse)(nil),    // 10: memdb.v1.CountResponse
-	(*InsertRequest)(nil),    // 11: memdb.v1.InsertRequest
-	(*UpsertRequest)(nil),    // 12: memdb.v1.UpsertRequest
-	(*UpdateRequest)(nil),    // 13: memdb.v1.UpdateRequest
-	(*DeleteRequest)(nil),    // 14: memdb.v1.DeleteRequest
-	(*InsertResponse)(nil),   // 15: memdb.v1.InsertResponse
-	(*UpsertResponse)(nil),   // 16: memdb.v1.UpsertResponse
-	(*UpdateResponse)(nil),   // 17: memdb.v1.UpdateResponse
-	(*DeleteResponse)(nil),   // 18: memdb.v1.DeleteResponse
-	(*Condition)(nil),        // 19: memdb.v1.Condition
-	(*NumberCompare)(nil),    // 20: memdb.v1.NumberCompare
-	(*FieldCompare)(nil),     // 21: memdb.v1.FieldCompare
-	(*Op)(nil),               // 22: memdb.v1.Op
-	(*InsertOp)(nil),         // 23: memdb.v1.InsertOp
-	(*UpsertOp)(nil),         // 24: memdb.v1.UpsertOp
-	(*UpdateOp)(nil),         // 25: memdb.v1.UpdateOp
-	(*DeleteOp)(nil),         // 26: memdb.v1.DeleteOp
-	(*GetOp)(nil),            // 27: memdb.v1.GetOp
-	(*TxnRequest)(nil),       // 28: memdb.v1.TxnRequest
-	(*TxnResponse)(nil),      // 29: memdb.v1.TxnResponse
-	(*OpResult)(nil),         // 30: memdb.v1.OpResult
-	nil,                      // 31: memdb.v1.InsertRequest.FieldsEntry
-	nil,                      // 32: memdb.v1.UpsertRequest.FieldsEntry
-	nil,                      // 33: memdb.v1.UpdateRequest.SetEntry
-	nil,                      // 34: memdb.v1.InsertOp.FieldsEntry
-	nil,                      // 35: memdb.v1.UpsertOp.FieldsEntry
-	nil,                      // 36: memdb.v1.UpdateOp.SetEntry
-	(*Value)(nil),            // 37: memdb.v1.Value
-	(*ReadOptions)(nil),      // 38: memdb.v1.ReadOptions
-	(*ResponseHeader)(nil),   // 39: memdb.v1.ResponseHeader
-	(*Row)(nil),              // 40: memdb.v1.Row
-	(*WriteSession)(nil),     // 41: memdb.v1.WriteSession
-	(*RowMeta)(nil),          // 42: memdb.v1.RowMeta
+	(CompareOp)(0),                // 0: memdb.v1.CompareOp
+	(Event_Type)(0),               // 1: memdb.v1.Event.Type
+	(*GetRequest)(nil),            // 2: memdb.v1.GetRequest
+	(*GetResponse)(nil),           // 3: memdb.v1.GetResponse
+	(*BatchGetRequest)(nil),       // 4: memdb.v1.BatchGetRequest
+	(*BatchGetResponse)(nil),      // 5: memdb.v1.BatchGetResponse
+	(*GetResult)(nil),             // 6: memdb.v1.GetResult
+	(*KeyRange)(nil),              // 7: memdb.v1.KeyRange
+	(*ScanRequest)(nil),           // 8: memdb.v1.ScanRequest
+	(*ScanResponse)(nil),          // 9: memdb.v1.ScanResponse
+	(*CountRequest)(nil),          // 10: memdb.v1.CountRequest
+	(*CountResponse)(nil),         // 11: memdb.v1.CountResponse
+	(*InsertRequest)(nil),         // 12: memdb.v1.InsertRequest
+	(*UpsertRequest)(nil),         // 13: memdb.v1.UpsertRequest
+	(*UpdateRequest)(nil),         // 14: memdb.v1.UpdateRequest
+	(*TouchRequest)(nil),          // 15: memdb.v1.TouchRequest
+	(*TouchResponse)(nil),         // 16: memdb.v1.TouchResponse
+	(*DeleteRequest)(nil),         // 17: memdb.v1.DeleteRequest
+	(*InsertResponse)(nil),        // 18: memdb.v1.InsertResponse
+	(*UpsertResponse)(nil),        // 19: memdb.v1.UpsertResponse
+	(*UpdateResponse)(nil),        // 20: memdb.v1.UpdateResponse
+	(*DeleteResponse)(nil),        // 21: memdb.v1.DeleteResponse
+	(*Condition)(nil),             // 22: memdb.v1.Condition
+	(*NumberCompare)(nil),         // 23: memdb.v1.NumberCompare
+	(*FieldCompare)(nil),          // 24: memdb.v1.FieldCompare
+	(*Op)(nil),                    // 25: memdb.v1.Op
+	(*InsertOp)(nil),              // 26: memdb.v1.InsertOp
+	(*UpsertOp)(nil),              // 27: memdb.v1.UpsertOp
+	(*UpdateOp)(nil),              // 28: memdb.v1.UpdateOp
+	(*TouchOp)(nil),               // 29: memdb.v1.TouchOp
+	(*DeleteOp)(nil),              // 30: memdb.v1.DeleteOp
+	(*GetOp)(nil),                 // 31: memdb.v1.GetOp
+	(*TxnRequest)(nil),            // 32: memdb.v1.TxnRequest
+	(*TxnResponse)(nil),           // 33: memdb.v1.TxnResponse
+	(*OpResult)(nil),              // 34: memdb.v1.OpResult
+	(*WatchRequest)(nil),          // 35: memdb.v1.WatchRequest
+	(*WatchResponse)(nil),         // 36: memdb.v1.WatchResponse
+	(*Event)(nil),                 // 37: memdb.v1.Event
+	(*WatchProgressRequest)(nil),  // 38: memdb.v1.WatchProgressRequest
+	(*WatchProgressResponse)(nil), // 39: memdb.v1.WatchProgressResponse
+	nil,                           // 40: memdb.v1.InsertRequest.FieldsEntry
+	nil,                           // 41: memdb.v1.UpsertRequest.FieldsEntry
+	nil,                           // 42: memdb.v1.UpdateRequest.SetEntry
+	nil,                           // 43: memdb.v1.InsertOp.FieldsEntry
+	nil,                           // 44: memdb.v1.UpsertOp.FieldsEntry
+	nil,                           // 45: memdb.v1.UpdateOp.SetEntry
+	(*Value)(nil),                 // 46: memdb.v1.Value
+	(*ReadOptions)(nil),           // 47: memdb.v1.ReadOptions
+	(*ResponseHeader)(nil),        // 48: memdb.v1.ResponseHeader
+	(*Row)(nil),                   // 49: memdb.v1.Row
+	(*WriteSession)(nil),          // 50: memdb.v1.WriteSession
+	(*RowMeta)(nil),               // 51: memdb.v1.RowMeta
 }
 var file_memdb_v1_data_proto_depIdxs = []int32{
-	37, // 0: memdb.v1.GetRequest.key:type_name -> memdb.v1.Value
-	38, // 1: memdb.v1.GetRequest.read:type_name -> memdb.v1.ReadOptions
-	39, // 2: memdb.v1.GetResponse.header:type_name -> memdb.v1.ResponseHeader
-	40, // 3: memdb.v1.GetResponse.row:type_name -> memdb.v1.Row
-	37, // 4: memdb.v1.BatchGetRequest.keys:type_name -> memdb.v1.Value
-	38, // 5: memdb.v1.BatchGetRequest.read:type_name -> memdb.v1.ReadOptions
-	39, // 6: memdb.v1.BatchGetResponse.header:type_name -> memdb.v1.ResponseHeader
-	5,  // 7: memdb.v1.BatchGetResponse.results:type_name -> memdb.v1.GetResult
-	40, // 8: memdb.v1.GetResult.row:type_name -> memdb.v1.Row
-	37, // 9: memdb.v1.KeyRange.prefix:type_name -> memdb.v1.Value
-	37, // 10: memdb.v1.KeyRange.start:type_name -> memdb.v1.Value
-	37, // 11: memdb.v1.KeyRange.end:type_name -> memdb.v1.Value
-	6,  // 12: memdb.v1.ScanRequest.range:type_name -> memdb.v1.KeyRange
-	38, // 13: memdb.v1.ScanRequest.read:type_name -> memdb.v1.ReadOptions
-	39, // 14: memdb.v1.ScanResponse.header:type_name -> memdb.v1.ResponseHeader
-	40, // 15: memdb.v1.ScanResponse.rows:type_name -> memdb.v1.Row
-	6,  // 16: memdb.v1.CountRequest.range:type_name -> memdb.v1.KeyRange
-	38, // 17: memdb.v1.CountRequest.read:type_name -> memdb.v1.ReadOptions
-	39, // 18: memdb.v1.CountResponse.header:type_name -> memdb.v1.ResponseHeader
-	31, // 19: memdb.v1.InsertRequest.fields:type_name -> memdb.v1.InsertRequest.FieldsEntry
-	41, // 20: memdb.v1.InsertRequest.session:type_name -> memdb.v1.WriteSession
-	32, // 21: memdb.v1.UpsertRequest.fields:type_name -> memdb.v1.UpsertRequest.FieldsEntry
-	41, // 22: memdb.v1.UpsertRequest.session:type_name -> memdb.v1.WriteSession
-	37, // 23: memdb.v1.UpdateRequest.key:type_name -> memdb.v1.Value
-	33, // 24: memdb.v1.UpdateRequest.set:type_name -> memdb.v1.UpdateRequest.SetEntry
-	41, // 25: memdb.v1.UpdateRequest.session:type_name -> memdb.v1.WriteSession
-	37, // 26: memdb.v1.DeleteRequest.key:type_name -> memdb.v1.Value
-	41, // 27: memdb.v1.DeleteRequest.session:type_name -> memdb.v1.WriteSession
-	39, // 28: memdb.v1.InsertResponse.header:type_name -> memdb.v1.ResponseHeader
-	42, // 29: memdb.v1.InsertResponse.row:type_name -> memdb.v1.RowMeta
-	39, // 30: memdb.v1.UpsertResponse.header:type_name -> memdb.v1.ResponseHeader
-	42, // 31: memdb.v1.UpsertResponse.row:type_name -> memdb.v1.RowMeta
-	39, // 32: memdb.v1.UpdateResponse.header:type_name -> memdb.v1.ResponseHeader
-	42, // 33: memdb.v1.UpdateResponse.row:type_name -> memdb.v1.RowMeta
-	39, // 34: memdb.v1.DeleteResponse.header:type_name -> memdb.v1.ResponseHeader
-	37, // 35: memdb.v1.Condition.key:type_name -> memdb.v1.Value
-	20, // 36: memdb.v1.Condition.version:type_name -> memdb.v1.NumberCompare
-	20, // 37: memdb.v1.Condition.mod_revision:type_name -> memdb.v1.NumberCompare
-	20, // 38: memdb.v1.Condition.create_revision:type_name -> memdb.v1.NumberCompare
-	21, // 39: memdb.v1.Condition.field:type_name -> memdb.v1.FieldCompare
-	0,  // 40: memdb.v1.NumberCompare.op:type_name -> memdb.v1.CompareOp
-	0,  // 41: memdb.v1.FieldCompare.op:type_name -> memdb.v1.CompareOp
-	37, // 42: memdb.v1.FieldCompare.value:type_name -> memdb.v1.Value
-	23, // 43: memdb.v1.Op.insert:type_name -> memdb.v1.InsertOp
-	24, // 44: memdb.v1.Op.upsert:type_name -> memdb.v1.UpsertOp
-	25, // 45: memdb.v1.Op.update:type_name -> memdb.v1.UpdateOp
-	26, // 46: memdb.v1.Op.delete:type_name -> memdb.v1.DeleteOp
-	27, // 47: memdb.v1.Op.get:type_name -> memdb.v1.GetOp
-	34, // 48: memdb.v1.InsertOp.fields:type_name -> memdb.v1.InsertOp.FieldsEntry
-	35, // 49: memdb.v1.UpsertOp.fields:type_name -> memdb.v1.UpsertOp.FieldsEntry
-	37, // 50: memdb.v1.UpdateOp.key:type_name -> memdb.v1.Value
-	36, // 51: memdb.v1.UpdateOp.set:type_name -> memdb.v1.UpdateOp.SetEntry
-	37, // 52: memdb.v1.DeleteOp.key:type_name -> memdb.v1.Value
-	37, // 53: memdb.v1.GetOp.key:type_name -> memdb.v1.Value
-	19, // 54: memdb.v1.TxnRequest.conditions:type_name -> memdb.v1.Condition
-	22, // 55: memdb.v1.TxnRequest.then:type_name -> memdb.v1.Op
-	22, // 56: memdb.v1.TxnRequest.else:type_name -> memdb.v1.Op
-	41, // 57: memdb.v1.TxnRequest.session:type_name -> memdb.v1.WriteSession
-	39, // 58: memdb.v1.TxnResponse.header:type_name -> memdb.v1.ResponseHeader
-	30, // 59: memdb.v1.TxnResponse.results:type_name -> memdb.v1.OpResult
-	42, // 60: memdb.v1.OpResult.put:type_name -> memdb.v1.RowMeta
-	5,  // 61: memdb.v1.OpResult.get:type_name -> memdb.v1.GetResult
-	37, // 62: memdb.v1.InsertRequest.FieldsEntry.value:type_name -> memdb.v1.Value
-	37, // 63: memdb.v1.UpsertRequest.FieldsEntry.value:type_name -> memdb.v1.Value
-	37, // 64: memdb.v1.UpdateRequest.SetEntry.value:type_name -> memdb.v1.Value
-	37, // 65: memdb.v1.InsertOp.FieldsEntry.value:type_name -> memdb.v1.Value
-	37, // 66: memdb.v1.UpsertOp.FieldsEntry.value:type_name -> memdb.v1.Value
-	37, // 67: memdb.v1.UpdateOp.SetEntry.value:type_name -> memdb.v1.Value
-	1,  // 68: memdb.v1.DataService.Get:input_type -> memdb.v1.GetRequest
-	3,  // 69: memdb.v1.DataService.BatchGet:input_type -> memdb.v1.BatchGetRequest
-	7,  // 70: memdb.v1.DataService.Scan:input_type -> memdb.v1.ScanRequest
-	9,  // 71: memdb.v1.DataService.Count:input_type -> memdb.v1.CountRequest
-	11, // 72: memdb.v1.DataService.Insert:input_type -> memdb.v1.InsertRequest
-	12, // 73: memdb.v1.DataService.Upsert:input_type -> memdb.v1.UpsertRequest
-	13, // 74: memdb.v1.DataService.Update:input_type -> memdb.v1.UpdateRequest
-	14, // 75: memdb.v1.DataService.Delete:input_type -> memdb.v1.DeleteRequest
-	28, // 76: memdb.v1.DataService.Txn:input_type -> memdb.v1.TxnRequest
-	2,  // 77: memdb.v1.DataService.Get:output_type -> memdb.v1.GetResponse
-	4,  // 78: memdb.v1.DataService.BatchGet:output_type -> memdb.v1.BatchGetResponse
-	8,  // 79: memdb.v1.DataService.Scan:output_type -> memdb.v1.ScanResponse
-	10, // 80: memdb.v1.DataService.Count:output_type -> memdb.v1.CountResponse
-	15, // 81: memdb.v1.DataService.Insert:output_type -> memdb.v1.InsertResponse
-	16, // 82: memdb.v1.DataService.Upsert:output_type -> memdb.v1.UpsertResponse
-	17, // 83: memdb.v1.DataService.Update:output_type -> memdb.v1.UpdateResponse
-	18, // 84: memdb.v1.DataService.Delete:output_type -> memdb.v1.DeleteResponse
-	29, // 85: memdb.v1.DataService.Txn:output_type -> memdb.v1.TxnResponse
-	77, // [77:86] is the sub-list for method output_type
-	68, // [68:77] is the sub-list for method input_type
-	68, // [68:68] is the sub-list for extension type_name
-	68, // [68:68] is the sub-list for extension extendee
-	0,  // [0:68] is the sub-list for field type_name
+	46, // 0: memdb.v1.GetRequest.key:type_name -> memdb.v1.Value
+	47, // 1: memdb.v1.GetRequest.read:type_name -> memdb.v1.ReadOptions
+	48, // 2: memdb.v1.GetResponse.header:type_name -> memdb.v1.ResponseHeader
+	49, // 3: memdb.v1.GetResponse.row:type_name -> memdb.v1.Row
+	46, // 4: memdb.v1.BatchGetRequest.keys:type_name -> memdb.v1.Value
+	47, // 5: memdb.v1.BatchGetRequest.read:type_name -> memdb.v1.ReadOptions
+	48, // 6: memdb.v1.BatchGetResponse.header:type_name -> memdb.v1.ResponseHeader
+	6,  // 7: memdb.v1.BatchGetResponse.results:type_name -> memdb.v1.GetResult
+	49, // 8: memdb.v1.GetResult.row:type_name -> memdb.v1.Row
+	46, // 9: memdb.v1.KeyRange.prefix:type_name -> memdb.v1.Value
+	46, // 10: memdb.v1.KeyRange.start:type_name -> memdb.v1.Value
+	46, // 11: memdb.v1.KeyRange.end:type_name -> memdb.v1.Value
+	7,  // 12: memdb.v1.ScanRequest.range:type_name -> memdb.v1.KeyRange
+	47, // 13: memdb.v1.ScanRequest.read:type_name -> memdb.v1.ReadOptions
+	48, // 14: memdb.v1.ScanResponse.header:type_name -> memdb.v1.ResponseHeader
+	49, // 15: memdb.v1.ScanResponse.rows:type_name -> memdb.v1.Row
+	7,  // 16: memdb.v1.CountRequest.range:type_name -> memdb.v1.KeyRange
+	47, // 17: memdb.v1.CountRequest.read:type_name -> memdb.v1.ReadOptions
+	48, // 18: memdb.v1.CountResponse.header:type_name -> memdb.v1.ResponseHeader
+	40, // 19: memdb.v1.InsertRequest.fields:type_name -> memdb.v1.InsertRequest.FieldsEntry
+	50, // 20: memdb.v1.InsertRequest.session:type_name -> memdb.v1.WriteSession
+	41, // 21: memdb.v1.UpsertRequest.fields:type_name -> memdb.v1.UpsertRequest.FieldsEntry
+	50, // 22: memdb.v1.UpsertRequest.session:type_name -> memdb.v1.WriteSession
+	46, // 23: memdb.v1.UpdateRequest.key:type_name -> memdb.v1.Value
+	42, // 24: memdb.v1.UpdateRequest.set:type_name -> memdb.v1.UpdateRequest.SetEntry
+	50, // 25: memdb.v1.UpdateRequest.session:type_name -> memdb.v1.WriteSession
+	46, // 26: memdb.v1.TouchRequest.key:type_name -> memdb.v1.Value
+	50, // 27: memdb.v1.TouchRequest.session:type_name -> memdb.v1.WriteSession
+	48, // 28: memdb.v1.TouchResponse.header:type_name -> memdb.v1.ResponseHeader
+	51, // 29: memdb.v1.TouchResponse.row:type_name -> memdb.v1.RowMeta
+	46, // 30: memdb.v1.DeleteRequest.key:type_name -> memdb.v1.Value
+	50, // 31: memdb.v1.DeleteRequest.session:type_name -> memdb.v1.WriteSession
+	48, // 32: memdb.v1.InsertResponse.header:type_name -> memdb.v1.ResponseHeader
+	51, // 33: memdb.v1.InsertResponse.row:type_name -> memdb.v1.RowMeta
+	48, // 34: memdb.v1.UpsertResponse.header:type_name -> memdb.v1.ResponseHeader
+	51, // 35: memdb.v1.UpsertResponse.row:type_name -> memdb.v1.RowMeta
+	48, // 36: memdb.v1.UpdateResponse.header:type_name -> memdb.v1.ResponseHeader
+	51, // 37: memdb.v1.UpdateResponse.row:type_name -> memdb.v1.RowMeta
+	48, // 38: memdb.v1.DeleteResponse.header:type_name -> memdb.v1.ResponseHeader
+	46, // 39: memdb.v1.Condition.key:type_name -> memdb.v1.Value
+	23, // 40: memdb.v1.Condition.version:type_name -> memdb.v1.NumberCompare
+	23, // 41: memdb.v1.Condition.mod_revision:type_name -> memdb.v1.NumberCompare
+	23, // 42: memdb.v1.Condition.create_revision:type_name -> memdb.v1.NumberCompare
+	24, // 43: memdb.v1.Condition.field:type_name -> memdb.v1.FieldCompare
+	0,  // 44: memdb.v1.NumberCompare.op:type_name -> memdb.v1.CompareOp
+	0,  // 45: memdb.v1.FieldCompare.op:type_name -> memdb.v1.CompareOp
+	46, // 46: memdb.v1.FieldCompare.value:type_name -> memdb.v1.Value
+	26, // 47: memdb.v1.Op.insert:type_name -> memdb.v1.InsertOp
+	27, // 48: memdb.v1.Op.upsert:type_name -> memdb.v1.UpsertOp
+	28, // 49: memdb.v1.Op.update:type_name -> memdb.v1.UpdateOp
+	30, // 50: memdb.v1.Op.delete:type_name -> memdb.v1.DeleteOp
+	31, // 51: memdb.v1.Op.get:type_name -> memdb.v1.GetOp
+	29, // 52: memdb.v1.Op.touch:type_name -> memdb.v1.TouchOp
+	43, // 53: memdb.v1.InsertOp.fields:type_name -> memdb.v1.InsertOp.FieldsEntry
+	44, // 54: memdb.v1.UpsertOp.fields:type_name -> memdb.v1.UpsertOp.FieldsEntry
+	46, // 55: memdb.v1.UpdateOp.key:type_name -> memdb.v1.Value
+	45, // 56: memdb.v1.UpdateOp.set:type_name -> memdb.v1.UpdateOp.SetEntry
+	46, // 57: memdb.v1.TouchOp.key:type_name -> memdb.v1.Value
+	46, // 58: memdb.v1.DeleteOp.key:type_name -> memdb.v1.Value
+	46, // 59: memdb.v1.GetOp.key:type_name -> memdb.v1.Value
+	22, // 60: memdb.v1.TxnRequest.conditions:type_name -> memdb.v1.Condition
+	25, // 61: memdb.v1.TxnRequest.then:type_name -> memdb.v1.Op
+	25, // 62: memdb.v1.TxnRequest.else:type_name -> memdb.v1.Op
+	50, // 63: memdb.v1.TxnRequest.session:type_name -> memdb.v1.WriteSession
+	48, // 64: memdb.v1.TxnResponse.header:type_name -> memdb.v1.ResponseHeader
+	34, // 65: memdb.v1.TxnResponse.results:type_name -> memdb.v1.OpResult
+	51, // 66: memdb.v1.OpResult.put:type_name -> memdb.v1.RowMeta
+	6,  // 67: memdb.v1.OpResult.get:type_name -> memdb.v1.GetResult
+	7,  // 68: memdb.v1.WatchRequest.range:type_name -> memdb.v1.KeyRange
+	47, // 69: memdb.v1.WatchRequest.read:type_name -> memdb.v1.ReadOptions
+	48, // 70: memdb.v1.WatchResponse.header:type_name -> memdb.v1.ResponseHeader
+	37, // 71: memdb.v1.WatchResponse.events:type_name -> memdb.v1.Event
+	49, // 72: memdb.v1.WatchResponse.snapshot_rows:type_name -> memdb.v1.Row
+	1,  // 73: memdb.v1.Event.type:type_name -> memdb.v1.Event.Type
+	49, // 74: memdb.v1.Event.row:type_name -> memdb.v1.Row
+	49, // 75: memdb.v1.Event.prev_row:type_name -> memdb.v1.Row
+	48, // 76: memdb.v1.WatchProgressResponse.header:type_name -> memdb.v1.ResponseHeader
+	46, // 77: memdb.v1.InsertRequest.FieldsEntry.value:type_name -> memdb.v1.Value
+	46, // 78: memdb.v1.UpsertRequest.FieldsEntry.value:type_name -> memdb.v1.Value
+	46, // 79: memdb.v1.UpdateRequest.SetEntry.value:type_name -> memdb.v1.Value
+	46, // 80: memdb.v1.InsertOp.FieldsEntry.value:type_name -> memdb.v1.Value
+	46, // 81: memdb.v1.UpsertOp.FieldsEntry.value:type_name -> memdb.v1.Value
+	46, // 82: memdb.v1.UpdateOp.SetEntry.value:type_name -> memdb.v1.Value
+	2,  // 83: memdb.v1.DataService.Get:input_type -> memdb.v1.GetRequest
+	4,  // 84: memdb.v1.DataService.BatchGet:input_type -> memdb.v1.BatchGetRequest
+	8,  // 85: memdb.v1.DataService.Scan:input_type -> memdb.v1.ScanRequest
+	10, // 86: memdb.v1.DataService.Count:input_type -> memdb.v1.CountRequest
+	12, // 87: memdb.v1.DataService.Insert:input_type -> memdb.v1.InsertRequest
+	13, // 88: memdb.v1.DataService.Upsert:input_type -> memdb.v1.UpsertRequest
+	14, // 89: memdb.v1.DataService.Update:input_type -> memdb.v1.UpdateRequest
+	17, // 90: memdb.v1.DataService.Delete:input_type -> memdb.v1.DeleteRequest
+	32, // 91: memdb.v1.DataService.Txn:input_type -> memdb.v1.TxnRequest
+	15, // 92: memdb.v1.DataService.Touch:input_type -> memdb.v1.TouchRequest
+	35, // 93: memdb.v1.DataService.Watch:input_type -> memdb.v1.WatchRequest
+	38, // 94: memdb.v1.DataService.WatchProgress:input_type -> memdb.v1.WatchProgressRequest
+	3,  // 95: memdb.v1.DataService.Get:output_type -> memdb.v1.GetResponse
+	5,  // 96: memdb.v1.DataService.BatchGet:output_type -> memdb.v1.BatchGetResponse
+	9,  // 97: memdb.v1.DataService.Scan:output_type -> memdb.v1.ScanResponse
+	11, // 98: memdb.v1.DataService.Count:output_type -> memdb.v1.CountResponse
+	18, // 99: memdb.v1.DataService.Insert:output_type -> memdb.v1.InsertResponse
+	19, // 100: memdb.v1.DataService.Upsert:output_type -> memdb.v1.UpsertResponse
+	20, // 101: memdb.v1.DataService.Update:output_type -> memdb.v1.UpdateResponse
+	21, // 102: memdb.v1.DataService.Delete:output_type -> memdb.v1.DeleteResponse
+	33, // 103: memdb.v1.DataService.Txn:output_type -> memdb.v1.TxnResponse
+	16, // 104: memdb.v1.DataService.Touch:output_type -> memdb.v1.TouchResponse
+	36, // 105: memdb.v1.DataService.Watch:output_type -> memdb.v1.WatchResponse
+	39, // 106: memdb.v1.DataService.WatchProgress:output_type -> memdb.v1.WatchProgressResponse
+	95, // [95:107] is the sub-list for method output_type
+	83, // [83:95] is the sub-list for method input_type
+	83, // [83:83] is the sub-list for extension type_name
+	83, // [83:83] is the sub-list for extension extendee
+	0,  // [0:83] is the sub-list for field type_name
 }
 
 func init() { file_memdb_v1_data_proto_init() }
@@ -2518,21 +3359,22 @@ func file_memdb_v1_data_proto_init() {
 		return
 	}
 	file_memdb_v1_types_proto_init()
-	file_memdb_v1_data_proto_msgTypes[18].OneofWrappers = []any{
+	file_memdb_v1_data_proto_msgTypes[20].OneofWrappers = []any{
 		(*Condition_Exists)(nil),
 		(*Condition_Version)(nil),
 		(*Condition_ModRevision)(nil),
 		(*Condition_CreateRevision)(nil),
 		(*Condition_Field)(nil),
 	}
-	file_memdb_v1_data_proto_msgTypes[21].OneofWrappers = []any{
+	file_memdb_v1_data_proto_msgTypes[23].OneofWrappers = []any{
 		(*Op_Insert)(nil),
 		(*Op_Upsert)(nil),
 		(*Op_Update)(nil),
 		(*Op_Delete)(nil),
 		(*Op_Get)(nil),
+		(*Op_Touch)(nil),
 	}
-	file_memdb_v1_data_proto_msgTypes[29].OneofWrappers = []any{
+	file_memdb_v1_data_proto_msgTypes[32].OneofWrappers = []any{
 		(*OpResult_Put)(nil),
 		(*OpResult_Deleted)(nil),
 		(*OpResult_Get)(nil),
@@ -2542,8 +3384,8 @@ func file_memdb_v1_data_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_memdb_v1_data_proto_rawDesc), len(file_memdb_v1_data_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   36,
+			NumEnums:      2,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

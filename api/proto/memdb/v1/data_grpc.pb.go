@@ -19,15 +19,18 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	DataService_Get_FullMethodName      = "/memdb.v1.DataService/Get"
-	DataService_BatchGet_FullMethodName = "/memdb.v1.DataService/BatchGet"
-	DataService_Scan_FullMethodName     = "/memdb.v1.DataService/Scan"
-	DataService_Count_FullMethodName    = "/memdb.v1.DataService/Count"
-	DataService_Insert_FullMethodName   = "/memdb.v1.DataService/Insert"
-	DataService_Upsert_FullMethodName   = "/memdb.v1.DataService/Upsert"
-	DataService_Update_FullMethodName   = "/memdb.v1.DataService/Update"
-	DataService_Delete_FullMethodName   = "/memdb.v1.DataService/Delete"
-	DataService_Txn_FullMethodName      = "/memdb.v1.DataService/Txn"
+	DataService_Get_FullMethodName           = "/memdb.v1.DataService/Get"
+	DataService_BatchGet_FullMethodName      = "/memdb.v1.DataService/BatchGet"
+	DataService_Scan_FullMethodName          = "/memdb.v1.DataService/Scan"
+	DataService_Count_FullMethodName         = "/memdb.v1.DataService/Count"
+	DataService_Insert_FullMethodName        = "/memdb.v1.DataService/Insert"
+	DataService_Upsert_FullMethodName        = "/memdb.v1.DataService/Upsert"
+	DataService_Update_FullMethodName        = "/memdb.v1.DataService/Update"
+	DataService_Delete_FullMethodName        = "/memdb.v1.DataService/Delete"
+	DataService_Txn_FullMethodName           = "/memdb.v1.DataService/Txn"
+	DataService_Touch_FullMethodName         = "/memdb.v1.DataService/Touch"
+	DataService_Watch_FullMethodName         = "/memdb.v1.DataService/Watch"
+	DataService_WatchProgress_FullMethodName = "/memdb.v1.DataService/WatchProgress"
 )
 
 // DataServiceClient is the client API for DataService service.
@@ -47,6 +50,15 @@ type DataServiceClient interface {
 	Update(ctx context.Context, in *UpdateRequest, opts ...grpc.CallOption) (*UpdateResponse, error)
 	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
 	Txn(ctx context.Context, in *TxnRequest, opts ...grpc.CallOption) (*TxnResponse, error)
+	// Touch sets or clears the time to live of an existing row (keep-alive).
+	Touch(ctx context.Context, in *TouchRequest, opts ...grpc.CallOption) (*TouchResponse, error)
+	// Watch streams the changes to a table, a primary-key range or a
+	// secondary-index range, in revision order, without gaps or duplicates.
+	// Any member serves it from its applied state.
+	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
+	// WatchProgress makes a watch stream served by this member send a
+	// progress notification now, and returns the revision it reached.
+	WatchProgress(ctx context.Context, in *WatchProgressRequest, opts ...grpc.CallOption) (*WatchProgressResponse, error)
 }
 
 type dataServiceClient struct {
@@ -147,6 +159,45 @@ func (c *dataServiceClient) Txn(ctx context.Context, in *TxnRequest, opts ...grp
 	return out, nil
 }
 
+func (c *dataServiceClient) Touch(ctx context.Context, in *TouchRequest, opts ...grpc.CallOption) (*TouchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TouchResponse)
+	err := c.cc.Invoke(ctx, DataService_Touch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *dataServiceClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &DataService_ServiceDesc.Streams[0], DataService_Watch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchRequest, WatchResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type DataService_WatchClient = grpc.ServerStreamingClient[WatchResponse]
+
+func (c *dataServiceClient) WatchProgress(ctx context.Context, in *WatchProgressRequest, opts ...grpc.CallOption) (*WatchProgressResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WatchProgressResponse)
+	err := c.cc.Invoke(ctx, DataService_WatchProgress_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DataServiceServer is the server API for DataService service.
 // All implementations must embed UnimplementedDataServiceServer
 // for forward compatibility.
@@ -164,6 +215,15 @@ type DataServiceServer interface {
 	Update(context.Context, *UpdateRequest) (*UpdateResponse, error)
 	Delete(context.Context, *DeleteRequest) (*DeleteResponse, error)
 	Txn(context.Context, *TxnRequest) (*TxnResponse, error)
+	// Touch sets or clears the time to live of an existing row (keep-alive).
+	Touch(context.Context, *TouchRequest) (*TouchResponse, error)
+	// Watch streams the changes to a table, a primary-key range or a
+	// secondary-index range, in revision order, without gaps or duplicates.
+	// Any member serves it from its applied state.
+	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
+	// WatchProgress makes a watch stream served by this member send a
+	// progress notification now, and returns the revision it reached.
+	WatchProgress(context.Context, *WatchProgressRequest) (*WatchProgressResponse, error)
 	mustEmbedUnimplementedDataServiceServer()
 }
 
@@ -200,6 +260,15 @@ func (UnimplementedDataServiceServer) Delete(context.Context, *DeleteRequest) (*
 }
 func (UnimplementedDataServiceServer) Txn(context.Context, *TxnRequest) (*TxnResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Txn not implemented")
+}
+func (UnimplementedDataServiceServer) Touch(context.Context, *TouchRequest) (*TouchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Touch not implemented")
+}
+func (UnimplementedDataServiceServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
+	return status.Error(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedDataServiceServer) WatchProgress(context.Context, *WatchProgressRequest) (*WatchProgressResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method WatchProgress not implemented")
 }
 func (UnimplementedDataServiceServer) mustEmbedUnimplementedDataServiceServer() {}
 func (UnimplementedDataServiceServer) testEmbeddedByValue()                     {}
@@ -384,6 +453,53 @@ func _DataService_Txn_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DataService_Touch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TouchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DataServiceServer).Touch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DataService_Touch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DataServiceServer).Touch(ctx, req.(*TouchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DataService_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(DataServiceServer).Watch(m, &grpc.GenericServerStream[WatchRequest, WatchResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type DataService_WatchServer = grpc.ServerStreamingServer[WatchResponse]
+
+func _DataService_WatchProgress_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WatchProgressRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DataServiceServer).WatchProgress(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DataService_WatchProgress_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DataServiceServer).WatchProgress(ctx, req.(*WatchProgressRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // DataService_ServiceDesc is the grpc.ServiceDesc for DataService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -427,7 +543,21 @@ var DataService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Txn",
 			Handler:    _DataService_Txn_Handler,
 		},
+		{
+			MethodName: "Touch",
+			Handler:    _DataService_Touch_Handler,
+		},
+		{
+			MethodName: "WatchProgress",
+			Handler:    _DataService_WatchProgress_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Watch",
+			Handler:       _DataService_Watch_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "memdb/v1/data.proto",
 }

@@ -322,7 +322,10 @@ type Row struct {
 	// Revision (Raft index) of the last write that changed the row.
 	ModRevision uint64 `protobuf:"varint,3,opt,name=mod_revision,json=modRevision" json:"mod_revision,omitempty"`
 	// Number of writes applied to the row since it was created; 1 after insert.
-	Version       uint64 `protobuf:"varint,4,opt,name=version" json:"version,omitempty"`
+	Version uint64 `protobuf:"varint,4,opt,name=version" json:"version,omitempty"`
+	// When the row expires (log time, see docs/architecture.md); unset when
+	// it never does. Reads never return a row at or past its expiry.
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt" json:"expires_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -383,6 +386,13 @@ func (x *Row) GetVersion() uint64 {
 		return x.Version
 	}
 	return 0
+}
+
+func (x *Row) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
 }
 
 // ResponseHeader is carried by every response.
@@ -590,8 +600,10 @@ type RowMeta struct {
 	CreateRevision uint64                 `protobuf:"varint,1,opt,name=create_revision,json=createRevision" json:"create_revision,omitempty"`
 	ModRevision    uint64                 `protobuf:"varint,2,opt,name=mod_revision,json=modRevision" json:"mod_revision,omitempty"`
 	Version        uint64                 `protobuf:"varint,3,opt,name=version" json:"version,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// When the row expires; unset when it never does.
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RowMeta) Reset() {
@@ -645,6 +657,13 @@ func (x *RowMeta) GetVersion() uint64 {
 	return 0
 }
 
+func (x *RowMeta) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
 var File_memdb_v1_types_proto protoreflect.FileDescriptor
 
 const file_memdb_v1_types_proto_rawDesc = "" +
@@ -661,12 +680,14 @@ const file_memdb_v1_types_proto_rawDesc = "" +
 	"\vbytes_value\x18\x06 \x01(\fH\x00R\n" +
 	"bytesValue\x12E\n" +
 	"\x0ftimestamp_value\x18\a \x01(\v2\x1a.google.protobuf.TimestampH\x00R\x0etimestampValueB\x06\n" +
-	"\x04kind\"\xea\x01\n" +
+	"\x04kind\"\xa5\x02\n" +
 	"\x03Row\x121\n" +
 	"\x06fields\x18\x01 \x03(\v2\x19.memdb.v1.Row.FieldsEntryR\x06fields\x12'\n" +
 	"\x0fcreate_revision\x18\x02 \x01(\x04R\x0ecreateRevision\x12!\n" +
 	"\fmod_revision\x18\x03 \x01(\x04R\vmodRevision\x12\x18\n" +
-	"\aversion\x18\x04 \x01(\x04R\aversion\x1aJ\n" +
+	"\aversion\x18\x04 \x01(\x04R\aversion\x129\n" +
+	"\n" +
+	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x1aJ\n" +
 	"\vFieldsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12%\n" +
 	"\x05value\x18\x02 \x01(\v2\x0f.memdb.v1.ValueR\x05value:\x028\x01\"b\n" +
@@ -681,11 +702,13 @@ const file_memdb_v1_types_proto_rawDesc = "" +
 	"\fWriteSession\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\fR\bclientId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x120\n" +
-	"\x14first_incomplete_seq\x18\x03 \x01(\x04R\x12firstIncompleteSeq\"o\n" +
+	"\x14first_incomplete_seq\x18\x03 \x01(\x04R\x12firstIncompleteSeq\"\xaa\x01\n" +
 	"\aRowMeta\x12'\n" +
 	"\x0fcreate_revision\x18\x01 \x01(\x04R\x0ecreateRevision\x12!\n" +
 	"\fmod_revision\x18\x02 \x01(\x04R\vmodRevision\x12\x18\n" +
-	"\aversion\x18\x03 \x01(\x04R\aversion*\xb0\x01\n" +
+	"\aversion\x18\x03 \x01(\x04R\aversion\x129\n" +
+	"\n" +
+	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt*\xb0\x01\n" +
 	"\tFieldType\x12\x1a\n" +
 	"\x16FIELD_TYPE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11FIELD_TYPE_STRING\x10\x01\x12\x14\n" +
@@ -729,13 +752,15 @@ var file_memdb_v1_types_proto_depIdxs = []int32{
 	9,  // 0: memdb.v1.Value.null_value:type_name -> google.protobuf.NullValue
 	10, // 1: memdb.v1.Value.timestamp_value:type_name -> google.protobuf.Timestamp
 	8,  // 2: memdb.v1.Row.fields:type_name -> memdb.v1.Row.FieldsEntry
-	1,  // 3: memdb.v1.ReadOptions.consistency:type_name -> memdb.v1.Consistency
-	2,  // 4: memdb.v1.Row.FieldsEntry.value:type_name -> memdb.v1.Value
-	5,  // [5:5] is the sub-list for method output_type
-	5,  // [5:5] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	10, // 3: memdb.v1.Row.expires_at:type_name -> google.protobuf.Timestamp
+	1,  // 4: memdb.v1.ReadOptions.consistency:type_name -> memdb.v1.Consistency
+	10, // 5: memdb.v1.RowMeta.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 6: memdb.v1.Row.FieldsEntry.value:type_name -> memdb.v1.Value
+	7,  // [7:7] is the sub-list for method output_type
+	7,  // [7:7] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_memdb_v1_types_proto_init() }

@@ -45,6 +45,7 @@ type Envelope struct {
 	//	*Envelope_DropIndex
 	//	*Envelope_Tick
 	//	*Envelope_RegisterMember
+	//	*Envelope_Expire
 	Command       isEnvelope_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -171,6 +172,15 @@ func (x *Envelope) GetRegisterMember() *RegisterMember {
 	return nil
 }
 
+func (x *Envelope) GetExpire() *Expire {
+	if x != nil {
+		if x, ok := x.Command.(*Envelope_Expire); ok {
+			return x.Expire
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Command interface {
 	isEnvelope_Command()
 }
@@ -204,6 +214,11 @@ type Envelope_RegisterMember struct {
 	RegisterMember *RegisterMember `protobuf:"bytes,16,opt,name=register_member,json=registerMember,oneof"`
 }
 
+type Envelope_Expire struct {
+	// Version 2.
+	Expire *Expire `protobuf:"bytes,17,opt,name=expire,oneof"`
+}
+
 func (*Envelope_Txn) isEnvelope_Command() {}
 
 func (*Envelope_CreateTable) isEnvelope_Command() {}
@@ -217,6 +232,8 @@ func (*Envelope_DropIndex) isEnvelope_Command() {}
 func (*Envelope_Tick) isEnvelope_Command() {}
 
 func (*Envelope_RegisterMember) isEnvelope_Command() {}
+
+func (*Envelope_Expire) isEnvelope_Command() {}
 
 type Txn struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -462,6 +479,62 @@ func (*Tick) Descriptor() ([]byte, []int) {
 	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{5}
 }
 
+// Expire deletes rows the leader found expired. A replica deletes a row
+// only if it is expired at the entry's log time, so a row refreshed in the
+// meantime stays.
+type Expire struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Table string                 `protobuf:"bytes,1,opt,name=table" json:"table,omitempty"`
+	// Encoded primary keys (the store's key encoding).
+	Keys          [][]byte `protobuf:"bytes,2,rep,name=keys" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Expire) Reset() {
+	*x = Expire{}
+	mi := &file_memdb_command_v1_command_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Expire) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Expire) ProtoMessage() {}
+
+func (x *Expire) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_command_v1_command_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Expire.ProtoReflect.Descriptor instead.
+func (*Expire) Descriptor() ([]byte, []int) {
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Expire) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *Expire) GetKeys() [][]byte {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
 // RegisterMember records how to reach a member: the address its clients
 // and its peers' forwarded requests use. Members register themselves once
 // they are part of the cluster.
@@ -485,7 +558,7 @@ type RegisterMember struct {
 
 func (x *RegisterMember) Reset() {
 	*x = RegisterMember{}
-	mi := &file_memdb_command_v1_command_proto_msgTypes[6]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -497,7 +570,7 @@ func (x *RegisterMember) String() string {
 func (*RegisterMember) ProtoMessage() {}
 
 func (x *RegisterMember) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_command_v1_command_proto_msgTypes[6]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -510,7 +583,7 @@ func (x *RegisterMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterMember.ProtoReflect.Descriptor instead.
 func (*RegisterMember) Descriptor() ([]byte, []int) {
-	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{6}
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RegisterMember) GetNodeId() string {
@@ -574,7 +647,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_memdb_command_v1_command_proto_msgTypes[7]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -586,7 +659,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_command_v1_command_proto_msgTypes[7]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -599,7 +672,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{7}
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Result) GetRevision() uint64 {
@@ -650,7 +723,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_memdb_command_v1_command_proto_msgTypes[8]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -662,7 +735,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_command_v1_command_proto_msgTypes[8]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -675,7 +748,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{8}
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Session) GetClientId() []byte {
@@ -723,7 +796,7 @@ type SnapshotMeta struct {
 
 func (x *SnapshotMeta) Reset() {
 	*x = SnapshotMeta{}
-	mi := &file_memdb_command_v1_command_proto_msgTypes[9]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -735,7 +808,7 @@ func (x *SnapshotMeta) String() string {
 func (*SnapshotMeta) ProtoMessage() {}
 
 func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_command_v1_command_proto_msgTypes[9]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -748,7 +821,7 @@ func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotMeta.ProtoReflect.Descriptor instead.
 func (*SnapshotMeta) Descriptor() ([]byte, []int) {
-	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SnapshotMeta) GetRevision() uint64 {
@@ -797,7 +870,7 @@ type SnapshotMembers struct {
 
 func (x *SnapshotMembers) Reset() {
 	*x = SnapshotMembers{}
-	mi := &file_memdb_command_v1_command_proto_msgTypes[10]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -809,7 +882,7 @@ func (x *SnapshotMembers) String() string {
 func (*SnapshotMembers) ProtoMessage() {}
 
 func (x *SnapshotMembers) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_command_v1_command_proto_msgTypes[10]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -822,7 +895,7 @@ func (x *SnapshotMembers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotMembers.ProtoReflect.Descriptor instead.
 func (*SnapshotMembers) Descriptor() ([]byte, []int) {
-	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SnapshotMembers) GetClusterToken() []byte {
@@ -851,7 +924,7 @@ type SnapshotTable struct {
 
 func (x *SnapshotTable) Reset() {
 	*x = SnapshotTable{}
-	mi := &file_memdb_command_v1_command_proto_msgTypes[11]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -863,7 +936,7 @@ func (x *SnapshotTable) String() string {
 func (*SnapshotTable) ProtoMessage() {}
 
 func (x *SnapshotTable) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_command_v1_command_proto_msgTypes[11]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -876,7 +949,7 @@ func (x *SnapshotTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotTable.ProtoReflect.Descriptor instead.
 func (*SnapshotTable) Descriptor() ([]byte, []int) {
-	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SnapshotTable) GetSchema() *v1.TableSchema {
@@ -911,7 +984,7 @@ type ProposeRequest struct {
 
 func (x *ProposeRequest) Reset() {
 	*x = ProposeRequest{}
-	mi := &file_memdb_command_v1_command_proto_msgTypes[12]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -923,7 +996,7 @@ func (x *ProposeRequest) String() string {
 func (*ProposeRequest) ProtoMessage() {}
 
 func (x *ProposeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_command_v1_command_proto_msgTypes[12]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -936,7 +1009,7 @@ func (x *ProposeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProposeRequest.ProtoReflect.Descriptor instead.
 func (*ProposeRequest) Descriptor() ([]byte, []int) {
-	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ProposeRequest) GetEnvelope() *Envelope {
@@ -963,7 +1036,7 @@ type ProposeResponse struct {
 
 func (x *ProposeResponse) Reset() {
 	*x = ProposeResponse{}
-	mi := &file_memdb_command_v1_command_proto_msgTypes[13]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -975,7 +1048,7 @@ func (x *ProposeResponse) String() string {
 func (*ProposeResponse) ProtoMessage() {}
 
 func (x *ProposeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_command_v1_command_proto_msgTypes[13]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -988,7 +1061,7 @@ func (x *ProposeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProposeResponse.ProtoReflect.Descriptor instead.
 func (*ProposeResponse) Descriptor() ([]byte, []int) {
-	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ProposeResponse) GetResult() *Result {
@@ -1014,7 +1087,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_memdb_command_v1_command_proto_msgTypes[14]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1026,7 +1099,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_command_v1_command_proto_msgTypes[14]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1039,7 +1112,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ReadIndexRequest) GetFrom() string {
@@ -1058,7 +1131,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_memdb_command_v1_command_proto_msgTypes[15]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1070,7 +1143,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_command_v1_command_proto_msgTypes[15]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1083,7 +1156,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -1097,7 +1170,7 @@ var File_memdb_command_v1_command_proto protoreflect.FileDescriptor
 
 const file_memdb_command_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1ememdb/command/v1/command.proto\x12\x10memdb.command.v1\x1a\x13memdb/v1/data.proto\x1a\x15memdb/v1/schema.proto\x1a\x14memdb/v1/types.proto\"\xa2\x04\n" +
+	"\x1ememdb/command/v1/command.proto\x12\x10memdb.command.v1\x1a\x13memdb/v1/data.proto\x1a\x15memdb/v1/schema.proto\x1a\x14memdb/v1/types.proto\"\xd6\x04\n" +
 	"\bEnvelope\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1d\n" +
 	"\n" +
@@ -1112,7 +1185,8 @@ const file_memdb_command_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"drop_index\x18\x0e \x01(\v2\x1b.memdb.command.v1.DropIndexH\x00R\tdropIndex\x12,\n" +
 	"\x04tick\x18\x0f \x01(\v2\x16.memdb.command.v1.TickH\x00R\x04tick\x12K\n" +
-	"\x0fregister_member\x18\x10 \x01(\v2 .memdb.command.v1.RegisterMemberH\x00R\x0eregisterMemberB\t\n" +
+	"\x0fregister_member\x18\x10 \x01(\v2 .memdb.command.v1.RegisterMemberH\x00R\x0eregisterMember\x122\n" +
+	"\x06expire\x18\x11 \x01(\v2\x18.memdb.command.v1.ExpireH\x00R\x06expireB\t\n" +
 	"\acommand\"~\n" +
 	"\x03Txn\x123\n" +
 	"\n" +
@@ -1128,7 +1202,10 @@ const file_memdb_command_v1_command_proto_rawDesc = "" +
 	"\tDropIndex\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\tR\x05index\"\x06\n" +
-	"\x04Tick\"\xd6\x01\n" +
+	"\x04Tick\"2\n" +
+	"\x06Expire\x12\x14\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\x12\x12\n" +
+	"\x04keys\x18\x02 \x03(\fR\x04keys\"\xd6\x01\n" +
 	"\x0eRegisterMember\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1f\n" +
 	"\vclient_addr\x18\x02 \x01(\tR\n" +
@@ -1191,7 +1268,7 @@ func file_memdb_command_v1_command_proto_rawDescGZIP() []byte {
 	return file_memdb_command_v1_command_proto_rawDescData
 }
 
-var file_memdb_command_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_memdb_command_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_memdb_command_v1_command_proto_goTypes = []any{
 	(*Envelope)(nil),          // 0: memdb.command.v1.Envelope
 	(*Txn)(nil),               // 1: memdb.command.v1.Txn
@@ -1199,53 +1276,55 @@ var file_memdb_command_v1_command_proto_goTypes = []any{
 	(*CreateIndex)(nil),       // 3: memdb.command.v1.CreateIndex
 	(*DropIndex)(nil),         // 4: memdb.command.v1.DropIndex
 	(*Tick)(nil),              // 5: memdb.command.v1.Tick
-	(*RegisterMember)(nil),    // 6: memdb.command.v1.RegisterMember
-	(*Result)(nil),            // 7: memdb.command.v1.Result
-	(*Session)(nil),           // 8: memdb.command.v1.Session
-	(*SnapshotMeta)(nil),      // 9: memdb.command.v1.SnapshotMeta
-	(*SnapshotMembers)(nil),   // 10: memdb.command.v1.SnapshotMembers
-	(*SnapshotTable)(nil),     // 11: memdb.command.v1.SnapshotTable
-	(*ProposeRequest)(nil),    // 12: memdb.command.v1.ProposeRequest
-	(*ProposeResponse)(nil),   // 13: memdb.command.v1.ProposeResponse
-	(*ReadIndexRequest)(nil),  // 14: memdb.command.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil), // 15: memdb.command.v1.ReadIndexResponse
-	nil,                       // 16: memdb.command.v1.Session.ResultsEntry
-	(*v1.WriteSession)(nil),   // 17: memdb.v1.WriteSession
-	(*v1.TableSchema)(nil),    // 18: memdb.v1.TableSchema
-	(*v1.Condition)(nil),      // 19: memdb.v1.Condition
-	(*v1.Op)(nil),             // 20: memdb.v1.Op
-	(*v1.IndexSchema)(nil),    // 21: memdb.v1.IndexSchema
-	(*v1.OpResult)(nil),       // 22: memdb.v1.OpResult
+	(*Expire)(nil),            // 6: memdb.command.v1.Expire
+	(*RegisterMember)(nil),    // 7: memdb.command.v1.RegisterMember
+	(*Result)(nil),            // 8: memdb.command.v1.Result
+	(*Session)(nil),           // 9: memdb.command.v1.Session
+	(*SnapshotMeta)(nil),      // 10: memdb.command.v1.SnapshotMeta
+	(*SnapshotMembers)(nil),   // 11: memdb.command.v1.SnapshotMembers
+	(*SnapshotTable)(nil),     // 12: memdb.command.v1.SnapshotTable
+	(*ProposeRequest)(nil),    // 13: memdb.command.v1.ProposeRequest
+	(*ProposeResponse)(nil),   // 14: memdb.command.v1.ProposeResponse
+	(*ReadIndexRequest)(nil),  // 15: memdb.command.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil), // 16: memdb.command.v1.ReadIndexResponse
+	nil,                       // 17: memdb.command.v1.Session.ResultsEntry
+	(*v1.WriteSession)(nil),   // 18: memdb.v1.WriteSession
+	(*v1.TableSchema)(nil),    // 19: memdb.v1.TableSchema
+	(*v1.Condition)(nil),      // 20: memdb.v1.Condition
+	(*v1.Op)(nil),             // 21: memdb.v1.Op
+	(*v1.IndexSchema)(nil),    // 22: memdb.v1.IndexSchema
+	(*v1.OpResult)(nil),       // 23: memdb.v1.OpResult
 }
 var file_memdb_command_v1_command_proto_depIdxs = []int32{
-	17, // 0: memdb.command.v1.Envelope.session:type_name -> memdb.v1.WriteSession
+	18, // 0: memdb.command.v1.Envelope.session:type_name -> memdb.v1.WriteSession
 	1,  // 1: memdb.command.v1.Envelope.txn:type_name -> memdb.command.v1.Txn
-	18, // 2: memdb.command.v1.Envelope.create_table:type_name -> memdb.v1.TableSchema
+	19, // 2: memdb.command.v1.Envelope.create_table:type_name -> memdb.v1.TableSchema
 	2,  // 3: memdb.command.v1.Envelope.drop_table:type_name -> memdb.command.v1.DropTable
 	3,  // 4: memdb.command.v1.Envelope.create_index:type_name -> memdb.command.v1.CreateIndex
 	4,  // 5: memdb.command.v1.Envelope.drop_index:type_name -> memdb.command.v1.DropIndex
 	5,  // 6: memdb.command.v1.Envelope.tick:type_name -> memdb.command.v1.Tick
-	6,  // 7: memdb.command.v1.Envelope.register_member:type_name -> memdb.command.v1.RegisterMember
-	19, // 8: memdb.command.v1.Txn.conditions:type_name -> memdb.v1.Condition
-	20, // 9: memdb.command.v1.Txn.then:type_name -> memdb.v1.Op
-	20, // 10: memdb.command.v1.Txn.else:type_name -> memdb.v1.Op
-	21, // 11: memdb.command.v1.CreateIndex.index:type_name -> memdb.v1.IndexSchema
-	22, // 12: memdb.command.v1.Result.results:type_name -> memdb.v1.OpResult
-	16, // 13: memdb.command.v1.Session.results:type_name -> memdb.command.v1.Session.ResultsEntry
-	6,  // 14: memdb.command.v1.SnapshotMembers.members:type_name -> memdb.command.v1.RegisterMember
-	18, // 15: memdb.command.v1.SnapshotTable.schema:type_name -> memdb.v1.TableSchema
-	0,  // 16: memdb.command.v1.ProposeRequest.envelope:type_name -> memdb.command.v1.Envelope
-	7,  // 17: memdb.command.v1.ProposeResponse.result:type_name -> memdb.command.v1.Result
-	7,  // 18: memdb.command.v1.Session.ResultsEntry.value:type_name -> memdb.command.v1.Result
-	12, // 19: memdb.command.v1.PeerService.Propose:input_type -> memdb.command.v1.ProposeRequest
-	14, // 20: memdb.command.v1.PeerService.ReadIndex:input_type -> memdb.command.v1.ReadIndexRequest
-	13, // 21: memdb.command.v1.PeerService.Propose:output_type -> memdb.command.v1.ProposeResponse
-	15, // 22: memdb.command.v1.PeerService.ReadIndex:output_type -> memdb.command.v1.ReadIndexResponse
-	21, // [21:23] is the sub-list for method output_type
-	19, // [19:21] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	7,  // 7: memdb.command.v1.Envelope.register_member:type_name -> memdb.command.v1.RegisterMember
+	6,  // 8: memdb.command.v1.Envelope.expire:type_name -> memdb.command.v1.Expire
+	20, // 9: memdb.command.v1.Txn.conditions:type_name -> memdb.v1.Condition
+	21, // 10: memdb.command.v1.Txn.then:type_name -> memdb.v1.Op
+	21, // 11: memdb.command.v1.Txn.else:type_name -> memdb.v1.Op
+	22, // 12: memdb.command.v1.CreateIndex.index:type_name -> memdb.v1.IndexSchema
+	23, // 13: memdb.command.v1.Result.results:type_name -> memdb.v1.OpResult
+	17, // 14: memdb.command.v1.Session.results:type_name -> memdb.command.v1.Session.ResultsEntry
+	7,  // 15: memdb.command.v1.SnapshotMembers.members:type_name -> memdb.command.v1.RegisterMember
+	19, // 16: memdb.command.v1.SnapshotTable.schema:type_name -> memdb.v1.TableSchema
+	0,  // 17: memdb.command.v1.ProposeRequest.envelope:type_name -> memdb.command.v1.Envelope
+	8,  // 18: memdb.command.v1.ProposeResponse.result:type_name -> memdb.command.v1.Result
+	8,  // 19: memdb.command.v1.Session.ResultsEntry.value:type_name -> memdb.command.v1.Result
+	13, // 20: memdb.command.v1.PeerService.Propose:input_type -> memdb.command.v1.ProposeRequest
+	15, // 21: memdb.command.v1.PeerService.ReadIndex:input_type -> memdb.command.v1.ReadIndexRequest
+	14, // 22: memdb.command.v1.PeerService.Propose:output_type -> memdb.command.v1.ProposeResponse
+	16, // 23: memdb.command.v1.PeerService.ReadIndex:output_type -> memdb.command.v1.ReadIndexResponse
+	22, // [22:24] is the sub-list for method output_type
+	20, // [20:22] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_memdb_command_v1_command_proto_init() }
@@ -1261,6 +1340,7 @@ func file_memdb_command_v1_command_proto_init() {
 		(*Envelope_DropIndex)(nil),
 		(*Envelope_Tick)(nil),
 		(*Envelope_RegisterMember)(nil),
+		(*Envelope_Expire)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1268,7 +1348,7 @@ func file_memdb_command_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_memdb_command_v1_command_proto_rawDesc), len(file_memdb_command_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
