@@ -350,8 +350,20 @@ func (h *Hub) dispatchSome() bool {
 		oldest := h.compactRev
 		h.cursor = h.base + h.head
 		h.mu.Unlock()
-		h.log.Warn("watch: history overflowed before dispatch; ending live watches", "oldest_revision", oldest)
-		h.endAllLocked(&ErrCompacted{Oldest: oldest}, h.dispatched.Load())
+		through := h.dispatched.Load()
+		for name, tw := range h.tables {
+			for _, w := range tw.watchers() {
+				// A watcher that joined after the lost stretch lost nothing.
+				if w.from < oldest {
+					h.log.Warn("watch: history overflowed before dispatch; ending a live watch", "oldest_revision", oldest, "watch_id", w.id)
+					tw.remove(w)
+					w.end(&ErrCompacted{Oldest: oldest}, through)
+				}
+			}
+			if tw.empty() {
+				delete(h.tables, name)
+			}
+		}
 		return true
 	}
 	ev := h.events[h.cursor-h.base:]

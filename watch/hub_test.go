@@ -241,12 +241,24 @@ func TestWatchMatchesEveryChangeOnce(t *testing.T) {
 	}
 }
 
+func waitDispatched(t *testing.T, w *world) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for w.h.dispatched.Load() < w.rev {
+		if time.Now().After(deadline) {
+			t.Fatal("dispatcher did not catch up")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func TestWatchCompactedStart(t *testing.T) {
 	w := newWorld(t, Config{HistoryEvents: 50, HistoryBytes: 1 << 30, QueueEvents: 10})
 	r := rand.New(rand.NewPCG(1, 2))
 	for range 100 {
 		w.randomBatch(r)
 	}
+	waitDispatched(t, w)
 	oldest := w.h.Oldest()
 	if oldest == 0 {
 		t.Fatal("nothing was compacted")
