@@ -98,8 +98,8 @@ type FSM struct {
 	// expiry across leader changes.
 	clockLag atomic.Int64
 	logTimeA atomic.Int64 // logTime, for readers outside the FSM goroutine
-	halted  atomic.Pointer[error]
-	members atomic.Pointer[membersState]
+	halted   atomic.Pointer[error]
+	members  atomic.Pointer[membersState]
 
 	// waitMu guards waitCh, which is closed and replaced after every batch.
 	waitMu sync.Mutex

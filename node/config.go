@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/memdbd/memdbd/fsm"
+	"github.com/memdbd/memdbd/watch"
 )
 
 // Peer is one member of an initial cluster: its id and Raft address.
@@ -108,9 +109,15 @@ type Config struct {
 	// TickInterval: how often the leader appends a tick, which advances log
 	// time for session expiry when there are no writes.
 	TickInterval time.Duration
+	// ExpireInterval: how often the leader looks for expired rows and
+	// proposes their deletion. Reads hide expired rows at once; this bounds
+	// how long they stay in memory and when watchers see the delete.
+	ExpireInterval time.Duration
 	// FSM configures the state machine; its session settings must be equal
 	// on every node.
 	FSM fsm.Config
+	// Watch bounds the change history and the watchers' queues.
+	Watch watch.Config
 	// Logger receives the node's logs.
 	Logger *slog.Logger
 }
@@ -130,7 +137,9 @@ func DefaultConfig() Config {
 		RetainSnapshots:    3,
 		MaxPendingWrites:   8192,
 		TickInterval:       time.Minute,
+		ExpireInterval:     100 * time.Millisecond,
 		FSM:                fsm.DefaultConfig(),
+		Watch:              watch.DefaultConfig(),
 	}
 }
 
@@ -168,6 +177,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("max pending writes must be at least 1")
 	case c.TickInterval < time.Second:
 		return fmt.Errorf("tick interval %v is below 1s", c.TickInterval)
+	case c.ExpireInterval < 10*time.Millisecond:
+		return fmt.Errorf("expire interval %v is below 10ms", c.ExpireInterval)
+	}
+	if err := c.Watch.Validate(); err != nil {
+		return err
 	}
 	if len(c.InitialCluster) > 0 {
 		found := false

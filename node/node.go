@@ -20,6 +20,7 @@ import (
 	cmdpb "github.com/memdbd/memdbd/api/proto/memdb/command/v1"
 	"github.com/memdbd/memdbd/fsm"
 	"github.com/memdbd/memdbd/internal/rounds"
+	"github.com/memdbd/memdbd/watch"
 )
 
 // Node is one running cluster member.
@@ -43,6 +44,9 @@ type Node struct {
 	readyMu   sync.Mutex
 	readyCh   chan struct{} // closed when readyTerm changes
 
+	// watches receives every applied change; watch streams read from it.
+	watches *watch.Hub
+
 	notifyCh chan bool
 	hadState bool
 	stop     chan struct{}
@@ -65,18 +69,27 @@ func Open(cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data dir: %w", err)
 	}
-	fcfg := cfg.FSM
-	fcfg.Logger = lg.With("component", "fsm")
-	f, err := fsm.New(fcfg)
+	wcfg := cfg.Watch
+	wcfg.Logger = lg.With("component", "watch")
+	hub, err := watch.NewHub(wcfg, 0)
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: lg, fsm: f, pending: make(chan struct{}, cfg.MaxPendingWrites),
+	fcfg := cfg.FSM
+	fcfg.Logger = lg.With("component", "fsm")
+	fcfg.Changes = hub
+	f, err := fsm.New(fcfg)
+	if err != nil {
+		hub.Close()
+		return nil, err
+	}
+	n := &Node{cfg: cfg, log: lg, fsm: f, watches: hub, pending: make(chan struct{}, cfg.MaxPendingWrites),
 		readyCh: make(chan struct{}), notifyCh: make(chan bool, 16), stop: make(chan struct{})}
 	ok := false
 	defer func() {
 		if !ok {
 			n.closeStores()
+			hub.Close()
 		}
 	}()
 
@@ -165,9 +178,10 @@ func Open(cfg Config) (*Node, error) {
 	default:
 		lg.Info("no data and no initial cluster: waiting to be added to a cluster")
 	}
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.watchLeadership()
 	go n.tickLoop()
+	go n.expireLoop()
 	ok = true
 	return n, nil
 }
@@ -596,7 +610,68 @@ func (n *Node) Close(ctx context.Context) error {
 	err := n.raft.Shutdown().Error()
 	n.wg.Wait()
 	n.closeStores()
+	n.watches.Close()
 	return err
+}
+
+// Watches returns the hub watch streams are served from.
+func (n *Node) Watches() *watch.Hub { return n.watches }
+
+// Now returns the time reads hide expired rows at: this node's clock, but
+// never earlier than the log time it has applied (a node whose clock is
+// behind the leader's still hides what the log already treats as expired).
+func (n *Node) Now() int64 { return max(time.Now().UnixNano(), n.fsm.LogTime()) }
+
+// expireBatch bounds the keys of one Expire command.
+const expireBatch = 1000
+
+// expireLoop, on the leader, proposes the deletion of expired rows, in
+// batches, every ExpireInterval. Expiry is decided here, by the leader's
+// clock, and carried out by the log: replicas never delete on their own
+// clocks, so every replica deletes the same rows at the same revision.
+func (n *Node) expireLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.cfg.ExpireInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		if n.raft.State() != raft.Leader {
+			continue
+		}
+		// A bounded number of rounds per tick keeps a mass expiry from
+		// starving the loop's exit; the rest waits for the next tick.
+		for range 10 {
+			exp := n.fsm.Store().View().Expired(n.Now(), expireBatch)
+			if len(exp) == 0 {
+				break
+			}
+			failed := false
+			for table, keys := range exp {
+				bkeys := make([][]byte, len(keys))
+				for i, k := range keys {
+					bkeys[i] = []byte(k)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 4*n.cfg.ElectionTimeout)
+				res, err := n.Apply(ctx, &cmdpb.Envelope{Command: &cmdpb.Envelope_Expire{Expire: &cmdpb.Expire{Table: table, Keys: bkeys}}})
+				cancel()
+				if err == nil {
+					err = fsm.ResultError(res)
+				}
+				if err != nil {
+					n.log.Debug("expiring rows failed; will retry", "table", table, "rows", len(keys), "err", err)
+					failed = true
+					break
+				}
+			}
+			if failed {
+				break
+			}
+		}
+	}
 }
 
 // Term returns the current Raft term; cheap.

@@ -16,6 +16,7 @@ type nodeCollector struct {
 	n *node.Node
 
 	state, term, commit, applied, lag, contact, snapIndex, snapAge, snapBytes, halted, rows, bytes *prometheus.Desc
+	watchers, histEvents, histBytes, histOldest, clockLag, nextExpiry                              *prometheus.Desc
 }
 
 func newNodeCollector(n *node.Node) *nodeCollector {
@@ -23,23 +24,31 @@ func newNodeCollector(n *node.Node) *nodeCollector {
 		return prometheus.NewDesc("memdb_"+name, help, labels, nil)
 	}
 	return &nodeCollector{n: n,
-		state:     d("raft_state", "1 for the node's current Raft role.", "role"),
-		term:      d("raft_term", "Current Raft term."),
-		commit:    d("raft_commit_index", "Highest log index known committed."),
-		applied:   d("raft_applied_index", "Highest log index the state machine applied."),
-		lag:       d("raft_apply_lag_entries", "Committed entries not yet applied."),
-		contact:   d("raft_last_contact_seconds", "Seconds since this node last heard from a leader (0 on the leader)."),
-		snapIndex: d("snapshot_last_index", "Raft index of the newest snapshot on disk."),
-		snapAge:   d("snapshot_age_seconds", "Age of the newest snapshot on disk."),
-		snapBytes: d("snapshot_last_bytes", "Size of the newest snapshot on disk."),
-		halted:    d("fsm_halted", "1 when the state machine stopped on a command it does not know."),
-		rows:      d("table_rows", "Rows per table.", "table"),
-		bytes:     d("table_bytes", "Bytes of row data per table.", "table"),
+		state:      d("raft_state", "1 for the node's current Raft role.", "role"),
+		term:       d("raft_term", "Current Raft term."),
+		commit:     d("raft_commit_index", "Highest log index known committed."),
+		applied:    d("raft_applied_index", "Highest log index the state machine applied."),
+		lag:        d("raft_apply_lag_entries", "Committed entries not yet applied."),
+		contact:    d("raft_last_contact_seconds", "Seconds since this node last heard from a leader (0 on the leader)."),
+		snapIndex:  d("snapshot_last_index", "Raft index of the newest snapshot on disk."),
+		snapAge:    d("snapshot_age_seconds", "Age of the newest snapshot on disk."),
+		snapBytes:  d("snapshot_last_bytes", "Size of the newest snapshot on disk."),
+		halted:     d("fsm_halted", "1 when the state machine stopped on a command it does not know."),
+		rows:       d("table_rows", "Rows per table.", "table"),
+		bytes:      d("table_bytes", "Bytes of row data per table.", "table"),
+		watchers:   d("watchers", "Watch streams open on this member."),
+		histEvents: d("watch_history_events", "Changes retained for watches to start from."),
+		histBytes:  d("watch_history_bytes", "Approximate bytes of the retained changes."),
+		histOldest: d("watch_history_oldest_revision", "Oldest revision a watch can start from."),
+		clockLag: d("clock_lag_seconds", "This node's clock minus the leader's, as seen in the last applied command "+
+			"(replication delay included). Expiry across leader changes is as precise as the members' clocks agree."),
+		nextExpiry: d("ttl_next_expiry_seconds", "Seconds until the earliest row expiry (negative: overdue for the leader's sweep)."),
 	}
 }
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.state, c.term, c.commit, c.applied, c.lag, c.contact, c.snapIndex, c.snapAge, c.snapBytes, c.halted, c.rows, c.bytes} {
+	for _, d := range []*prometheus.Desc{c.state, c.term, c.commit, c.applied, c.lag, c.contact, c.snapIndex, c.snapAge, c.snapBytes, c.halted, c.rows, c.bytes,
+		c.watchers, c.histEvents, c.histBytes, c.histOldest, c.clockLag, c.nextExpiry} {
 		ch <- d
 	}
 }
@@ -73,7 +82,17 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		h = 1
 	}
 	gauge(c.halted, h)
-	for _, t := range c.n.FSM().Store().View().Tables() {
+	ws := c.n.Watches().Stats()
+	gauge(c.watchers, float64(ws.Watchers))
+	gauge(c.histEvents, float64(ws.HistoryEvents))
+	gauge(c.histBytes, float64(ws.HistoryBytes))
+	gauge(c.histOldest, float64(ws.Oldest))
+	gauge(c.clockLag, c.n.FSM().ClockLag().Seconds())
+	v := c.n.FSM().Store().View()
+	if next := v.NextExpiry(); next != 0 {
+		gauge(c.nextExpiry, time.Duration(next-time.Now().UnixNano()).Seconds())
+	}
+	for _, t := range v.Tables() {
 		ch <- prometheus.MustNewConstMetric(c.rows, prometheus.GaugeValue, float64(t.Rows), t.Schema.Name)
 		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(t.Bytes), t.Schema.Name)
 	}

@@ -57,7 +57,7 @@ func (d *dataService) single(ctx context.Context, ws *pb.WriteSession, op *pb.Op
 }
 
 func (d *dataService) Insert(ctx context.Context, req *pb.InsertRequest) (*pb.InsertResponse, error) {
-	res, r, err := d.single(ctx, req.Session, &pb.Op{Op: &pb.Op_Insert{Insert: &pb.InsertOp{Table: req.Table, Fields: req.Fields}}})
+	res, r, err := d.single(ctx, req.Session, &pb.Op{Op: &pb.Op_Insert{Insert: &pb.InsertOp{Table: req.Table, Fields: req.Fields, TtlMs: req.TtlMs}}})
 	if err != nil {
 		return nil, err
 	}
@@ -65,7 +65,7 @@ func (d *dataService) Insert(ctx context.Context, req *pb.InsertRequest) (*pb.In
 }
 
 func (d *dataService) Upsert(ctx context.Context, req *pb.UpsertRequest) (*pb.UpsertResponse, error) {
-	res, r, err := d.single(ctx, req.Session, &pb.Op{Op: &pb.Op_Upsert{Upsert: &pb.UpsertOp{Table: req.Table, Fields: req.Fields, ExpectedVersion: req.ExpectedVersion}}})
+	res, r, err := d.single(ctx, req.Session, &pb.Op{Op: &pb.Op_Upsert{Upsert: &pb.UpsertOp{Table: req.Table, Fields: req.Fields, ExpectedVersion: req.ExpectedVersion, TtlMs: req.TtlMs}}})
 	if err != nil {
 		return nil, err
 	}
@@ -74,11 +74,20 @@ func (d *dataService) Upsert(ctx context.Context, req *pb.UpsertRequest) (*pb.Up
 
 func (d *dataService) Update(ctx context.Context, req *pb.UpdateRequest) (*pb.UpdateResponse, error) {
 	res, r, err := d.single(ctx, req.Session, &pb.Op{Op: &pb.Op_Update{Update: &pb.UpdateOp{
-		Table: req.Table, Key: req.Key, Set: req.Set, Unset: req.Unset, ExpectedVersion: req.ExpectedVersion}}})
+		Table: req.Table, Key: req.Key, Set: req.Set, Unset: req.Unset, ExpectedVersion: req.ExpectedVersion, TtlMs: req.TtlMs, ClearTtl: req.ClearTtl}}})
 	if err != nil {
 		return nil, err
 	}
 	return &pb.UpdateResponse{Header: d.s.writeHeader(res.Revision), Row: r.GetPut()}, nil
+}
+
+func (d *dataService) Touch(ctx context.Context, req *pb.TouchRequest) (*pb.TouchResponse, error) {
+	res, r, err := d.single(ctx, req.Session, &pb.Op{Op: &pb.Op_Touch{Touch: &pb.TouchOp{
+		Table: req.Table, Key: req.Key, TtlMs: req.TtlMs, ExpectedVersion: req.ExpectedVersion}}})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.TouchResponse{Header: d.s.writeHeader(res.Revision), Row: r.GetPut()}, nil
 }
 
 func (d *dataService) Delete(ctx context.Context, req *pb.DeleteRequest) (*pb.DeleteResponse, error) {

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"strconv"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -13,6 +14,7 @@ import (
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
 	"github.com/memdbd/memdbd/fsm"
 	"github.com/memdbd/memdbd/node"
+	"github.com/memdbd/memdbd/watch"
 )
 
 // retryAfter is the pause suggested to clients refused for overload.
@@ -49,7 +51,19 @@ func toStatus(err error) error {
 	}
 	var nl *node.NotLeaderError
 	var ce *fsm.CommandError
+	var wc *watch.ErrCompacted
+	var ws *watch.ErrTooSlow
+	var wd *watch.ErrDropped
 	switch {
+	case errors.As(err, &wc):
+		return statusErr(pb.ReasonWatchCompacted, "watch: "+err.Error()+"; re-list (snapshot) and watch from there",
+			map[string]string{pb.MetaOldestRevision: strconv.FormatUint(wc.Oldest, 10)}, 0)
+	case errors.As(err, &ws):
+		return statusErr(pb.ReasonWatchTooSlow, "watch: "+err.Error(), map[string]string{pb.MetaRevision: strconv.FormatUint(ws.Delivered, 10)}, retryAfter)
+	case errors.As(err, &wd):
+		return statusErr(pb.ReasonWatchEnded, "watch: "+err.Error(), map[string]string{pb.MetaRevision: strconv.FormatUint(wd.Rev, 10)}, 0)
+	case errors.Is(err, watch.ErrClosed):
+		return statusErr(pb.ReasonNotLeader, "the node is shutting down; resume the watch on another member", nil, retryAfter)
 	case errors.As(err, &ce):
 		return statusErr(ce.Reason, ce.Message, nil, 0)
 	case errors.Is(err, node.ErrOutcomeUnknown):

@@ -7,6 +7,10 @@ type metrics struct {
 	forwarded *prometheus.CounterVec
 	reads     *prometheus.CounterVec
 	rejected  *prometheus.CounterVec
+
+	watchEvents prometheus.Counter
+	watchEnded  *prometheus.CounterVec
+	watchDelay  prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -23,9 +27,22 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "memdb", Name: "rejected_requests_total",
 			Help: "Requests refused, by reason: in_flight (refused before any work) or the error reason (overloaded, invalid_argument, no_leader, ...).",
 		}, []string{"reason"}),
+		watchEvents: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "memdb", Name: "watch_events_sent_total",
+			Help: "Events sent on watch streams.",
+		}),
+		watchEnded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "memdb", Name: "watch_streams_ended_total",
+			Help: "Watch streams the server ended, by reason: compacted, too_slow, dropped, shutdown.",
+		}, []string{"reason"}),
+		watchDelay: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "memdb", Name: "watch_event_delay_seconds",
+			Help:    "Time from applying a change to handing its event to the stream.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.forwarded, m.reads, m.rejected)
+		reg.MustRegister(m.forwarded, m.reads, m.rejected, m.watchEvents, m.watchEnded, m.watchDelay)
 	}
 	return m
 }

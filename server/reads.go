@@ -50,7 +50,7 @@ func (s *Server) readView(ctx context.Context, opts *pb.ReadOptions) (*store.Vie
 				return nil, err
 			}
 		}
-		return s.node.FSM().Store().View(), nil
+		return s.node.FSM().Store().View().At(s.node.Now()), nil
 	case pb.Consistency_CONSISTENCY_LINEARIZABLE:
 		s.metrics.reads.WithLabelValues("linearizable").Inc()
 		if opts.GetMaxStalenessMs() != 0 || opts.GetMinRevision() != 0 {
@@ -63,7 +63,9 @@ func (s *Server) readView(ctx context.Context, opts *pb.ReadOptions) (*store.Vie
 		if err := s.node.WaitApplied(ctx, idx); err != nil {
 			return nil, err
 		}
-		return s.node.FSM().Store().View(), nil
+		// Expired rows are hidden from the moment they expire, although the
+		// log deletes them a little later (the leader's next expiry sweep).
+		return s.node.FSM().Store().View().At(s.node.Now()), nil
 	}
 	return nil, fmt.Errorf("%w: unknown consistency %d", errInvalid, opts.GetConsistency())
 }

@@ -51,6 +51,11 @@ type Config struct {
 	MaxPinnedViews int
 	// Limits are the edge limits.
 	Limits Limits
+	// MaxWatchers bounds the watch streams this member serves.
+	MaxWatchers int
+	// WatchProgressInterval is how often an idle watch stream gets a
+	// progress notification unless the request asks otherwise.
+	WatchProgressInterval time.Duration
 	// Logger receives the server's logs.
 	Logger *slog.Logger
 	// Registerer receives the server's metrics; none when nil.
@@ -66,6 +71,10 @@ func DefaultConfig() Config {
 		PageTTL:        time.Minute,
 		MaxPinnedViews: 256,
 		Limits:         DefaultLimits(),
+		MaxWatchers:    100_000,
+		// Long enough to cost nothing with many idle streams, short enough
+		// for a client to notice a silent stream within seconds.
+		WatchProgressInterval: 5 * time.Second,
 	}
 }
 
@@ -80,6 +89,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("max in-flight %d must be positive", c.MaxInFlight)
 	case c.PageTTL <= 0 || c.MaxPinnedViews < 1:
 		return errors.New("page TTL and max pinned views must be positive")
+	case c.MaxWatchers < 1:
+		return fmt.Errorf("max watchers %d must be positive", c.MaxWatchers)
+	case c.WatchProgressInterval < minProgressInterval:
+		return fmt.Errorf("watch progress interval %v is below %v", c.WatchProgressInterval, minProgressInterval)
 	}
 	return c.Limits.Validate()
 }
@@ -102,9 +115,12 @@ type Server struct {
 	// linearizable reads that arrive on a follower while none is in
 	// flight: without it every follower read costs the leader an RPC.
 	readIndexes *rounds.Group[uint64]
-	fatal       chan error
-	stop        chan struct{}
-	wg          sync.WaitGroup
+	// watchers counts open watch streams; watchStreams finds them by id.
+	watchers     atomic.Int64
+	watchStreams watchStreams
+	fatal        chan error
+	stop         chan struct{}
+	wg           sync.WaitGroup
 }
 
 // New assembles the gRPC server and its interceptors over a node.
@@ -135,7 +151,7 @@ func New(cfg Config, n *node.Node) (*Server, error) {
 	s.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxRequestBytes),
 		grpc.ChainUnaryInterceptor(grpcMetrics.UnaryServerInterceptor(), s.recoverUnary, s.admitUnary),
-		grpc.ChainStreamInterceptor(grpcMetrics.StreamServerInterceptor()),
+		grpc.ChainStreamInterceptor(grpcMetrics.StreamServerInterceptor(), s.recoverStream, s.admitStream),
 	)
 	pb.RegisterDataServiceServer(s.grpc, &dataService{s: s})
 	pb.RegisterSchemaServiceServer(s.grpc, &schemaService{s: s})
@@ -216,6 +232,17 @@ func (s *Server) recoverUnary(ctx context.Context, req interface{}, info *grpc.U
 		}
 	}()
 	return h(ctx, req)
+}
+
+// recoverStream is recoverUnary for streams.
+func (s *Server) recoverStream(srv interface{}, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic in handler", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
+			err = status.Errorf(codes.Internal, "internal error in %s; this is a bug, please report it", info.FullMethod)
+		}
+	}()
+	return h(srv, ss)
 }
 
 // mdRequestID carries a request id: the caller's, or one made here. It is

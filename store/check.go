@@ -53,6 +53,15 @@ func (v *View) checkOp(op Op, l Limits) error {
 	if err != nil {
 		return err
 	}
+	if op.TTL < 0 || op.TTL > MaxTTL {
+		return fmt.Errorf("%w: time to live %v is outside 0 to %v", ErrInvalidArgument, op.TTL, MaxTTL)
+	}
+	if op.ClearTTL && (op.Kind != OpUpdate || op.TTL > 0) {
+		return fmt.Errorf("%w: table %s: clear_ttl applies to an update without ttl_ms", ErrInvalidArgument, t.schema.Name)
+	}
+	if op.TTL > 0 && (op.Kind == OpDelete || op.Kind == OpGet) {
+		return fmt.Errorf("%w: table %s: a time to live applies to writes only", ErrInvalidArgument, t.schema.Name)
+	}
 	switch op.Kind {
 	case OpInsert, OpUpsert:
 		pk, fields, err := t.checkRow(op.Fields, l)
@@ -96,7 +105,7 @@ func (v *View) checkOp(op Op, l Limits) error {
 			}
 		}
 		return nil
-	case OpDelete, OpGet:
+	case OpDelete, OpGet, OpTouch:
 		_, err := t.encodeKey(op.Key, l.MaxKeyBytes)
 		return err
 	}

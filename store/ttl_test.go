@@ -254,7 +254,7 @@ func TestTTLSurvivesSnapshotLoad(t *testing.T) {
 	if got, want := len(v2.Expired(120*sec, 100)["users"]), 10; got != want {
 		t.Fatalf("%d expired at 120s after load, want %d", got, want)
 	}
-	if n, _ := v2.At(120 * sec).Count("users", ScanOptions{}); n != 40 {
+	if n, _ := v2.At(120*sec).Count("users", ScanOptions{}); n != 40 {
 		t.Fatalf("count at 120s = %d", n)
 	}
 }

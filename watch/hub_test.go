@@ -361,7 +361,6 @@ func TestWatchEndsWhenTableDroppedAndOnReset(t *testing.T) {
 		t.Fatalf("the deletes of the dropped rows: %d events, want %d", len(got), len(w.expected(sp)))
 	}
 
-
 	w2 := newWorld(t, DefaultConfig())
 	wt2, err := w2.h.Watch(w2.rev, w2.matcher(sp))
 	if err != nil {

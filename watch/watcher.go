@@ -61,6 +61,13 @@ type Watcher struct {
 
 	delivered atomic.Uint64
 	closed    atomic.Bool
+	poked     atomic.Bool
+}
+
+// Poke makes a waiting Next return a progress notification now.
+func (w *Watcher) Poke() {
+	w.poked.Store(true)
+	w.signalNow()
 }
 
 // ID returns the watcher's id, unique in its hub.
@@ -133,6 +140,7 @@ func (w *Watcher) catchUp(limit int) (bool, error) {
 // returned, or with the context's error.
 func (w *Watcher) Next(ctx context.Context, wait time.Duration) (Batch, error) {
 	var timer *time.Timer
+	expired := false
 	defer func() {
 		if timer != nil {
 			timer.Stop()
@@ -195,13 +203,18 @@ func (w *Watcher) Next(ctx context.Context, wait time.Duration) (Batch, error) {
 			}
 			return Batch{}, err
 		}
+		// reach was read before draining the queue, so reporting it as
+		// progress never skips an event still queued.
+		if expired || w.poked.Swap(false) {
+			return w.deliver(Batch{Rev: reach}), nil
+		}
 		if timer == nil {
 			timer = time.NewTimer(wait)
 		}
 		select {
 		case <-w.signal:
 		case <-timer.C:
-			return w.deliver(Batch{Rev: max(w.hub.dispatched.Load(), w.from)}), nil
+			expired = true
 		case <-ctx.Done():
 			return Batch{}, ctx.Err()
 		}

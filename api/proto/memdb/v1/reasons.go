@@ -19,6 +19,12 @@ const (
 	// MetaOutcome is "unknown" when a write may or may not have been
 	// applied (retrying it with the same session sequence is safe).
 	MetaOutcome = "outcome"
+	// MetaOldestRevision, in WATCH_COMPACTED errors, is the oldest revision
+	// a watch can start from.
+	MetaOldestRevision = "oldest_revision"
+	// MetaRevision, in WATCH_TOO_SLOW and WATCH_ENDED errors, is the
+	// revision the stream delivered completely: resume from it.
+	MetaRevision = "revision"
 )
 
 // Error reasons.
@@ -47,6 +53,9 @@ const (
 	ReasonPrecondition    = "PRECONDITION"     // an admin change the cluster's state does not allow now
 	ReasonCorrupt         = "CORRUPT"          // stored data failed an integrity check
 	ReasonInternal        = "INTERNAL"         // a bug; please report it
+	ReasonWatchCompacted  = "WATCH_COMPACTED"  // watch start older than the retained history; re-list
+	ReasonWatchTooSlow    = "WATCH_TOO_SLOW"   // watcher fell too far behind; resume from its revision
+	ReasonWatchEnded      = "WATCH_ENDED"      // the watched table or index was dropped
 )
 
 var reasonCodes = map[string]codes.Code{
@@ -74,6 +83,9 @@ var reasonCodes = map[string]codes.Code{
 	ReasonPrecondition:    codes.FailedPrecondition,
 	ReasonCorrupt:         codes.DataLoss,
 	ReasonInternal:        codes.Internal,
+	ReasonWatchCompacted:  codes.OutOfRange,
+	ReasonWatchTooSlow:    codes.ResourceExhausted,
+	ReasonWatchEnded:      codes.FailedPrecondition,
 }
 
 // CodeOf returns the gRPC code of a reason; Unknown for an unknown reason.

@@ -1,0 +1,310 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/memdbd/memdbd/api/convert"
+	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
+	"github.com/memdbd/memdbd/store"
+	"github.com/memdbd/memdbd/watch"
+)
+
+// Watch stream bounds.
+const (
+	minProgressInterval = 50 * time.Millisecond
+	maxProgressInterval = time.Hour
+	// watchSnapshotPage is the rows per snapshot message.
+	watchSnapshotPage = 256
+	// watchMessageBytes is the size a message of events aims at: events of
+	// whole revisions are packed until it is reached. Only a revision that
+	// is larger on its own (the deletes of a dropped table) spans messages.
+	watchMessageBytes = 1 << 20
+)
+
+// watchStreams lets WatchProgress find the streams this member serves.
+type watchStreams struct {
+	mu sync.Mutex
+	m  map[string]*watch.Watcher
+}
+
+func (ws *watchStreams) add(id string, w *watch.Watcher) {
+	ws.mu.Lock()
+	if ws.m == nil {
+		ws.m = map[string]*watch.Watcher{}
+	}
+	ws.m[id] = w
+	ws.mu.Unlock()
+}
+
+func (ws *watchStreams) remove(id string) {
+	ws.mu.Lock()
+	delete(ws.m, id)
+	ws.mu.Unlock()
+}
+
+func (ws *watchStreams) get(id string) *watch.Watcher {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	return ws.m[id]
+}
+
+// admitStream gives a stream a request id and bounds the watch streams;
+// streams are long-lived, so they do not count against the in-flight
+// limit of unary requests and get no default deadline.
+func (s *Server) admitStream(srv interface{}, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	id := ""
+	if md, ok := metadata.FromIncomingContext(ss.Context()); ok {
+		if v := md.Get(mdRequestID); len(v) > 0 && len(v[0]) <= 64 {
+			id = v[0]
+		}
+	}
+	if id == "" {
+		id = newRequestID()
+	}
+	_ = ss.SetHeader(metadata.Pairs(mdRequestID, id))
+	if n := s.watchers.Add(1); n > int64(s.cfg.MaxWatchers) {
+		s.watchers.Add(-1)
+		s.metrics.rejected.WithLabelValues("max_watchers").Inc()
+		return toStatus(fmt.Errorf("%w: %d watch streams open on this member, limit %d", errOverloaded, n-1, s.cfg.MaxWatchers))
+	}
+	defer s.watchers.Add(-1)
+	return h(srv, &idStream{ServerStream: ss, ctx: context.WithValue(ss.Context(), requestIDKey{}, id)})
+}
+
+type idStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *idStream) Context() context.Context { return s.ctx }
+
+// watchStart resolves where a watch starts and the view its snapshot and
+// range come from.
+func (s *Server) watchStart(ctx context.Context, req *pb.WatchRequest) (*store.View, uint64, error) {
+	if req.StartRevision != 0 && !req.Snapshot {
+		if err := s.node.FSM().Halted(); err != nil {
+			return nil, 0, err
+		}
+		if req.Read != nil && (req.Read.Consistency != pb.Consistency_CONSISTENCY_LINEARIZABLE || req.Read.MaxStalenessMs != 0 || req.Read.MinRevision != 0) {
+			return nil, 0, fmt.Errorf("%w: read options choose the start of a watch without start_revision, or of a snapshot", errInvalid)
+		}
+		return s.node.FSM().Store().View().At(s.node.Now()), req.StartRevision, nil
+	}
+	// Choosing "now" waits for a read index, bounded like any read.
+	rctx, cancel := context.WithTimeout(ctx, s.defaultTimeout())
+	defer cancel()
+	v, err := s.readView(rctx, req.Read)
+	if err != nil {
+		return nil, 0, err
+	}
+	if req.StartRevision > v.Revision() {
+		if err := s.node.WaitApplied(rctx, req.StartRevision); err != nil {
+			return nil, 0, err
+		}
+		v = s.node.FSM().Store().View().At(s.node.Now())
+	}
+	return v, v.Revision(), nil
+}
+
+func (d *dataService) Watch(req *pb.WatchRequest, stream pb.DataService_WatchServer) error {
+	s := d.s
+	ctx := stream.Context()
+	if req.Table == "" {
+		return toStatus(fmt.Errorf("%w: table is required", errInvalid))
+	}
+	if req.NoPut && req.NoDelete {
+		return toStatus(fmt.Errorf("%w: no_put and no_delete together leave nothing to watch", errInvalid))
+	}
+	interval := s.cfg.WatchProgressInterval
+	if ms := req.ProgressIntervalMs; ms > 0 {
+		interval = min(max(time.Duration(ms)*time.Millisecond, minProgressInterval), maxProgressInterval)
+	}
+	o, err := convert.Range(req.Index, req.Range)
+	if err != nil {
+		return toStatus(err)
+	}
+	v, start, err := s.watchStart(ctx, req)
+	if err != nil {
+		return toStatus(err)
+	}
+	lo, hi, err := v.KeyRange(req.Table, o)
+	if err != nil {
+		return toStatus(err)
+	}
+	sortKey, err := v.SortKeyFunc(req.Table, req.Index)
+	if err != nil {
+		return toStatus(err)
+	}
+	info, err := v.Table(req.Table)
+	if err != nil {
+		return toStatus(err)
+	}
+	pk, indexDef := info.Schema.PrimaryKey, ""
+	if req.Index != "" {
+		ix, _ := info.Schema.Index(req.Index)
+		indexDef = fmt.Sprintf("%s/%v", strings.Join(ix.Fields, ","), ix.Unique)
+	}
+	w, err := s.node.Watches().Watch(start, watch.Matcher{Table: req.Table, Index: req.Index, IndexDef: indexDef, SortKey: sortKey,
+		Lo: lo, Hi: hi, NoPut: req.NoPut, NoDelete: req.NoDelete})
+	if err != nil {
+		return toStatus(err)
+	}
+	defer w.Close()
+	id := s.cfg.NodeID + "-" + strconv.FormatUint(w.ID(), 10)
+	s.watchStreams.add(id, w)
+	defer s.watchStreams.remove(id)
+	s.log.Debug("watch started", "request_id", requestID(ctx), "watch_id", id, "table", req.Table, "index", req.Index, "start_revision", start, "snapshot", req.Snapshot)
+
+	first := &pb.WatchResponse{Header: s.header(v), WatchId: id, Revision: start}
+	if req.Snapshot {
+		if err := s.sendWatchSnapshot(stream, first, v, req.Table, o); err != nil {
+			return err
+		}
+	} else if err := stream.Send(first); err != nil {
+		return err
+	}
+	for {
+		b, err := w.Next(ctx, interval)
+		if err != nil {
+			if ctx.Err() != nil {
+				return toStatus(ctx.Err())
+			}
+			s.metrics.watchEnded.WithLabelValues(watchEndReason(err)).Inc()
+			s.log.Info("watch ended", "request_id", requestID(ctx), "watch_id", id, "err", err)
+			return toStatus(err)
+		}
+		if len(b.Events) == 0 {
+			if err := stream.Send(&pb.WatchResponse{Revision: b.Rev, Progress: true}); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := s.sendWatchEvents(stream, b, pk, req.PrevRow); err != nil {
+			return err
+		}
+	}
+}
+
+func watchEndReason(err error) string {
+	var c *watch.ErrCompacted
+	var t *watch.ErrTooSlow
+	var d *watch.ErrDropped
+	switch {
+	case errors.As(err, &c):
+		return "compacted"
+	case errors.As(err, &t):
+		return "too_slow"
+	case errors.As(err, &d):
+		return "dropped"
+	case errors.Is(err, watch.ErrClosed):
+		return "shutdown"
+	}
+	return "other"
+}
+
+// sendWatchSnapshot sends the rows in range at the view's revision, in
+// pages over that one view; the last message says it is complete.
+func (s *Server) sendWatchSnapshot(stream pb.DataService_WatchServer, first *pb.WatchResponse, v *store.View, table string, o store.ScanOptions) error {
+	msg := first
+	o.Limit = watchSnapshotPage
+	for {
+		page, err := v.Scan(table, o)
+		if err != nil {
+			return toStatus(err)
+		}
+		msg.SnapshotRows = make([]*pb.Row, len(page.Rows))
+		for i, r := range page.Rows {
+			msg.SnapshotRows[i] = convert.RowToPB(r)
+		}
+		msg.Revision = v.Revision()
+		if page.Next == nil {
+			msg.SnapshotDone = true
+			return stream.Send(msg)
+		}
+		if err := stream.Send(msg); err != nil {
+			return err
+		}
+		o.After = page.Next
+		msg = &pb.WatchResponse{}
+	}
+}
+
+// sendWatchEvents sends a batch of events, packing whole revisions into
+// messages of about watchMessageBytes.
+func (s *Server) sendWatchEvents(stream pb.DataService_WatchServer, b watch.Batch, pk string, prev bool) error {
+	msg := &pb.WatchResponse{}
+	size := 0
+	now := time.Now()
+	for i := range b.Events {
+		e := &b.Events[i]
+		// Split only between revisions, unless one revision alone is over
+		// the budget.
+		if newRev := i > 0 && b.Events[i-1].Rev != e.Rev; size >= watchMessageBytes && (newRev || size >= 4*watchMessageBytes) {
+			msg.Revision = b.Events[i-1].Rev
+			if !newRev {
+				msg.Revision = e.Rev - 1 // mid-revision: complete only before it
+			}
+			if err := stream.Send(msg); err != nil {
+				return err
+			}
+			msg, size = &pb.WatchResponse{}, 0
+		}
+		pe, err := eventToPB(e, pk, prev)
+		if err != nil {
+			return toStatus(err)
+		}
+		msg.Events = append(msg.Events, pe)
+		size += len(e.Row) + len(e.Key) + 32
+		if prev {
+			size += len(e.Prev)
+		}
+		s.metrics.watchDelay.Observe(now.Sub(e.At).Seconds())
+	}
+	s.metrics.watchEvents.Add(float64(len(b.Events)))
+	msg.Revision = b.Rev
+	return stream.Send(msg)
+}
+
+func eventToPB(e *watch.Event, pk string, prev bool) (*pb.Event, error) {
+	out := &pb.Event{Revision: e.Rev, Expired: e.Expired}
+	if e.Row != "" {
+		r, err := store.DecodeRow(e.Row, pk)
+		if err != nil {
+			return nil, err
+		}
+		out.Row = convert.RowToPB(r)
+	} else {
+		out.Type = pb.Event_TYPE_DELETE
+		k, err := store.DecodeKey(e.Key)
+		if err != nil {
+			return nil, err
+		}
+		out.Row = &pb.Row{Fields: map[string]*pb.Value{pk: convert.ValueToPB(k)}}
+	}
+	if prev && e.Prev != "" {
+		r, err := store.DecodeRow(e.Prev, pk)
+		if err != nil {
+			return nil, err
+		}
+		out.PrevRow = convert.RowToPB(r)
+	}
+	return out, nil
+}
+
+func (d *dataService) WatchProgress(ctx context.Context, req *pb.WatchProgressRequest) (*pb.WatchProgressResponse, error) {
+	w := d.s.watchStreams.get(req.WatchId)
+	if w == nil {
+		return nil, toStatus(fmt.Errorf("%w: no watch %q on this member (a watch id names the member that serves it)", errPrecondition, req.WatchId))
+	}
+	w.Poke()
+	return &pb.WatchProgressResponse{Header: d.s.header(d.s.node.FSM().Store().View()), Revision: w.Delivered()}, nil
+}
