@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"iter"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -142,11 +143,11 @@ func (c *Client) BatchGet(ctx context.Context, table string, keys []Value, opts 
 }
 
 // Insert creates a row; ErrRowExists if its key is taken.
-func (c *Client) Insert(ctx context.Context, table string, fields Fields) (Meta, error) {
-	pf := fieldsPB(fields)
+func (c *Client) Insert(ctx context.Context, table string, fields Fields, opts ...WriteOption) (Meta, error) {
+	pf, o := fieldsPB(fields), wopts(opts)
 	var m Meta
 	err := c.write(ctx, func(ctx context.Context, cc *grpc.ClientConn, ws *pb.WriteSession) error {
-		r, err := pb.NewDataServiceClient(cc).Insert(ctx, &pb.InsertRequest{Table: table, Fields: pf, Session: ws})
+		r, err := pb.NewDataServiceClient(cc).Insert(ctx, &pb.InsertRequest{Table: table, Fields: pf, Session: ws, TtlMs: o.ttlMs})
 		m = metaOf(r.GetRow())
 		return err
 	})
@@ -158,7 +159,7 @@ func (c *Client) Upsert(ctx context.Context, table string, fields Fields, opts .
 	pf, o := fieldsPB(fields), wopts(opts)
 	var m Meta
 	err := c.write(ctx, func(ctx context.Context, cc *grpc.ClientConn, ws *pb.WriteSession) error {
-		r, err := pb.NewDataServiceClient(cc).Upsert(ctx, &pb.UpsertRequest{Table: table, Fields: pf, ExpectedVersion: o.expectedVersion, Session: ws})
+		r, err := pb.NewDataServiceClient(cc).Upsert(ctx, &pb.UpsertRequest{Table: table, Fields: pf, ExpectedVersion: o.expectedVersion, Session: ws, TtlMs: o.ttlMs})
 		m = metaOf(r.GetRow())
 		return err
 	})
@@ -170,7 +171,22 @@ func (c *Client) Update(ctx context.Context, table string, key Value, set Fields
 	pf, o := fieldsPB(set), wopts(opts)
 	var m Meta
 	err := c.write(ctx, func(ctx context.Context, cc *grpc.ClientConn, ws *pb.WriteSession) error {
-		r, err := pb.NewDataServiceClient(cc).Update(ctx, &pb.UpdateRequest{Table: table, Key: convert.ValueToPB(key), Set: pf, Unset: unset, ExpectedVersion: o.expectedVersion, Session: ws})
+		r, err := pb.NewDataServiceClient(cc).Update(ctx, &pb.UpdateRequest{Table: table, Key: convert.ValueToPB(key), Set: pf, Unset: unset, ExpectedVersion: o.expectedVersion, Session: ws,
+			TtlMs: o.ttlMs, ClearTtl: o.clearTTL})
+		m = metaOf(r.GetRow())
+		return err
+	})
+	return m, wrap(err)
+}
+
+// Touch sets the row's time to live to ttl from now (0 removes its
+// expiry): the keep-alive of a session row. ErrNotFound if the row is
+// absent or already expired.
+func (c *Client) Touch(ctx context.Context, table string, key Value, ttl time.Duration, opts ...WriteOption) (Meta, error) {
+	o := wopts(append(opts, WithTTL(ttl)))
+	var m Meta
+	err := c.write(ctx, func(ctx context.Context, cc *grpc.ClientConn, ws *pb.WriteSession) error {
+		r, err := pb.NewDataServiceClient(cc).Touch(ctx, &pb.TouchRequest{Table: table, Key: convert.ValueToPB(key), TtlMs: o.ttlMs, ExpectedVersion: o.expectedVersion, Session: ws})
 		m = metaOf(r.GetRow())
 		return err
 	})

@@ -40,6 +40,14 @@ var (
 	// have been applied. Retrying it with the same client is safe only in
 	// the same call; the client already retried within the deadline.
 	ErrOutcomeUnknown = errors.New("memdb: write outcome unknown")
+	// ErrCompacted: a watch asked for changes older than the history
+	// members keep. Client.Watch handles it by re-listing.
+	ErrCompacted = errors.New("memdb: watch start revision compacted")
+	// ErrWatchTooSlow: the member cancelled a watch that fell behind.
+	// Client.Watch resumes it.
+	ErrWatchTooSlow = errors.New("memdb: watch fell behind")
+	// ErrWatchEnded: the watched table or index was dropped.
+	ErrWatchEnded = errors.New("memdb: watched table or index dropped")
 )
 
 // reasonErrors mirrors the server's reason table (memdbv1.CodeOf).
@@ -68,6 +76,9 @@ var reasonErrors = map[string]error{
 	pb.ReasonPrecondition:    ErrPrecondition,
 	pb.ReasonCorrupt:         ErrCorrupt,
 	pb.ReasonInternal:        ErrInternal,
+	pb.ReasonWatchCompacted:  ErrCompacted,
+	pb.ReasonWatchTooSlow:    ErrWatchTooSlow,
+	pb.ReasonWatchEnded:      ErrWatchEnded,
 }
 
 // Error is a failed call: the gRPC code, the server's reason and message.

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -61,18 +62,26 @@ func FieldIs(table string, key Value, field string, op CompareOp, v Value) Cond 
 type Op struct{ o *pb.Op }
 
 // InsertOp creates a row.
-func InsertOp(table string, f Fields) Op {
-	return Op{&pb.Op{Op: &pb.Op_Insert{Insert: &pb.InsertOp{Table: table, Fields: fieldsPB(f)}}}}
+func InsertOp(table string, f Fields, opts ...WriteOption) Op {
+	return Op{&pb.Op{Op: &pb.Op_Insert{Insert: &pb.InsertOp{Table: table, Fields: fieldsPB(f), TtlMs: wopts(opts).ttlMs}}}}
 }
 
 // UpsertOp creates or replaces a row.
 func UpsertOp(table string, f Fields, opts ...WriteOption) Op {
-	return Op{&pb.Op{Op: &pb.Op_Upsert{Upsert: &pb.UpsertOp{Table: table, Fields: fieldsPB(f), ExpectedVersion: wopts(opts).expectedVersion}}}}
+	return Op{&pb.Op{Op: &pb.Op_Upsert{Upsert: &pb.UpsertOp{Table: table, Fields: fieldsPB(f), ExpectedVersion: wopts(opts).expectedVersion, TtlMs: wopts(opts).ttlMs}}}}
 }
 
 // UpdateOp changes fields of an existing row.
 func UpdateOp(table string, key Value, set Fields, unset []string, opts ...WriteOption) Op {
-	return Op{&pb.Op{Op: &pb.Op_Update{Update: &pb.UpdateOp{Table: table, Key: convert.ValueToPB(key), Set: fieldsPB(set), Unset: unset, ExpectedVersion: wopts(opts).expectedVersion}}}}
+	o := wopts(opts)
+	return Op{&pb.Op{Op: &pb.Op_Update{Update: &pb.UpdateOp{Table: table, Key: convert.ValueToPB(key), Set: fieldsPB(set), Unset: unset,
+		ExpectedVersion: o.expectedVersion, TtlMs: o.ttlMs, ClearTtl: o.clearTTL}}}}
+}
+
+// TouchOp sets a row's time to live (0 removes its expiry).
+func TouchOp(table string, key Value, ttl time.Duration, opts ...WriteOption) Op {
+	o := wopts(append(opts, WithTTL(ttl)))
+	return Op{&pb.Op{Op: &pb.Op_Touch{Touch: &pb.TouchOp{Table: table, Key: convert.ValueToPB(key), TtlMs: o.ttlMs, ExpectedVersion: o.expectedVersion}}}}
 }
 
 // DeleteOp deletes a row.

@@ -3,6 +3,8 @@ package client
 import (
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/memdbd/memdbd/api/convert"
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
 	"github.com/memdbd/memdbd/store"
@@ -53,6 +55,8 @@ type Meta struct {
 	ModRevision uint64
 	// Version: writes since creation, 1 after insert.
 	Version uint64
+	// ExpiresAt: when the row expires; zero when it never does.
+	ExpiresAt time.Time
 }
 
 // Row is one row with its history.
@@ -74,11 +78,18 @@ func headerOf(h *pb.ResponseHeader) Header {
 }
 
 func metaOf(m *pb.RowMeta) Meta {
-	return Meta{CreateRevision: m.GetCreateRevision(), ModRevision: m.GetModRevision(), Version: m.GetVersion()}
+	return Meta{CreateRevision: m.GetCreateRevision(), ModRevision: m.GetModRevision(), Version: m.GetVersion(), ExpiresAt: expiresOf(m.GetExpiresAt())}
+}
+
+func expiresOf(ts *timestamppb.Timestamp) time.Time {
+	if ts == nil {
+		return time.Time{}
+	}
+	return ts.AsTime()
 }
 
 func rowOf(r *pb.Row) (Row, error) {
-	out := Row{Fields: make(Fields, len(r.GetFields())), Meta: Meta{CreateRevision: r.GetCreateRevision(), ModRevision: r.GetModRevision(), Version: r.GetVersion()}}
+	out := Row{Fields: make(Fields, len(r.GetFields())), Meta: Meta{CreateRevision: r.GetCreateRevision(), ModRevision: r.GetModRevision(), Version: r.GetVersion(), ExpiresAt: expiresOf(r.GetExpiresAt())}}
 	for k, v := range r.GetFields() {
 		sv, err := convert.Value(v)
 		if err != nil {
@@ -145,11 +156,25 @@ func isStale(o *pb.ReadOptions) bool { return o.Consistency == pb.Consistency_CO
 // WriteOption changes a write.
 type WriteOption func(*writeOpts)
 
-type writeOpts struct{ expectedVersion uint64 }
+type writeOpts struct {
+	expectedVersion uint64
+	ttlMs           uint64
+	clearTTL        bool
+}
 
 // IfVersion makes the write compare-and-set: it applies only if the row
 // exists with exactly this version (else ErrVersionMismatch).
 func IfVersion(v uint64) WriteOption { return func(o *writeOpts) { o.expectedVersion = v } }
+
+// WithTTL makes the written row expire d after the write is applied
+// (millisecond precision; rounded up). On insert and upsert the row
+// otherwise never expires; on update it keeps its expiry.
+func WithTTL(d time.Duration) WriteOption {
+	return func(o *writeOpts) { o.ttlMs = uint64((max(d, 0) + time.Millisecond - 1) / time.Millisecond) }
+}
+
+// ClearTTL makes an update remove the row's expiry.
+func ClearTTL() WriteOption { return func(o *writeOpts) { o.clearTTL = true } }
 
 func wopts(opts []WriteOption) writeOpts {
 	var o writeOpts
