@@ -58,6 +58,13 @@ type config struct {
 	maxKeyBytes     int
 	maxValueBytes   int
 	maxTxnOps       int
+
+	expireInterval        time.Duration
+	watchHistoryEvents    int
+	watchHistoryBytes     int64
+	watchQueueEvents      int
+	maxWatchers           int
+	watchProgressInterval time.Duration
 }
 
 const envPrefix = "MEMDBD_"
@@ -101,6 +108,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.IntVar(&c.maxKeyBytes, "max-key-bytes", sd.Limits.MaxKeyBytes, "largest encoded primary key")
 	fs.IntVar(&c.maxValueBytes, "max-value-bytes", sd.Limits.MaxValueBytes, "largest string or bytes value")
 	fs.IntVar(&c.maxTxnOps, "max-txn-ops", sd.Limits.MaxOps, "most operations in one transaction branch")
+	fs.DurationVar(&c.expireInterval, "expire-interval", nd.ExpireInterval, "how often the leader deletes expired rows through the log (reads hide them at once)")
+	fs.IntVar(&c.watchHistoryEvents, "watch-history-events", nd.Watch.HistoryEvents, "changes kept in memory for watches to start or resume from")
+	fs.Int64Var(&c.watchHistoryBytes, "watch-history-bytes", nd.Watch.HistoryBytes, "bytes of changes kept for watches")
+	fs.IntVar(&c.watchQueueEvents, "watch-queue-events", nd.Watch.QueueEvents, "events a watch stream may fall behind before it is cancelled (it can resume)")
+	fs.IntVar(&c.maxWatchers, "max-watchers", sd.MaxWatchers, "watch streams this member serves at once")
+	fs.DurationVar(&c.watchProgressInterval, "watch-progress-interval", sd.WatchProgressInterval, "how often an idle watch stream reports its revision")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -204,6 +217,8 @@ func (c *config) nodeConfig(version string) (node.Config, error) {
 	n.CommitTimeout, n.MaxAppendEntries = c.commitTimeout, c.maxAppendEntries
 	n.SnapshotThreshold, n.SnapshotInterval, n.TrailingLogs = c.snapshotThreshold, c.snapshotInterval, c.trailingLogs
 	n.RetainSnapshots, n.MaxPendingWrites = c.retainSnapshots, c.maxPendingWrites
+	n.ExpireInterval = c.expireInterval
+	n.Watch.HistoryEvents, n.Watch.HistoryBytes, n.Watch.QueueEvents = c.watchHistoryEvents, c.watchHistoryBytes, c.watchQueueEvents
 	if err := n.Validate(); err != nil {
 		return n, flagError(err)
 	}
@@ -215,6 +230,7 @@ func (c *config) serverConfig(version string) (server.Config, error) {
 	s := server.DefaultConfig()
 	s.NodeID, s.Version = c.nodeID, version
 	s.DefaultTimeout, s.MaxInFlight = c.requestTimeout, c.maxInFlight
+	s.MaxWatchers, s.WatchProgressInterval = c.maxWatchers, c.watchProgressInterval
 	s.Limits.MaxRequestBytes, s.Limits.MaxKeyBytes, s.Limits.MaxValueBytes, s.Limits.MaxOps = c.maxRequestBytes, c.maxKeyBytes, c.maxValueBytes, c.maxTxnOps
 	if s.Limits.MaxRowBytes > s.Limits.MaxRequestBytes {
 		s.Limits.MaxRowBytes = s.Limits.MaxRequestBytes
@@ -242,6 +258,8 @@ func flagError(err error) error {
 		{"max key bytes", "--max-key-bytes"}, {"max value bytes", "--max-value-bytes"},
 		{"max request bytes", "--max-request-bytes"}, {"max ops", "--max-txn-ops"},
 		{"default timeout", "--request-timeout"}, {"max in-flight", "--max-in-flight"},
+		{"expire interval", "--expire-interval"}, {"watch: history of", "--watch-history-events or --watch-history-bytes"},
+		{"watch: queue", "--watch-queue-events"}, {"max watchers", "--max-watchers"}, {"watch progress interval", "--watch-progress-interval"},
 	} {
 		if strings.HasPrefix(msg, pair[0]) {
 			return fmt.Errorf("%s: %w", pair[1], err)
