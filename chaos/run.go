@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -28,7 +29,8 @@ type Config struct {
 	Duration time.Duration
 	// Nemeses to draw from (names from NemesisNames); all when empty.
 	Nemeses []string
-	// Workloads to run: register, bank, set, counter; all when empty.
+	// Workloads to run: register, bank, set (with the watch checker),
+	// counter, ttl; all when empty.
 	Workloads []string
 	// Workers per workload.
 	Workers int
@@ -70,7 +72,7 @@ func (c *Config) defaults() {
 		c.Log = io.Discard
 	}
 	if len(c.Workloads) == 0 {
-		c.Workloads = []string{"register", "bank", "set", "counter"}
+		c.Workloads = []string{"register", "bank", "set", "counter", "ttl"}
 	}
 	if len(c.Nemeses) == 0 {
 		c.Nemeses = NemesisNames()
@@ -168,8 +170,10 @@ func workloadsFor(names []string, workers int) ([]Workload, error) {
 			out = append(out, newSetWorkload(workers))
 		case "counter":
 			out = append(out, &counterWorkload{})
+		case "ttl":
+			out = append(out, newTTLWorkload(workers))
 		default:
-			return nil, fmt.Errorf("unknown workload %q (register, bank, set, counter)", n)
+			return nil, fmt.Errorf("unknown workload %q (register, bank, set, counter, ttl)", n)
 		}
 	}
 	return out, nil
@@ -233,6 +237,24 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	cancel()
 	logf("cluster up, workloads %v, nemeses %v, %v", cfg.Workloads, cfg.Nemeses, cfg.Duration)
 
+	// Watches over the set table live through every fault.
+	var wc *watchChecker
+	var set *setWorkload
+	for _, w := range workloads {
+		if s, ok := w.(*setWorkload); ok {
+			set = s
+		}
+	}
+	watchCtx, stopWatches := context.WithCancel(ctx)
+	defer stopWatches()
+	if set != nil {
+		var closeWatchers func()
+		if wc, closeWatchers, err = startWatchChecker(watchCtx, 2, newClient, "set"); err != nil {
+			return nil, err
+		}
+		defer closeWatchers()
+	}
+
 	// Workers: each with its own client (its own write session).
 	workCtx, stopWork := context.WithCancel(ctx)
 	defer stopWork()
@@ -246,7 +268,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			defer c.Close()
 			wrng := rand.New(rand.NewPCG(cfg.Seed, uint64(wi*100+i)))
 			worker := wi*cfg.Workers + i
-			if _, ok := w.(*setWorkload); ok {
+			switch w.(type) {
+			case *setWorkload, *ttlWorkload:
 				worker = i
 			}
 			wg.Add(1)
@@ -324,6 +347,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			continue
 		}
 		report.Verdicts = append(report.Verdicts, w.Check(checkCtx, admin, h.rec))
+	}
+	if wc != nil {
+		set.mu.Lock()
+		acked := maps.Clone(set.acked)
+		set.mu.Unlock()
+		report.Verdicts = append(report.Verdicts, wc.check(checkCtx, admin, "set", acked))
 	}
 	rev, hash, err := cl.Converged(checkCtx)
 	if err != nil {

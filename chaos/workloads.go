@@ -276,14 +276,14 @@ func (w *bankWorkload) Check(ctx context.Context, c *client.Client, _ *Recorder)
 
 type setWorkload struct {
 	mu       sync.Mutex
-	acked    map[string]bool
+	acked    map[string]uint64 // key -> revision acknowledged
 	unknown  map[string]bool
 	dupes    []string
 	sequence []atomic.Int64
 }
 
 func newSetWorkload(workers int) *setWorkload {
-	return &setWorkload{acked: map[string]bool{}, unknown: map[string]bool{}, sequence: make([]atomic.Int64, workers)}
+	return &setWorkload{acked: map[string]uint64{}, unknown: map[string]bool{}, sequence: make([]atomic.Int64, workers)}
 }
 
 func (w *setWorkload) Name() string { return "set" }
@@ -296,12 +296,12 @@ func (w *setWorkload) Setup(ctx context.Context, c *client.Client) error {
 func (w *setWorkload) Step(ctx context.Context, c *client.Client, worker int, _ *rand.Rand, rec *Recorder) {
 	k := fmt.Sprintf("w%d-%06d", worker, w.sequence[worker].Add(1))
 	call := rec.Now()
-	_, err := c.Insert(ctx, "set", client.Fields{"k": client.String(k)})
+	m, err := c.Insert(ctx, "set", client.Fields{"k": client.String(k)})
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	switch {
 	case err == nil:
-		w.acked[k] = true
+		w.acked[k] = m.ModRevision
 		rec.writeOK(call, rec.Now())
 	case errors.Is(err, client.ErrRowExists):
 		// Only this worker ever inserts k, once: the cluster applied an

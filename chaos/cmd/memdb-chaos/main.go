@@ -25,7 +25,7 @@ func main() {
 		seed     = flag.Uint64("seed", uint64(time.Now().UnixNano()), "random seed (faults and their timing)")
 		duration = flag.Duration("duration", 60*time.Second, "length of the fault phase")
 		nemesis  = flag.String("nemesis", "mix", "comma-separated nemeses, or mix for all: "+strings.Join(chaos.NemesisNames(), ", "))
-		workload = flag.String("workload", "all", "comma-separated workloads (register, bank, set, counter), or all")
+		workload = flag.String("workload", "all", "comma-separated workloads (register, bank, set, counter, ttl), or all")
 		workers  = flag.Int("workers", 3, "clients per workload")
 		interval = flag.Duration("interval", 3*time.Second, "longest pause between faults")
 		binary   = flag.String("binary", "", "memdbd binary (default: build it)")
