@@ -14,6 +14,9 @@ import (
 // the key space: k (8-byte string key), n (int64, indexed), v (bytes).
 type MemdbTarget struct {
 	clients []*client.Client
+	// StampWrites makes writes store their start time (Unix nanos) in n,
+	// for watchers to measure the delay to the event.
+	StampWrites bool
 }
 
 var _ Target = (*MemdbTarget)(nil)
@@ -65,7 +68,11 @@ func (t *MemdbTarget) Do(ctx context.Context, conn int, op Op, value []byte) err
 	key := client.String(op.Key)
 	switch op.Kind {
 	case OpWrite:
-		_, err := c.Upsert(ctx, "bench", client.Fields{"k": key, "n": client.Int(op.Num), "v": client.Bytes(value)})
+		n := op.Num
+		if t.StampWrites {
+			n = time.Now().UnixNano()
+		}
+		_, err := c.Upsert(ctx, "bench", client.Fields{"k": key, "n": client.Int(n), "v": client.Bytes(value)})
 		return err
 	case OpInsert:
 		_, err := c.Insert(ctx, "bench", client.Fields{"k": key, "n": client.Int(-1), "v": client.Bytes(value)})

@@ -56,6 +56,10 @@ func run() error {
 		failover   = flag.String("failover", "kill", "kill (kill -9 the leader, restart it 3s later) or transfer (planned leader transfer)")
 		progress   = flag.Bool("progress", true, "show a progress bar")
 		cpuProfile = flag.String("cpuprofile", "", "write the load generator's own CPU profile to this file")
+		watchers   = flag.Int("watchers", 0, "also open this many watch streams on one member, each over its own key range, and compare with a baseline run without them")
+		watchOn    = flag.Int("watch-member", -1, "member index the watchers use (-1: the leader, with -spawn)")
+		watchConns = flag.Int("watch-conns", 8, "connections the watch streams share")
+		watchProg  = flag.Duration("watch-progress", 0, "progress notification interval of each watch stream (0: the server's default)")
 	)
 	flag.Parse()
 	if *cpuProfile != "" {
@@ -151,6 +155,9 @@ func run() error {
 			}
 		}
 	}
+	if *watchers > 0 {
+		return runWatchCompare(ctx, cfg, target, w, cl, eps, *watchers, *watchOn, *watchConns, *keys, *watchProg)
+	}
 	res, err := loadtest.Run(ctx, cfg, target, w)
 	if err != nil {
 		return err
@@ -185,5 +192,43 @@ func run() error {
 			return err
 		}
 	}
+	return nil
+}
+
+// runWatchCompare runs the workload twice on the same cluster: first
+// alone (the baseline), then with the watchers open, and prints the ratio.
+func runWatchCompare(ctx context.Context, cfg loadtest.Config, target *loadtest.MemdbTarget, w loadtest.Workload, cl *chaos.Cluster,
+	eps []string, n, member, conns, keys int, progress time.Duration) error {
+	target.StampWrites = true
+	base, err := loadtest.Run(ctx, cfg, target, w)
+	if err != nil {
+		return err
+	}
+	addr := eps[0]
+	if member >= 0 && member < len(eps) {
+		addr = eps[member]
+	} else if cl != nil {
+		if l := cl.Leader(ctx); l >= 0 {
+			addr = eps[l]
+		}
+	}
+	start := time.Now()
+	ws, err := loadtest.StartWatchers(ctx, addr, n, conns, keys, progress)
+	if err != nil {
+		return err
+	}
+	defer ws.Close()
+	fmt.Printf("%d watch streams open on %s after %v\n", n, addr, time.Since(start).Round(time.Millisecond))
+	ws.Reset()
+	with, err := loadtest.Run(ctx, cfg, target, w)
+	if err != nil {
+		return err
+	}
+	st := ws.Stats()
+	fmt.Printf("baseline (no watchers):\n%s\nwith %d watchers:\n%s\n", base, st.Watchers, with)
+	fmt.Printf("throughput with/without watchers: %.2fx; write p99 %v -> %v\n",
+		with.Throughput/base.Throughput, base.Latency.P99, with.Latency.P99)
+	fmt.Printf("events received: %d (%d streams ended early); write start to event: p50 %v  p99 %v  max %v\n",
+		st.Events, st.Errors, st.P50, st.P99, st.Max)
 	return nil
 }
