@@ -124,3 +124,65 @@ func ExampleClient_ScanAll() {
 	// Output:
 	// 5 3 1
 }
+
+// A session store: rows that expire unless each request refreshes them,
+// and a watch that follows logins, refreshes, logouts and expiries live.
+func Example_sessionStore() {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := client.New(ctx, client.Config{Endpoints: endpoints})
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	_, err = c.CreateTable(ctx, client.TableSchema{Name: "web_sessions", PrimaryKey: "id",
+		Fields:  []client.FieldSchema{{Name: "id", Type: client.TypeString}, {Name: "user", Type: client.TypeString, Required: true}},
+		Indexes: []client.IndexSchema{{Name: "by_user", Fields: []string{"user"}}}})
+	if err != nil {
+		panic(err)
+	}
+	// The dashboard: the live sessions, then every change.
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	feed := c.Watch(wctx, "web_sessions", client.WatchOptions{Snapshot: true})
+	if r := <-feed; !r.Reset {
+		panic(r.Err)
+	}
+
+	const ttl = 800 * time.Millisecond
+	login := func(sid, user string) {
+		if _, err := c.Insert(ctx, "web_sessions", client.Fields{"id": client.String(sid), "user": client.String(user)}, client.WithTTL(ttl)); err != nil {
+			panic(err)
+		}
+	}
+	login("s-ada", "ada")
+	login("s-bob", "bob")
+	// Ada keeps making requests; each one refreshes her session. Bob left.
+	for range 4 {
+		time.Sleep(ttl / 3)
+		if _, err := c.Touch(ctx, "web_sessions", client.String("s-ada"), ttl); err != nil {
+			panic(err)
+		}
+	}
+	_, err = c.Get(ctx, "web_sessions", client.String("s-bob"))
+	fmt.Println("bob's session expired:", errors.Is(err, client.ErrNotFound))
+	_, err = c.Get(ctx, "web_sessions", client.String("s-ada"))
+	fmt.Println("ada's session alive:", err == nil)
+
+	for r := range feed {
+		done := false
+		for _, e := range r.Events {
+			if e.Type == client.EventDelete {
+				fmt.Println("gone:", e.Row.Fields["id"].AsString(), "expired:", e.Expired)
+				done = true
+			}
+		}
+		if done {
+			break
+		}
+	}
+	// Output:
+	// bob's session expired: true
+	// ada's session alive: true
+	// gone: s-bob expired: true
+}
