@@ -118,7 +118,7 @@ func TestSnapshotKeepsExpiry(t *testing.T) {
 
 func encodedKey(t *testing.T, f *FSM, id string) []byte {
 	t.Helper()
-	exp := f.Store().View().At(1 << 62).Expired(1<<62, 100)
+	exp := f.Store().View().At(1<<62).Expired(1<<62, 100)
 	for _, k := range exp["users"] {
 		if v, err := store.DecodeKey(k); err == nil && v.AsString() == id {
 			return []byte(k)
