@@ -151,6 +151,9 @@ func New(cfg Config, n *node.Node) (*Server, error) {
 		grpcprom.WithHistogramBuckets([]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10})))
 	s.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxRequestBytes),
+		// The proto codec, plus a pass-through for watch events that are
+		// already in wire form (watchwire.go).
+		grpc.ForceServerCodecV2(newRawCodec()),
 		grpc.ChainUnaryInterceptor(grpcMetrics.UnaryServerInterceptor(), s.recoverUnary, s.admitUnary),
 		grpc.ChainStreamInterceptor(grpcMetrics.StreamServerInterceptor(), s.recoverStream, s.admitStream),
 	)

@@ -239,30 +239,31 @@ func (s *Server) sendWatchSnapshot(stream pb.DataService_WatchServer, first *pb.
 }
 
 // sendWatchEvents sends a batch of events, packing whole revisions into
-// messages of about watchMessageBytes.
+// messages of about watchMessageBytes, encoded by hand (watchwire.go).
 func (s *Server) sendWatchEvents(stream pb.DataService_WatchServer, b watch.Batch, pk string, prev bool) error {
-	msg := &pb.WatchResponse{}
-	size := 0
 	now := time.Now()
+	from, size := 0, 0
+	send := func(to int, rev uint64) error {
+		buf, err := encodeWatchEvents(nil, b.Events[from:to], pk, prev, rev)
+		if err != nil {
+			return toStatus(err)
+		}
+		from, size = to, 0
+		return stream.SendMsg(&rawMessage{b: buf})
+	}
 	for i := range b.Events {
 		e := &b.Events[i]
 		// Split only between revisions, unless one revision alone is over
 		// the budget.
-		if newRev := i > 0 && b.Events[i-1].Rev != e.Rev; size >= watchMessageBytes && (newRev || size >= 4*watchMessageBytes) {
-			msg.Revision = b.Events[i-1].Rev
+		if newRev := i > from && b.Events[i-1].Rev != e.Rev; size >= watchMessageBytes && (newRev || size >= 4*watchMessageBytes) {
+			rev := b.Events[i-1].Rev
 			if !newRev {
-				msg.Revision = e.Rev - 1 // mid-revision: complete only before it
+				rev = e.Rev - 1 // mid-revision: complete only before it
 			}
-			if err := stream.Send(msg); err != nil {
+			if err := send(i, rev); err != nil {
 				return err
 			}
-			msg, size = &pb.WatchResponse{}, 0
 		}
-		pe, err := eventToPB(e, pk, prev)
-		if err != nil {
-			return toStatus(err)
-		}
-		msg.Events = append(msg.Events, pe)
 		size += len(e.Row) + len(e.Key) + 32
 		if prev {
 			size += len(e.Prev)
@@ -270,34 +271,7 @@ func (s *Server) sendWatchEvents(stream pb.DataService_WatchServer, b watch.Batc
 		s.metrics.watchDelay.Observe(now.Sub(e.At).Seconds())
 	}
 	s.metrics.watchEvents.Add(float64(len(b.Events)))
-	msg.Revision = b.Rev
-	return stream.Send(msg)
-}
-
-func eventToPB(e *watch.Event, pk string, prev bool) (*pb.Event, error) {
-	out := &pb.Event{Revision: e.Rev, Expired: e.Expired}
-	if e.Row != "" {
-		r, err := store.DecodeRow(e.Row, pk)
-		if err != nil {
-			return nil, err
-		}
-		out.Row = convert.RowToPB(r)
-	} else {
-		out.Type = pb.Event_TYPE_DELETE
-		k, err := store.DecodeKey(e.Key)
-		if err != nil {
-			return nil, err
-		}
-		out.Row = &pb.Row{Fields: map[string]*pb.Value{pk: convert.ValueToPB(k)}}
-	}
-	if prev && e.Prev != "" {
-		r, err := store.DecodeRow(e.Prev, pk)
-		if err != nil {
-			return nil, err
-		}
-		out.PrevRow = convert.RowToPB(r)
-	}
-	return out, nil
+	return send(len(b.Events), b.Rev)
 }
 
 func (d *dataService) WatchProgress(ctx context.Context, req *pb.WatchProgressRequest) (*pb.WatchProgressResponse, error) {

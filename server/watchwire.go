@@ -1,0 +1,223 @@
+package server
+
+import (
+	"math"
+
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
+	"github.com/memdbd/memdbd/store"
+	"github.com/memdbd/memdbd/watch"
+)
+
+// Watch events are written to the wire by hand, from the store's row
+// encoding straight to protobuf bytes, rather than by building
+// memdb.v1.Event messages (a map and a Value message per field) and
+// marshaling them through reflection. With thousands of watch streams the
+// event path is the server's hottest loop after the log itself: the
+// generic path allocated a dozen objects per event and, being deeply
+// recursive, regrew the stacks of the idle stream goroutines that the
+// garbage collector had shrunk. The bytes are the exact encoding of a
+// memdb.v1.WatchResponse (TestWatchWireMatchesProto checks them against
+// the generated code for every value kind).
+
+// Field numbers of the messages written here (api/proto/memdb/v1).
+const (
+	wireRespEvents   = 3
+	wireRespRevision = 6
+
+	wireEventType     = 1
+	wireEventRevision = 2
+	wireEventRow      = 3
+	wireEventPrev     = 4
+	wireEventExpired  = 5
+
+	wireRowFields   = 1
+	wireRowCreate   = 2
+	wireRowMod      = 3
+	wireRowVersion  = 4
+	wireRowExpires  = 5
+	wireEntryKey    = 1
+	wireEntryValue  = 2
+	wireTsSeconds   = 1
+	wireTsNanos     = 2
+	wireValNull     = 1
+	wireValString   = 2
+	wireValInt      = 3
+	wireValDouble   = 4
+	wireValBool     = 5
+	wireValBytes    = 6
+	wireValTimestam = 7
+)
+
+// rawMessage is a message already in wire form.
+type rawMessage struct{ b []byte }
+
+// rawCodec is the proto codec, passing rawMessage bytes through as they
+// are.
+type rawCodec struct{ encoding.CodecV2 }
+
+func newRawCodec() rawCodec { return rawCodec{encoding.GetCodecV2("proto")} }
+
+func (c rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if r, ok := v.(*rawMessage); ok {
+		return mem.BufferSlice{mem.SliceBuffer(r.b)}, nil
+	}
+	return c.CodecV2.Marshal(v)
+}
+
+// encodeWatchEvents returns the wire form of a WatchResponse holding these
+// events and revision.
+func encodeWatchEvents(dst []byte, evs []watch.Event, pk string, prev bool, rev uint64) ([]byte, error) {
+	n := 16
+	for i := range evs {
+		n += 2*len(evs[i].Row) + len(evs[i].Key) + 64
+		if prev {
+			n += 2 * len(evs[i].Prev)
+		}
+	}
+	if dst == nil {
+		dst = make([]byte, 0, n)
+	}
+	ev, row := make([]byte, 0, n), make([]byte, 0, n)
+	var err error
+	for i := range evs {
+		e := &evs[i]
+		ev = ev[:0]
+		if e.Row == "" {
+			ev = protowire.AppendTag(ev, wireEventType, protowire.VarintType)
+			ev = protowire.AppendVarint(ev, uint64(pb.Event_TYPE_DELETE))
+		}
+		ev = appendUintField(ev, wireEventRevision, e.Rev)
+		if e.Row != "" {
+			row, err = appendRow(row[:0], e.Row, pk)
+		} else {
+			row, err = appendKeyRow(row[:0], e.Key, pk)
+		}
+		if err != nil {
+			return nil, err
+		}
+		ev = protowire.AppendTag(ev, wireEventRow, protowire.BytesType)
+		ev = protowire.AppendBytes(ev, row)
+		if prev && e.Prev != "" {
+			if row, err = appendRow(row[:0], e.Prev, pk); err != nil {
+				return nil, err
+			}
+			ev = protowire.AppendTag(ev, wireEventPrev, protowire.BytesType)
+			ev = protowire.AppendBytes(ev, row)
+		}
+		if e.Expired {
+			ev = protowire.AppendTag(ev, wireEventExpired, protowire.VarintType)
+			ev = protowire.AppendVarint(ev, 1)
+		}
+		dst = protowire.AppendTag(dst, wireRespEvents, protowire.BytesType)
+		dst = protowire.AppendBytes(dst, ev)
+	}
+	return appendUintField(dst, wireRespRevision, rev), nil
+}
+
+func appendUintField(b []byte, num protowire.Number, v uint64) []byte {
+	if v == 0 {
+		return b // implicit presence: zero is not written
+	}
+	b = protowire.AppendTag(b, num, protowire.VarintType)
+	return protowire.AppendVarint(b, v)
+}
+
+// appendRow appends the fields of a memdb.v1.Row for an encoded row.
+func appendRow(b []byte, raw, pk string) ([]byte, error) {
+	r, err := store.DecodeRow(raw, pk)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range r.Fields {
+		b = appendEntry(b, f.Name, f.Value)
+	}
+	b = appendUintField(b, wireRowCreate, r.CreateRevision)
+	b = appendUintField(b, wireRowMod, r.ModRevision)
+	b = appendUintField(b, wireRowVersion, r.Version)
+	if r.ExpiresAt != 0 {
+		b = protowire.AppendTag(b, wireRowExpires, protowire.BytesType)
+		b = protowire.AppendBytes(b, appendTimestamp(nil, r.ExpiresAt))
+	}
+	return b, nil
+}
+
+// appendKeyRow appends a Row holding only the primary key (deletes).
+func appendKeyRow(b []byte, key, pk string) ([]byte, error) {
+	v, err := store.DecodeKey(key)
+	if err != nil {
+		return nil, err
+	}
+	return appendEntry(b, pk, v), nil
+}
+
+func appendEntry(b []byte, name string, v store.Value) []byte {
+	vn := sizeValue(v)
+	n := protowire.SizeTag(wireEntryKey) + protowire.SizeBytes(len(name)) + protowire.SizeTag(wireEntryValue) + protowire.SizeBytes(vn)
+	b = protowire.AppendTag(b, wireRowFields, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(n))
+	b = protowire.AppendTag(b, wireEntryKey, protowire.BytesType)
+	b = protowire.AppendString(b, name)
+	b = protowire.AppendTag(b, wireEntryValue, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(vn))
+	return appendValue(b, v)
+}
+
+// sizeValue is the length appendValue writes, so that an entry is written
+// in one pass without a scratch buffer.
+func sizeValue(v store.Value) int {
+	switch v.Kind() {
+	case store.KindBool:
+		return 2
+	case store.KindInt:
+		return 1 + protowire.SizeVarint(uint64(v.AsInt()))
+	case store.KindDouble:
+		return 9
+	case store.KindString, store.KindBytes:
+		return 1 + protowire.SizeBytes(len(v.AsString()))
+	case store.KindTimestamp:
+		return 1 + protowire.SizeBytes(len(appendTimestamp(make([]byte, 0, 24), v.AsTimeNanos())))
+	}
+	return 2
+}
+
+func appendValue(b []byte, v store.Value) []byte {
+	switch v.Kind() {
+	case store.KindBool:
+		b = protowire.AppendTag(b, wireValBool, protowire.VarintType)
+		return protowire.AppendVarint(b, protowire.EncodeBool(v.AsBool()))
+	case store.KindInt:
+		b = protowire.AppendTag(b, wireValInt, protowire.VarintType)
+		return protowire.AppendVarint(b, uint64(v.AsInt()))
+	case store.KindDouble:
+		b = protowire.AppendTag(b, wireValDouble, protowire.Fixed64Type)
+		return protowire.AppendFixed64(b, math.Float64bits(v.AsDouble()))
+	case store.KindString:
+		b = protowire.AppendTag(b, wireValString, protowire.BytesType)
+		return protowire.AppendString(b, v.AsString())
+	case store.KindBytes:
+		b = protowire.AppendTag(b, wireValBytes, protowire.BytesType)
+		return protowire.AppendString(b, v.AsString())
+	case store.KindTimestamp:
+		b = protowire.AppendTag(b, wireValTimestam, protowire.BytesType)
+		return protowire.AppendBytes(b, appendTimestamp(nil, v.AsTimeNanos()))
+	}
+	// A oneof member is written even at its zero value: it says which
+	// member is set.
+	b = protowire.AppendTag(b, wireValNull, protowire.VarintType)
+	return protowire.AppendVarint(b, 0)
+}
+
+// appendTimestamp appends a google.protobuf.Timestamp's fields: whole
+// seconds rounded down and non-negative nanoseconds, as timestamppb does.
+func appendTimestamp(b []byte, unixNanos int64) []byte {
+	sec, nsec := unixNanos/1e9, unixNanos%1e9
+	if nsec < 0 {
+		sec, nsec = sec-1, nsec+1e9
+	}
+	b = appendUintField(b, wireTsSeconds, uint64(sec))
+	return appendUintField(b, wireTsNanos, uint64(nsec))
+}
