@@ -121,6 +121,10 @@ type Server struct {
 	watchStreams watchStreams
 	fatal        chan error
 	stop         chan struct{}
+	// stopping is cancelled when Stop begins: watch streams, which never
+	// end on their own, end then so that the drain does not wait for them.
+	stopping   context.Context
+	stopStream context.CancelFunc
 	wg           sync.WaitGroup
 }
 
@@ -138,6 +142,7 @@ func New(cfg Config, n *node.Node) (*Server, error) {
 		pages: newPageCache(cfg.PageTTL, cfg.MaxPinnedViews), metrics: newMetrics(cfg.Registerer),
 		inflight: make(chan struct{}, cfg.MaxInFlight), fatal: make(chan error, 1), stop: make(chan struct{}),
 	}
+	s.stopping, s.stopStream = context.WithCancel(context.Background())
 	s.live.Store(&liveSettings{limits: cfg.Limits, defaultTimeout: cfg.DefaultTimeout})
 	s.readIndexes = &rounds.Group[uint64]{WG: &s.wg, Do: func() (uint64, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), readIndexTimeout)
@@ -212,6 +217,7 @@ func (s *Server) Serve(l net.Listener) error { return s.grpc.Serve(l) }
 // Stop drains in-flight requests (bounded by ctx), then closes everything.
 func (s *Server) Stop(ctx context.Context) {
 	close(s.stop)
+	s.stopStream()
 	s.health.Shutdown()
 	done := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(done) }()

@@ -117,7 +117,12 @@ func (s *Server) watchStart(ctx context.Context, req *pb.WatchRequest) (*store.V
 
 func (d *dataService) Watch(req *pb.WatchRequest, stream pb.DataService_WatchServer) error {
 	s := d.s
-	ctx := stream.Context()
+	// The stream ends with the call, or when the server stops (the client
+	// then resumes on another member). AfterFunc costs no goroutine per
+	// stream until it fires.
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	defer context.AfterFunc(s.stopping, cancel)()
 	if req.Table == "" {
 		return toStatus(fmt.Errorf("%w: table is required", errInvalid))
 	}
@@ -175,6 +180,9 @@ func (d *dataService) Watch(req *pb.WatchRequest, stream pb.DataService_WatchSer
 	for {
 		b, err := w.Next(ctx, interval)
 		if err != nil {
+			if s.stopping.Err() != nil {
+				return toStatus(watch.ErrClosed)
+			}
 			if ctx.Err() != nil {
 				return toStatus(ctx.Err())
 			}

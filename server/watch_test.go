@@ -117,3 +117,27 @@ func TestWatchStatusesAndProgress(t *testing.T) {
 		}
 	}
 }
+
+// Stopping a member ends its watch streams at once (Unavailable, so the
+// client resumes elsewhere) instead of waiting out the drain deadline.
+func TestStopEndsWatchStreams(t *testing.T) {
+	cl := testcluster.Start(t, 1, testcluster.Options{})
+	cc := dial(t, cl.Endpoints()[0])
+	createKV(t, cc, "kv")
+	ctx := ctxT(t, 30*time.Second)
+	st, err := pb.NewDataServiceClient(cc).Watch(ctx, &pb.WatchRequest{Table: "kv"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	cl.StopMember(0)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("stopping took %v with a watch open", d)
+	}
+	if _, err := st.Recv(); status.Code(err) != codes.Unavailable {
+		t.Fatalf("the watch ended with %v, want Unavailable", err)
+	}
+}
