@@ -125,7 +125,7 @@ type Server struct {
 	// end on their own, end then so that the drain does not wait for them.
 	stopping   context.Context
 	stopStream context.CancelFunc
-	wg           sync.WaitGroup
+	wg         sync.WaitGroup
 }
 
 // New assembles the gRPC server and its interceptors over a node.
