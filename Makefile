@@ -14,7 +14,7 @@ PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
 
 # Packages with concurrency run under the race detector.
-RACE_PKGS := ./store/... ./fsm/... ./node/... ./server/... ./client/... ./internal/...
+RACE_PKGS := ./store/... ./fsm/... ./watch/... ./node/... ./server/... ./client/... ./internal/...
 
 .PHONY: all build test test-short race proto proto-check lint cluster fuzz bench clean tools chaos bench-compare loadtest-failover docker-build docker-up docker-down
 
