@@ -180,8 +180,8 @@ func Open(cfg Config) (*Node, error) {
 	}
 	n.wg.Add(3)
 	go n.watchLeadership()
-	go n.tickLoop()
-	go n.expireLoop()
+	go n.everyWhileLeader(cfg.TickInterval, n.tick)
+	go n.everyWhileLeader(cfg.ExpireInterval, n.expireDue)
 	ok = true
 	return n, nil
 }
@@ -324,26 +324,31 @@ func (n *Node) setReady(term uint64) {
 	n.readyMu.Unlock()
 }
 
-// tickLoop appends a tick now and then while leader, so that log time
-// advances (session expiry) when there are no writes.
-func (n *Node) tickLoop() {
+// everyWhileLeader calls fn every interval while this node leads, until
+// the node closes (the tick and the expiry sweep).
+func (n *Node) everyWhileLeader(interval time.Duration, fn func()) {
 	defer n.wg.Done()
-	t := time.NewTicker(n.cfg.TickInterval)
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-n.stop:
 			return
 		case <-t.C:
-			if n.raft.State() != raft.Leader {
-				continue
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 4*n.cfg.ElectionTimeout)
-			if _, err := n.Apply(ctx, &cmdpb.Envelope{Command: &cmdpb.Envelope_Tick{Tick: &cmdpb.Tick{}}}); err != nil {
-				n.log.Debug("tick failed", "err", err)
-			}
-			cancel()
 		}
+		if n.raft.State() == raft.Leader {
+			fn()
+		}
+	}
+}
+
+// tick appends a tick, so that log time advances (session expiry) when
+// there are no writes.
+func (n *Node) tick() {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*n.cfg.ElectionTimeout)
+	defer cancel()
+	if _, err := n.Apply(ctx, &cmdpb.Envelope{Command: &cmdpb.Envelope_Tick{Tick: &cmdpb.Tick{}}}); err != nil {
+		n.log.Debug("tick failed", "err", err)
 	}
 }
 
@@ -625,50 +630,33 @@ func (n *Node) Now() int64 { return max(time.Now().UnixNano(), n.fsm.LogTime()) 
 // expireBatch bounds the keys of one Expire command.
 const expireBatch = 1000
 
-// expireLoop, on the leader, proposes the deletion of expired rows, in
-// batches, every ExpireInterval. Expiry is decided here, by the leader's
-// clock, and carried out by the log: replicas never delete on their own
-// clocks, so every replica deletes the same rows at the same revision.
-func (n *Node) expireLoop() {
-	defer n.wg.Done()
-	t := time.NewTicker(n.cfg.ExpireInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-n.stop:
+// expireDue proposes the deletion of expired rows, in batches (the
+// leader calls it every ExpireInterval). Expiry is decided here, by the
+// leader's clock, and carried out by the log: replicas never delete on
+// their own clocks, so every replica deletes the same rows at the same
+// revision.
+func (n *Node) expireDue() {
+	// A bounded number of rounds per call keeps a mass expiry from
+	// starving shutdown; the rest waits for the next call.
+	for range 10 {
+		exp := n.fsm.Store().View().Expired(n.Now(), expireBatch)
+		if len(exp) == 0 {
 			return
-		case <-t.C:
 		}
-		if n.raft.State() != raft.Leader {
-			continue
-		}
-		// A bounded number of rounds per tick keeps a mass expiry from
-		// starving the loop's exit; the rest waits for the next tick.
-		for range 10 {
-			exp := n.fsm.Store().View().Expired(n.Now(), expireBatch)
-			if len(exp) == 0 {
-				break
+		for table, keys := range exp {
+			bkeys := make([][]byte, len(keys))
+			for i, k := range keys {
+				bkeys[i] = []byte(k)
 			}
-			failed := false
-			for table, keys := range exp {
-				bkeys := make([][]byte, len(keys))
-				for i, k := range keys {
-					bkeys[i] = []byte(k)
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), 4*n.cfg.ElectionTimeout)
-				res, err := n.Apply(ctx, &cmdpb.Envelope{Command: &cmdpb.Envelope_Expire{Expire: &cmdpb.Expire{Table: table, Keys: bkeys}}})
-				cancel()
-				if err == nil {
-					err = fsm.ResultError(res)
-				}
-				if err != nil {
-					n.log.Debug("expiring rows failed; will retry", "table", table, "rows", len(keys), "err", err)
-					failed = true
-					break
-				}
+			ctx, cancel := context.WithTimeout(context.Background(), 4*n.cfg.ElectionTimeout)
+			res, err := n.Apply(ctx, &cmdpb.Envelope{Command: &cmdpb.Envelope_Expire{Expire: &cmdpb.Expire{Table: table, Keys: bkeys}}})
+			cancel()
+			if err == nil {
+				err = fsm.ResultError(res)
 			}
-			if failed {
-				break
+			if err != nil {
+				n.log.Debug("expiring rows failed; will retry", "table", table, "rows", len(keys), "err", err)
+				return
 			}
 		}
 	}
