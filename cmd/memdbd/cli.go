@@ -8,7 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -18,7 +20,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
+	"github.com/memdbd/memdbd/client"
 	"github.com/memdbd/memdbd/node"
+	"github.com/memdbd/memdbd/store"
 )
 
 // subcommands are the admin commands of the memdbd binary. They need no
@@ -33,6 +37,7 @@ var subcommands = map[string]func(args []string, stdout, stderr io.Writer) int{
 	"snapshot": cmdSnapshot,
 	"backup":   cmdBackup,
 	"restore":  cmdRestore,
+	"watch":    cmdWatch,
 	"version": func(_ []string, stdout, _ io.Writer) int {
 		fmt.Fprintln(stdout, version)
 		return 0
@@ -358,4 +363,102 @@ func cmdRestore(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "%s seeded from %s at revision %d in %v; start the node with the same flags\n", ncfg.DataDir, backup, rev, time.Since(start).Round(time.Millisecond))
 	return 0
+}
+
+// cmdWatch prints the changes to a table as JSON lines, one per event,
+// resuming on another member when one fails (the client SDK's watch).
+func cmdWatch(args []string, stdout, stderr io.Writer) int {
+	var table, prefix string
+	var from uint64
+	var snapshot bool
+	var count int
+	var until time.Duration
+	fs := flag.NewFlagSet("memdbd watch", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addrs := fs.String("addr", "127.0.0.1:7000", "client addresses of members, comma-separated")
+	fs.StringVar(&table, "table", "", "table to watch (required)")
+	fs.StringVar(&prefix, "prefix", "", "only primary keys (strings) starting with this")
+	fs.Uint64Var(&from, "from", 0, "changes after this revision (0: from now)")
+	fs.BoolVar(&snapshot, "snapshot", false, "first print the current rows (type \"row\")")
+	fs.IntVar(&count, "count", 0, "stop after this many events (0: no limit)")
+	fs.DurationVar(&until, "for", 0, "stop after this long (0: until interrupted)")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	if table == "" {
+		fmt.Fprintln(stderr, "memdbd watch: -table is required")
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if until > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, until)
+		defer cancel()
+	}
+	dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
+	c, err := client.New(dctx, client.Config{Endpoints: strings.Split(*addrs, ","), Logger: slog.New(slog.DiscardHandler)})
+	dcancel()
+	if err != nil {
+		fmt.Fprintln(stderr, "memdbd watch:", err)
+		return 1
+	}
+	defer c.Close()
+	o := client.WatchOptions{StartRevision: from, Snapshot: snapshot}
+	if prefix != "" {
+		o.Range = client.ScanOptions{Prefix: []client.Value{client.String(prefix)}, PartialLast: true}
+	}
+	enc := json.NewEncoder(stdout)
+	line := func(kind string, rev uint64, r client.Row, expired bool) {
+		fields := make(map[string]any, len(r.Fields))
+		for k, v := range r.Fields {
+			fields[k] = jsonValue(v)
+		}
+		_ = enc.Encode(map[string]any{"type": kind, "revision": rev, "row": fields, "expired": expired})
+	}
+	n := 0
+	for r := range c.Watch(ctx, table, o) {
+		switch {
+		case r.Err != nil:
+			if ctx.Err() != nil {
+				return 0
+			}
+			fmt.Fprintln(stderr, "memdbd watch:", r.Err)
+			return 1
+		case r.Reset:
+			for _, row := range r.Rows {
+				line("row", r.Revision, row, false)
+			}
+		}
+		for _, e := range r.Events {
+			kind := "put"
+			if e.Type == client.EventDelete {
+				kind = "delete"
+			}
+			line(kind, e.Revision, e.Row, e.Expired)
+			if n++; count > 0 && n >= count {
+				return 0
+			}
+		}
+	}
+	return 0
+}
+
+// jsonValue renders a typed value for JSON output.
+func jsonValue(v client.Value) any {
+	switch v.Kind() {
+	case store.KindNull:
+		return nil
+	case store.KindBool:
+		return v.AsBool()
+	case store.KindInt:
+		return v.AsInt()
+	case store.KindDouble:
+		return v.AsDouble()
+	case store.KindString:
+		return v.AsString()
+	case store.KindBytes:
+		return v.AsBytes()
+	}
+	return v.AsTime().Format(time.RFC3339Nano)
 }

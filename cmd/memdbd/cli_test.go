@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/memdbd/memdbd/client"
 	"github.com/memdbd/memdbd/internal/testcluster"
 )
 
@@ -35,5 +37,29 @@ func TestAdminCommands(t *testing.T) {
 	}
 	if code, _ := run("status", "-no-such-flag"); code != 2 {
 		t.Fatal("a bad flag should exit 2")
+	}
+
+	// watch: the current rows, then the changes, as JSON lines.
+	c, err := client.New(t.Context(), client.Config{Endpoints: []string{addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.CreateTable(t.Context(), client.TableSchema{Name: "cli", PrimaryKey: "k", Fields: []client.FieldSchema{{Name: "k", Type: client.TypeString}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Insert(t.Context(), "cli", client.Fields{"k": client.String("a1"), "n": client.Int(7)}); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		_, _ = c.Delete(t.Context(), "cli", client.String("a1"))
+	}()
+	code, out := run("watch", "-addr", addr, "-table", "cli", "-prefix", "a", "-snapshot", "-count", "1", "-for", "20s")
+	if code != 0 || !strings.Contains(out, `"type":"row"`) || !strings.Contains(out, `"n":7`) || !strings.Contains(out, `"type":"delete"`) {
+		t.Fatalf("watch: %d %s", code, out)
+	}
+	if code, _ := run("watch", "-addr", addr); code != 2 {
+		t.Fatal("watch without -table should exit 2")
 	}
 }
