@@ -79,6 +79,7 @@ var reasonErrors = map[string]error{
 	pb.ReasonWatchCompacted:  ErrCompacted,
 	pb.ReasonWatchTooSlow:    ErrWatchTooSlow,
 	pb.ReasonWatchEnded:      ErrWatchEnded,
+	pb.ReasonNotReady:        ErrUnavailable,
 }
 
 // Error is a failed call: the gRPC code, the server's reason and message.

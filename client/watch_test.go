@@ -230,3 +230,16 @@ func TestWatchRelistsAfterCompaction(t *testing.T) {
 		t.Fatalf("want a re-list of 6 rows, got %+v", r)
 	}
 }
+
+// A write with a time to live needs every voter's command format; right
+// after bootstrap, while members are still registering, it is retried
+// rather than refused.
+func TestTTLWriteRightAfterBootstrap(t *testing.T) {
+	tc := testcluster.Start(t, 3, testcluster.Options{})
+	c := newClient(t, tc.Endpoints())
+	ctx := ctxT(t)
+	mustCreate(t, c, kvSchema("early"))
+	if _, err := c.Insert(ctx, "early", client.Fields{"k": client.String("x")}, client.WithTTL(time.Minute)); err != nil {
+		t.Fatalf("TTL write right after bootstrap: %v", err)
+	}
+}

@@ -25,6 +25,10 @@ var (
 	ErrShutdown = errors.New("node shutting down")
 	// ErrFeatureLevel: a command newer than every voter applies.
 	ErrFeatureLevel = errors.New("cluster feature level too low")
+	// ErrLevelUnknown: a voter has not registered yet (a new cluster or a
+	// new member), so the command formats every voter applies are not
+	// known; it clears within moments.
+	ErrLevelUnknown = errors.New("cluster feature level not known yet")
 )
 
 // NotLeaderError names the leader a request should go to.

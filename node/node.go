@@ -385,9 +385,14 @@ func (n *Node) Apply(ctx context.Context, env *cmdpb.Envelope) (*cmdpb.Result, e
 	if n.raft.State() != raft.Leader {
 		return nil, n.notLeader()
 	}
-	if v := fsm.RequiredVersion(env); v > 1 && v > n.FeatureLevel() {
-		return nil, fmt.Errorf("%w: this command needs every voter to apply command format %d; the cluster's feature level is %d (finish the rolling upgrade first)",
-			ErrFeatureLevel, v, n.FeatureLevel())
+	if v := fsm.RequiredVersion(env); v > 1 {
+		switch lvl := n.FeatureLevel(); {
+		case lvl == 0:
+			return nil, fmt.Errorf("%w: this command needs command format %d and a voter has not registered its own yet; retry shortly", ErrLevelUnknown, v)
+		case v > lvl:
+			return nil, fmt.Errorf("%w: this command needs every voter to apply command format %d; the cluster's feature level is %d (finish the rolling upgrade first)",
+				ErrFeatureLevel, v, lvl)
+		}
 	}
 	select {
 	case n.pending <- struct{}{}:

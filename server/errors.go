@@ -94,6 +94,8 @@ func toStatus(err error) error {
 		return statusErr(pb.ReasonStale, err.Error(), nil, retryAfter)
 	case errors.Is(err, errPageExpired):
 		return statusErr(pb.ReasonPageExpired, err.Error(), nil, 0)
+	case errors.Is(err, node.ErrLevelUnknown):
+		return statusErr(pb.ReasonNotReady, err.Error(), nil, retryAfter)
 	case errors.Is(err, node.ErrFeatureLevel):
 		return statusErr(pb.ReasonUnsupported, err.Error(), nil, 0)
 	case errors.Is(err, errPrecondition):

@@ -56,6 +56,7 @@ const (
 	ReasonWatchCompacted  = "WATCH_COMPACTED"  // watch start older than the retained history; re-list
 	ReasonWatchTooSlow    = "WATCH_TOO_SLOW"   // watcher fell too far behind; resume from its revision
 	ReasonWatchEnded      = "WATCH_ENDED"      // the watched table or index was dropped
+	ReasonNotReady        = "NOT_READY"        // the cluster cannot take this yet (a member still registering); retry shortly
 )
 
 var reasonCodes = map[string]codes.Code{
@@ -86,6 +87,7 @@ var reasonCodes = map[string]codes.Code{
 	ReasonWatchCompacted:  codes.OutOfRange,
 	ReasonWatchTooSlow:    codes.ResourceExhausted,
 	ReasonWatchEnded:      codes.FailedPrecondition,
+	ReasonNotReady:        codes.Unavailable,
 }
 
 // CodeOf returns the gRPC code of a reason; Unknown for an unknown reason.
