@@ -417,9 +417,9 @@ func (h *Hub) dispatchEvent(e *Event, stamp uint64) {
 		}
 		w.stamp = stamp
 		if !w.enqueue(*e, h.cfg.QueueEvents) {
+			// Cancelled: it still gets the events queued before, once the
+			// chunk's revision is published, then its error.
 			h.removeLocked(w)
-			w.signalNow()
-			return
 		}
 		if w.touched != h.chunk {
 			w.touched = h.chunk
