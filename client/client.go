@@ -12,6 +12,11 @@
 // once, answering a retry with the first attempt's result. A timed-out
 // write that is retried can therefore neither be lost nor applied twice.
 //
+// Watch follows a table's changes as a channel of responses that never
+// skips or repeats one: it resumes on another member after a failure and
+// re-lists (a Reset response) when the members no longer keep the
+// changes it missed. WithTTL and Touch make rows expire unless refreshed.
+//
 // Values, rows and schemas use the store package's Go types (aliased
 // here), so that no generated protobuf type appears in the SDK's API.
 package client

@@ -34,22 +34,22 @@ const (
 	wireEventPrev     = 4
 	wireEventExpired  = 5
 
-	wireRowFields   = 1
-	wireRowCreate   = 2
-	wireRowMod      = 3
-	wireRowVersion  = 4
-	wireRowExpires  = 5
-	wireEntryKey    = 1
-	wireEntryValue  = 2
-	wireTsSeconds   = 1
-	wireTsNanos     = 2
-	wireValNull     = 1
-	wireValString   = 2
-	wireValInt      = 3
-	wireValDouble   = 4
-	wireValBool     = 5
-	wireValBytes    = 6
-	wireValTimestam = 7
+	wireRowFields    = 1
+	wireRowCreate    = 2
+	wireRowMod       = 3
+	wireRowVersion   = 4
+	wireRowExpires   = 5
+	wireEntryKey     = 1
+	wireEntryValue   = 2
+	wireTsSeconds    = 1
+	wireTsNanos      = 2
+	wireValNull      = 1
+	wireValString    = 2
+	wireValInt       = 3
+	wireValDouble    = 4
+	wireValBool      = 5
+	wireValBytes     = 6
+	wireValTimestamp = 7
 )
 
 // rawMessage is a message already in wire form.
@@ -202,7 +202,7 @@ func appendValue(b []byte, v store.Value) []byte {
 		b = protowire.AppendTag(b, wireValBytes, protowire.BytesType)
 		return protowire.AppendString(b, v.AsString())
 	case store.KindTimestamp:
-		b = protowire.AppendTag(b, wireValTimestam, protowire.BytesType)
+		b = protowire.AppendTag(b, wireValTimestamp, protowire.BytesType)
 		return protowire.AppendBytes(b, appendTimestamp(nil, v.AsTimeNanos()))
 	}
 	// A oneof member is written even at its zero value: it says which
