@@ -57,9 +57,9 @@ func (ws *watchStreams) get(id string) *watch.Watcher {
 	return ws.m[id]
 }
 
-// admitStream gives a stream a request id and bounds the watch streams;
-// streams are long-lived, so they do not count against the in-flight
-// limit of unary requests and get no default deadline.
+// admitStream gives a stream a request id and bounds the watch streams
+// (--max-watchers); streams are long-lived, so they do not count against
+// the in-flight limit of unary requests and get no default deadline.
 func (s *Server) admitStream(srv interface{}, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	id := ""
 	if md, ok := metadata.FromIncomingContext(ss.Context()); ok {
@@ -71,12 +71,14 @@ func (s *Server) admitStream(srv interface{}, ss grpc.ServerStream, info *grpc.S
 		id = newRequestID()
 	}
 	_ = ss.SetHeader(metadata.Pairs(mdRequestID, id))
-	if n := s.watchers.Add(1); n > int64(s.cfg.MaxWatchers) {
-		s.watchers.Add(-1)
-		s.metrics.rejected.WithLabelValues("max_watchers").Inc()
-		return toStatus(fmt.Errorf("%w: %d watch streams open on this member, limit %d", errOverloaded, n-1, s.cfg.MaxWatchers))
+	if info.FullMethod == pb.DataService_Watch_FullMethodName {
+		if n := s.watchers.Add(1); n > int64(s.cfg.MaxWatchers) {
+			s.watchers.Add(-1)
+			s.metrics.rejected.WithLabelValues("max_watchers").Inc()
+			return toStatus(fmt.Errorf("%w: %d watch streams open on this member, limit %d", errOverloaded, n-1, s.cfg.MaxWatchers))
+		}
+		defer s.watchers.Add(-1)
 	}
-	defer s.watchers.Add(-1)
 	return h(srv, &idStream{ServerStream: ss, ctx: context.WithValue(ss.Context(), requestIDKey{}, id)})
 }
 

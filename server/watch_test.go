@@ -141,3 +141,24 @@ func TestStopEndsWatchStreams(t *testing.T) {
 		t.Fatalf("the watch ended with %v, want Unavailable", err)
 	}
 }
+
+// Watch streams beyond --max-watchers are refused at once.
+func TestMaxWatchers(t *testing.T) {
+	cl := testcluster.Start(t, 1, testcluster.Options{TuneServer: func(c *server.Config) { c.MaxWatchers = 2 }})
+	cc := dial(t, cl.Endpoints()[0])
+	createKV(t, cc, "kv")
+	ctx := ctxT(t, 20*time.Second)
+	data := pb.NewDataServiceClient(cc)
+	for i := range 3 {
+		st, err := data.Watch(ctx, &pb.WatchRequest{Table: "kv"})
+		if err == nil {
+			_, err = st.Recv()
+		}
+		if i < 2 && err != nil {
+			t.Fatalf("watch %d: %v", i, err)
+		}
+		if i == 2 && (status.Code(err) != codes.ResourceExhausted || reason(err) != pb.ReasonOverloaded) {
+			t.Fatalf("watch beyond the limit: %v", err)
+		}
+	}
+}
