@@ -281,11 +281,12 @@ func (h *Hub) Stats() Stats {
 	return Stats{Watchers: h.active.Load(), HistoryEvents: len(h.events) - h.head, HistoryBytes: h.bytes, Oldest: h.compactRev}
 }
 
-// readAfter copies up to max events with revision > after from the
-// history, extended to the end of the last revision, and returns them with
+// readAfter copies up to limit events (at least one) with revision > after
+// from the history, extended to the end of the last revision, and returns
+// them with
 // the revision they reach (the last published revision when they reach
 // the end).
-func (h *Hub) readAfter(after uint64, max int) ([]Event, uint64, error) {
+func (h *Hub) readAfter(after uint64, limit int) ([]Event, uint64, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -296,8 +297,8 @@ func (h *Hub) readAfter(after uint64, max int) ([]Event, uint64, error) {
 	}
 	ev := h.events[h.head:]
 	i := sort.Search(len(ev), func(i int) bool { return ev[i].Rev > after })
-	j := min(len(ev), i+max)
-	for j < len(ev) && j > i && ev[j].Rev == ev[j-1].Rev {
+	j := min(len(ev), i+max(limit, 1))
+	for j < len(ev) && ev[j].Rev == ev[j-1].Rev {
 		j++
 	}
 	out := append([]Event(nil), ev[i:j]...)
@@ -333,8 +334,15 @@ func (h *Hub) dispatchLoop() {
 // holds dmu (which new watchers need) only briefly.
 const dispatchChunk = 4096
 
+// dispatchHook, when set (by tests, before any hub starts), runs before
+// each chunk is dispatched: tests hold the dispatcher back with it.
+var dispatchHook func()
+
 // dispatchSome dispatches one chunk; it reports whether more may remain.
 func (h *Hub) dispatchSome() bool {
+	if dispatchHook != nil {
+		dispatchHook()
+	}
 	// Lock order: dmu, then mu.
 	h.dmu.Lock()
 	defer h.dmu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -391,5 +392,70 @@ func TestWatchProgressWithoutEvents(t *testing.T) {
 	}
 	if wt.Delivered() != w.rev {
 		t.Fatalf("progress reached %d, want %d", wt.Delivered(), w.rev)
+	}
+}
+
+// A watch that starts after a drop the dispatcher has not reached yet
+// watches the table created since; the old drop must not end it.
+func TestWatchStartingAfterAnUndispatchedDrop(t *testing.T) {
+	gate := make(chan struct{})
+	var held atomic.Bool
+	dispatchHook = func() {
+		if held.Load() {
+			<-gate
+		}
+	}
+	w := newWorld(t, DefaultConfig())
+	t.Cleanup(func() { w.h.Close(); dispatchHook = nil })
+	r := rand.New(rand.NewPCG(10, 11))
+	for range 5 {
+		w.randomBatch(r)
+	}
+	waitDispatched(t, w)
+	// The dispatcher is held back while the table is dropped and
+	// recreated, and while a watch starts after both.
+	held.Store(true)
+	w.batch(func(b *store.Batch, next func() uint64) {
+		if err := b.DropTable(next(), "t"); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.CreateTable(next(), store.TableSchema{Name: "t", PrimaryKey: "id",
+			Fields:  []store.FieldSchema{{Name: "id", Type: store.TypeInt}, {Name: "g", Type: store.TypeInt}},
+			Indexes: []store.IndexSchema{{Name: "by_g", Fields: []string{"g"}}}}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	sp := spec{lo: 0, hi: 100, start: w.rev}
+	wt, err := w.h.Watch(w.rev, w.matcher(sp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wt.Close()
+	held.Store(false)
+	close(gate)
+	for range 5 {
+		w.randomBatch(r)
+	}
+	got, err := collect(t, wt, w.rev)
+	if err != nil || fmt.Sprint(got) != fmt.Sprint(w.expected(sp)) || len(got) == 0 {
+		t.Fatalf("after the recreate: %v, %d events, want %d", err, len(got), len(w.expected(sp)))
+	}
+}
+
+// The smallest queue still lets a watch start in the middle of history.
+func TestWatchWithTheSmallestQueue(t *testing.T) {
+	w := newWorld(t, Config{HistoryEvents: 1000, HistoryBytes: 1 << 20, QueueEvents: 1})
+	r := rand.New(rand.NewPCG(12, 13))
+	for range 3 {
+		w.randomBatch(r)
+	}
+	waitDispatched(t, w)
+	wt, err := w.h.Watch(0, w.matcher(spec{lo: 0, hi: 100}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wt.Close()
+	if got, err := collect(t, wt, w.rev); err != nil || fmt.Sprint(got) != fmt.Sprint(w.expected(spec{lo: 0, hi: 100})) {
+		t.Fatalf("%v: %d events", err, len(got))
 	}
 }

@@ -67,19 +67,25 @@ func (tw *tableWatchers) match(e *Event, fn func(*Watcher)) {
 	}
 }
 
-// drop ends the watchers a dropped table or index concerns.
+// drop ends the watchers a dropped table or index concerns. A watcher
+// that starts after the drop (from >= its revision) watches the table
+// created since, and stays.
 func (tw *tableWatchers) drop(h *Hub, e *Event) {
 	for k, g := range tw.groups {
 		if *e.Dropped != "" && g.index != *e.Dropped {
 			continue
 		}
-		for _, w := range g.set.ws {
-			if !w.removed {
-				_, err := w.endsAt(e)
-				w.end(err, e.Rev)
+		for _, w := range append([]*Watcher(nil), g.set.ws...) {
+			if w.removed || e.Rev <= w.from {
+				continue
 			}
+			_, err := w.endsAt(e)
+			g.set.remove(w)
+			w.end(err, e.Rev)
 		}
-		delete(tw.groups, k)
+		if g.set.len() == 0 {
+			delete(tw.groups, k)
+		}
 	}
 }
 

@@ -97,7 +97,7 @@ func (h *Hub) Watch(start uint64, m Matcher) (*Watcher, error) {
 	// Most watches start at or near the present: join the dispatcher now,
 	// so that nothing the caller does before its first Next (sending a
 	// snapshot) lets the history move past the start.
-	if _, err := w.catchUp(h.cfg.QueueEvents / 2); err != nil {
+	if _, err := w.catchUp(max(1, h.cfg.QueueEvents/2)); err != nil {
 		w.Close()
 		return nil, err
 	}
