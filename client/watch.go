@@ -174,6 +174,7 @@ func (w *watchLoop) stream(ctx context.Context) error {
 	}
 	progressed := false
 	var rows []Row
+	var partial []WatchEvent // events of a revision not yet complete
 	for {
 		m, err := st.Recv()
 		if err != nil {
@@ -210,17 +211,27 @@ func (w *watchLoop) stream(ctx context.Context) error {
 			}
 			continue
 		}
-		resp := WatchResponse{Revision: m.Revision, Progress: m.Progress}
 		for _, e := range m.Events {
 			ev, err := eventOf(e)
 			if err != nil {
 				return status.Error(codes.InvalidArgument, err.Error())
 			}
-			resp.Events = append(resp.Events, ev)
+			partial = append(partial, ev)
 		}
-		if m.Revision <= w.rev && len(resp.Events) == 0 {
+		// A revision too large for one message (the deletes of a dropped
+		// table) arrives in parts, each saying it is complete only up to
+		// the revision before. Its events are held back until it is whole:
+		// delivered early, they would come again after a resume from the
+		// revision before, and split one transaction across responses.
+		n := len(partial)
+		for n > 0 && partial[n-1].Revision > m.Revision {
+			n--
+		}
+		if m.Revision <= w.rev && n == 0 {
 			continue // nothing new (a progress the caller has seen)
 		}
+		resp := WatchResponse{Revision: m.Revision, Progress: n == 0, Events: partial[:n:n]}
+		partial = append([]WatchEvent(nil), partial[n:]...)
 		w.rev = max(w.rev, m.Revision)
 		if !w.send(ctx, resp) {
 			return ctx.Err()

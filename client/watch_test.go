@@ -243,3 +243,40 @@ func TestTTLWriteRightAfterBootstrap(t *testing.T) {
 		t.Fatalf("TTL write right after bootstrap: %v", err)
 	}
 }
+
+// Dropping a table larger than one watch message sends its deletes in
+// parts; the client delivers them as one response, as one transaction.
+func TestWatchDeliversALargeRevisionWhole(t *testing.T) {
+	c := newClient(t, endpoints)
+	ctx := ctxT(t)
+	mustCreate(t, c, kvSchema("big"))
+	big := client.Bytes(make([]byte, 8<<10))
+	const rows = 700 // 5.6 MB: more than four messages' budget
+	for i := 0; i < rows; i += 100 {
+		tx := c.Txn()
+		for j := i; j < i+100; j++ {
+			tx.Then(client.InsertOp("big", client.Fields{"k": client.String(fmt.Sprintf("r%04d", j)), "v": big}))
+		}
+		if _, err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// With the previous rows, the drop's one revision is 5.6 MB of events.
+	ch := c.Watch(ctx, "big", client.WatchOptions{PrevRow: true})
+	time.Sleep(200 * time.Millisecond)
+	if err := c.DropTable(ctx, "big"); err != nil {
+		t.Fatal(err)
+	}
+	r := next(t, ch)
+	if len(r.Events) != rows {
+		t.Fatalf("the drop arrived as %d events in one response, want %d", len(r.Events), rows)
+	}
+	for _, e := range r.Events {
+		if e.Type != client.EventDelete || e.Revision != r.Events[0].Revision || e.PrevRow == nil {
+			t.Fatalf("event %+v", e)
+		}
+	}
+	if rr := <-ch; !errors.Is(rr.Err, client.ErrWatchEnded) {
+		t.Fatalf("after the drop: %+v", rr)
+	}
+}

@@ -26,7 +26,9 @@ const (
 	watchSnapshotPage = 256
 	// watchMessageBytes is the size a message of events aims at: events of
 	// whole revisions are packed until it is reached. Only a revision that
-	// is larger on its own (the deletes of a dropped table) spans messages.
+	// is larger on its own (the deletes of a dropped table, with previous
+	// rows) spans messages, cut at twice this: clients receive messages of
+	// up to 4 MiB by default.
 	watchMessageBytes = 1 << 20
 )
 
@@ -265,7 +267,7 @@ func (s *Server) sendWatchEvents(stream pb.DataService_WatchServer, b watch.Batc
 		e := &b.Events[i]
 		// Split only between revisions, unless one revision alone is over
 		// the budget.
-		if newRev := i > from && b.Events[i-1].Rev != e.Rev; size >= watchMessageBytes && (newRev || size >= 4*watchMessageBytes) {
+		if newRev := i > from && b.Events[i-1].Rev != e.Rev; size >= watchMessageBytes && (newRev || size >= 2*watchMessageBytes) {
 			rev := b.Events[i-1].Rev
 			if !newRev {
 				rev = e.Rev - 1 // mid-revision: complete only before it

@@ -2647,7 +2647,10 @@ func (x *WatchRequest) GetRead() *ReadOptions {
 }
 
 // WatchResponse is one message of a watch stream. Every event of one
-// revision (a transaction) is in the same message.
+// revision (a transaction) is in the same message, except a revision of
+// more than 2 MiB of events (the deletes of a dropped table, with
+// prev_row): it spans messages, and the ones before its last part carry a
+// revision below it. The Go client reassembles it.
 type WatchResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header" json:"header,omitempty"`
