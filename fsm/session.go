@@ -69,15 +69,17 @@ func (f *FSM) applySession(b *store.Batch, index uint64, env *cmdpb.Envelope) *c
 }
 
 // expireSessions forgets sessions idle for SessionTTL of log time. It
-// sweeps at most every SessionTTL/8 of log time; the sweep depends only on
-// replicated state, so all replicas drop the same sessions at the same
-// entry.
+// sweeps at the first entry at or past each multiple of SessionTTL/8 of log
+// time. The sweep times are a function of log time alone, not of when a
+// replica happened to sweep last, so a replica restored from a snapshot
+// (sweepAfter) sweeps at the same entries as the ones that applied the
+// whole log, and all drop the same sessions at the same entry.
 func (f *FSM) expireSessions() {
 	if f.logTime < f.nextExpiry {
 		return
 	}
 	ttl := int64(f.cfg.SessionTTL)
-	f.nextExpiry = f.logTime + ttl/8
+	f.nextExpiry = f.sweepAfter(f.logTime)
 	for id, s := range f.sessions {
 		if f.logTime-s.lastSeen > ttl {
 			delete(f.sessions, id)
@@ -124,4 +126,11 @@ func decodeSession(b []byte) (string, *session, error) {
 		}
 	}
 	return string(ps.ClientId), s, nil
+}
+
+// sweepAfter returns the log time of the session sweep that follows one
+// at log time t: the next multiple of SessionTTL/8 strictly after t.
+func (f *FSM) sweepAfter(t int64) int64 {
+	step := int64(f.cfg.SessionTTL) / 8
+	return (t/step + 1) * step
 }

@@ -289,7 +289,12 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.sessions = st.sessions
 	f.members.Store(st.members)
 	f.logTime = st.meta.LogUnixNanos
+	// Every entry up to the snapshot ran the sweeps due at its log time
+	// (expireSessions), so the next one is the grid point after it.
 	f.nextExpiry = 0
+	if f.logTime > 0 {
+		f.nextExpiry = f.sweepAfter(f.logTime)
+	}
 	f.halted.Store(nil)
 	f.logTimeA.Store(f.logTime)
 	f.applied.Store(st.meta.Revision)

@@ -1,10 +1,12 @@
 package fsm
 
 import (
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
 	cmdpb "github.com/memdbd/memdbd/api/proto/memdb/command/v1"
@@ -126,4 +128,45 @@ func encodedKey(t *testing.T, f *FSM, id string) []byte {
 	}
 	t.Fatalf("no expiring row %s", id)
 	return nil
+}
+
+// A replica restored from a snapshot sweeps sessions at the same entries
+// as one that applied the whole log: the sweep schedule depends on log
+// time alone.
+func TestSessionSweepAfterRestoreMatches(t *testing.T) {
+	a := newHarness(t)
+	a.createUsers()
+	step := DefaultConfig().SessionTTL / 8
+	a.mustApply(&cmdpb.Envelope{Session: sess("idle", 1, 1), Command: txn(upsert("a", "a@x", 1))})
+	// Advance log time in uneven steps so the last sweep before the
+	// snapshot is not on a grid point.
+	for i := range 9 {
+		a.now = a.now.Add(step/3 + time.Duration(i)*time.Second)
+		a.mustApply(&cmdpb.Envelope{Command: &cmdpb.Envelope_Tick{Tick: &cmdpb.Tick{}}})
+	}
+	snap := snapshotBytes(t, a.f)
+	cfg := DefaultConfig()
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	b, _ := New(cfg)
+	if err := restoreBytes(b, snap); err != nil {
+		t.Fatal(err)
+	}
+	if a.f.nextExpiry != b.nextExpiry {
+		t.Fatalf("next sweep at %d on the replica that applied the log, %d on the restored one", a.f.nextExpiry, b.nextExpiry)
+	}
+	// Carry both across the session's expiry, entry by entry.
+	for i := range 40 {
+		a.now = a.now.Add(step / 5)
+		l := a.entry(&cmdpb.Envelope{Session: sess(fmt.Sprint("s", i), 1, 1), Command: txn(upsert(fmt.Sprint("k", i), fmt.Sprint(i, "@x"), 1))})
+		a.f.ApplyBatch([]*raft.Log{l})
+		b.ApplyBatch([]*raft.Log{l})
+		ha, _ := a.f.StateHash()
+		hb, _ := b.StateHash()
+		if ha != hb {
+			t.Fatalf("replicas diverged at entry %d (sessions %d vs %d)", i, len(a.f.sessions), len(b.sessions))
+		}
+	}
+	if _, ok := a.f.sessions["idle"]; ok {
+		t.Fatal("the idle session never expired")
+	}
 }
