@@ -363,14 +363,14 @@ func readRow(row string) (rowReader, error) {
 		row = row[w:]
 	}
 	if len(row) > 0 && row[0] == 0 {
-		// The expiry pseudo-field. A zero expiry is never written, so
-		// reading one means the row is not in canonical form.
+		// The expiry pseudo-field. A zero or negative expiry is never
+		// written, so reading one means the row is corrupt.
 		if len(row) < 2 || Kind(row[1]) != KindTimestamp {
 			return r, errCorrupt
 		}
 		x, w := varint(row[2:])
-		if w <= 0 || x == 0 {
-			return r, errCorrupt
+		if w <= 0 || x <= 0 {
+			return r, errCorrupt // the expiry index orders expiries as unsigned
 		}
 		r.meta.ExpiresAt = x
 		row = row[2+w:]

@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"math"
 	"testing"
 	"time"
 )
@@ -257,4 +258,21 @@ func TestTTLSurvivesSnapshotLoad(t *testing.T) {
 	if n, _ := v2.At(120*sec).Count("users", ScanOptions{}); n != 40 {
 		t.Fatalf("count at 120s = %d", n)
 	}
+}
+
+func TestNegativeExpiryIsCorrupt(t *testing.T) {
+	key := appendKey(nil, Int(1))
+	if err := validateRow(encodeRow(key, Meta{CreateRevision: 1, ModRevision: 1, Version: 1, ExpiresAt: -5}, nil)); err == nil {
+		t.Fatal("a row with a negative expiry was accepted")
+	}
+	if err := validateRow(encodeRow(key, Meta{CreateRevision: 1, ModRevision: 1, Version: 1, ExpiresAt: 5}, nil)); err != nil {
+		t.Fatal(err)
+	}
+	f := newFx(t, Options{})
+	f.createTable(usersSchema())
+	f.fail(ErrInvalidArgument, func(b *Batch, rev uint64) error {
+		b.SetTime(math.MaxInt64 - 10)
+		_, err := b.Txn(rev, Txn{Then: []Op{ttlOp(insOp("users", user(1, "a", "a@", 1)), time.Second)}})
+		return err
+	})
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -408,6 +409,8 @@ func (b *Batch) expiry(ttl time.Duration) (int64, error) {
 		return 0, fmt.Errorf("%w: a time to live needs the log time, which this command lacks", ErrInvalidArgument)
 	case ttl > MaxTTL:
 		return 0, fmt.Errorf("%w: time to live %v is above the limit of %v", ErrInvalidArgument, ttl, MaxTTL)
+	case b.now > math.MaxInt64-int64(ttl):
+		return 0, fmt.Errorf("%w: the log time %d leaves no room for a time to live of %v", ErrInvalidArgument, b.now, ttl)
 	}
 	return b.now + int64(ttl), nil
 }
