@@ -180,6 +180,7 @@ func (d *dataService) Scan(ctx context.Context, req *pb.ScanRequest) (*pb.ScanRe
 		if v, ok = d.s.pages.get(tok.rev, now); !ok {
 			return nil, toStatus(fmt.Errorf("%w: the view of revision %d is no longer held on node %s; start the scan again", errPageExpired, tok.rev, d.s.cfg.NodeID))
 		}
+		v = v.At(tok.now)
 		o.After = tok.after
 	} else if v, err = d.s.readView(ctx, req.Read); err != nil {
 		return nil, toStatus(err)
@@ -194,7 +195,7 @@ func (d *dataService) Scan(ctx context.Context, req *pb.ScanRequest) (*pb.ScanRe
 	}
 	if res.Next != nil {
 		d.s.pages.pin(v, now)
-		resp.NextPageToken = pageToken{rev: v.Revision(), digest: digest, after: res.Next}.encode()
+		resp.NextPageToken = pageToken{rev: v.Revision(), now: v.Now(), digest: digest, after: res.Next}.encode()
 	}
 	return resp, nil
 }

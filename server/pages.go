@@ -21,10 +21,15 @@ import (
 // a token whose view is gone fails with PAGE_EXPIRED, and the scan must
 // start again. Holding a view costs only the B-tree nodes that writes
 // have copied since.
-const tokenVersion = 1
+//
+// The token also carries the time the first page hid expired rows at:
+// every page of one scan hides the same rows, whichever scan pinned the
+// view first. Version 2 added it.
+const tokenVersion = 2
 
 type pageToken struct {
 	rev    uint64
+	now    int64 // Unix nanos; see View.At
 	digest uint64
 	after  []byte
 }
@@ -32,6 +37,7 @@ type pageToken struct {
 func (t pageToken) encode() []byte {
 	b := []byte{tokenVersion}
 	b = binary.AppendUvarint(b, t.rev)
+	b = binary.BigEndian.AppendUint64(b, uint64(t.now))
 	b = binary.BigEndian.AppendUint64(b, t.digest)
 	return append(b, t.after...)
 }
@@ -42,12 +48,13 @@ func decodeToken(b []byte) (pageToken, error) {
 		return t, fmt.Errorf("%w: malformed page_token", errInvalid)
 	}
 	rev, n := binary.Uvarint(b[1:])
-	if n <= 0 || len(b) < 1+n+8 {
+	if n <= 0 || len(b) < 1+n+16 {
 		return t, fmt.Errorf("%w: malformed page_token", errInvalid)
 	}
 	t.rev = rev
-	t.digest = binary.BigEndian.Uint64(b[1+n:])
-	t.after = b[1+n+8:]
+	t.now = int64(binary.BigEndian.Uint64(b[1+n:]))
+	t.digest = binary.BigEndian.Uint64(b[1+n+8:])
+	t.after = b[1+n+16:]
 	return t, nil
 }
 
