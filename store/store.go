@@ -249,10 +249,11 @@ func (b *Batch) DropTable(rev uint64, name string) error {
 // existing rows. Readers are not stalled: they keep reading the previous
 // view until the batch commits. A unique index over rows that already
 // violate it fails and changes nothing.
-func (b *Batch) CreateIndex(rev uint64, tableName string, ix IndexSchema) error {
+func (b *Batch) CreateIndex(rev uint64, tableName string, ix IndexSchema) (err error) {
 	if err := b.begin(rev); err != nil {
 		return err
 	}
+	defer func() { b.finish(err) }()
 	t, ok := b.s.tables[tableName]
 	if !ok {
 		return fmt.Errorf("%w: %s", ErrTableNotFound, tableName)
@@ -264,6 +265,22 @@ func (b *Batch) CreateIndex(rev uint64, tableName string, ix IndexSchema) error 
 	sc.Indexes = append(sc.Indexes, IndexSchema{Name: ix.Name, Fields: append([]string(nil), ix.Fields...), Unique: ix.Unique})
 	if err := sc.Validate(b.s.opts.Limits); err != nil {
 		return err
+	}
+	if ix.Unique && t.hasExpiredAt(b.now) {
+		// Rows past their expiry that the log has not deleted yet must not
+		// make a unique index fail: they go now, as expiries (put back if
+		// the index still fails).
+		var keys []string
+		t.expiry.Scan(func(e string) bool {
+			if int64(binary.BigEndian.Uint64([]byte(e[:8]))) > b.now {
+				return false
+			}
+			keys = append(keys, e[8:])
+			return true
+		})
+		for _, k := range keys {
+			b.live(t, []byte(k))
+		}
 	}
 	nix, err := t.buildIndex(sc, sc.Indexes[len(sc.Indexes)-1])
 	if err != nil {

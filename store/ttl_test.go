@@ -276,3 +276,31 @@ func TestNegativeExpiryIsCorrupt(t *testing.T) {
 		return err
 	})
 }
+
+// Rows past their expiry that the log has not deleted yet do not block a
+// unique index; before their expiry they do, and the failure changes
+// nothing.
+func TestUniqueIndexIgnoresExpiredRows(t *testing.T) {
+	f := newFx(t, Options{TrackChanges: true})
+	f.createTable(usersSchema())
+	if _, err := f.txnAt(10*sec, ttlOp(insOp("users", user(1, "a", "a@", 7)), time.Second), insOp("users", user(2, "b", "b@", 7))); err != nil {
+		t.Fatal(err)
+	}
+	uniq := IndexSchema{Name: "uniq_age", Fields: []string{"age"}, Unique: true}
+	f.fail(ErrUniqueViolation, func(b *Batch, rev uint64) error {
+		b.SetTime(10*sec + 1)
+		return b.CreateIndex(rev, "users", uniq)
+	})
+	if _, ok := f.get("users", Int(1)); !ok {
+		t.Fatal("a failed index creation deleted a live row")
+	}
+	if err := f.at(20*sec, func(b *Batch, rev uint64) error { return b.CreateIndex(rev, "users", uniq) }); err != nil {
+		t.Fatalf("unique index over an expired duplicate: %v", err)
+	}
+	if _, ok := f.get("users", Int(1)); ok {
+		t.Fatal("the expired row is still stored")
+	}
+	if n, _ := f.s.View().Count("users", ScanOptions{Index: "uniq_age"}); n != 1 {
+		t.Fatalf("index holds %d entries", n)
+	}
+}
