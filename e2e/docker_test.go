@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -144,48 +143,10 @@ func TestDockerCompose(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var mu sync.Mutex
-	acked := map[string]bool{}
-	var failed []error
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				k := fmt.Sprintf("w%d-%05d", w, i)
-				wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				_, err := cl.Insert(wctx, "kv", client.Fields{"k": client.String(k)})
-				cancel()
-				mu.Lock()
-				if err == nil {
-					acked[k] = true
-				} else {
-					failed = append(failed, fmt.Errorf("%s: %w", k, err))
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	ackedCount := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(acked)
-	}
+	load := startLoad(ctx, cl, "kv", "w", 4, 0, 10*time.Second)
+	defer load.abort()
 	progress := func(what string, more int) {
-		base := ackedCount()
-		waitFor(t, 30*time.Second, what, func() error {
-			if n := ackedCount(); n < base+more {
-				return fmt.Errorf("%d acknowledged writes, want %d", n, base+more)
-			}
-			return nil
-		})
+		load.waitAcks(t, 30*time.Second, time.Time{}, load.ackCount()+more)
 	}
 	progress("writes before any fault", 100)
 
@@ -210,16 +171,16 @@ func TestDockerCompose(t *testing.T) {
 		t.Fatalf("network connect: %v\n%s", err, out)
 	}
 	progress("writes after the network healed", 50)
-	close(stop)
-	wg.Wait()
+	load.stop()
+	acked, failures, _ := load.snapshot()
 
 	// Every acknowledged write is there once, and the replicas converge.
-	for k := range acked {
+	for _, a := range acked {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		row, err := cl.Get(rctx, "kv", client.String(k))
+		row, err := cl.Get(rctx, "kv", client.String(a.key))
 		cancel()
 		if err != nil || row.Version != 1 {
-			t.Fatalf("acknowledged %s: %v (version %d)", k, err, row.Version)
+			t.Fatalf("acknowledged %s: %v (version %d)", a.key, err, row.Version)
 		}
 	}
 	waitFor(t, 60*time.Second, "replicas to converge", func() error {
@@ -236,6 +197,10 @@ func TestDockerCompose(t *testing.T) {
 		}
 		return nil
 	})
+	var failed []error
+	for _, f := range failures {
+		failed = append(failed, fmt.Errorf("%s: %w", f.key, f.err))
+	}
 	t.Logf("%d acknowledged writes all present; %d writes failed (%v)", len(acked), len(failed), firstErrs(failed))
 }
 
