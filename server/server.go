@@ -237,19 +237,23 @@ func (s *Server) Stop(ctx context.Context) {
 func (s *Server) recoverUnary(ctx context.Context, req interface{}, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp interface{}, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			s.log.Error("panic in handler", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
-			err = status.Errorf(codes.Internal, "internal error in %s; this is a bug, please report it", info.FullMethod)
+			err = s.panicked(info.FullMethod, r)
 		}
 	}()
 	return h(ctx, req)
+}
+
+// panicked logs a handler's panic and returns the status the caller gets.
+func (s *Server) panicked(method string, r any) error {
+	s.log.Error("panic in handler", "method", method, "panic", r, "stack", string(debug.Stack()))
+	return status.Errorf(codes.Internal, "internal error in %s; this is a bug, please report it", method)
 }
 
 // recoverStream is recoverUnary for streams.
 func (s *Server) recoverStream(srv interface{}, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			s.log.Error("panic in handler", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
-			err = status.Errorf(codes.Internal, "internal error in %s; this is a bug, please report it", info.FullMethod)
+			err = s.panicked(info.FullMethod, r)
 		}
 	}()
 	return h(srv, ss)
@@ -267,6 +271,16 @@ func requestID(ctx context.Context) string {
 	return id
 }
 
+// incomingRequestID returns the caller's request id, or a new one.
+func incomingRequestID(ctx context.Context) string {
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if v := md.Get(mdRequestID); len(v) > 0 && v[0] != "" && len(v[0]) <= 64 {
+			return v[0]
+		}
+	}
+	return newRequestID()
+}
+
 func newRequestID() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
@@ -278,15 +292,7 @@ func newRequestID() string {
 // logged when slow. It also gives the request an id and counts refusals by
 // reason.
 func (s *Server) admitUnary(ctx context.Context, req interface{}, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (interface{}, error) {
-	id := ""
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get(mdRequestID); len(v) > 0 && len(v[0]) <= 64 {
-			id = v[0]
-		}
-	}
-	if id == "" {
-		id = newRequestID()
-	}
+	id := incomingRequestID(ctx)
 	ctx = context.WithValue(ctx, requestIDKey{}, id)
 	_ = grpc.SetHeader(ctx, metadata.Pairs(mdRequestID, id))
 	if err := ctx.Err(); err != nil {

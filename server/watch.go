@@ -63,15 +63,7 @@ func (ws *watchStreams) get(id string) *watch.Watcher {
 // (--max-watchers); streams are long-lived, so they do not count against
 // the in-flight limit of unary requests and get no default deadline.
 func (s *Server) admitStream(srv interface{}, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	id := ""
-	if md, ok := metadata.FromIncomingContext(ss.Context()); ok {
-		if v := md.Get(mdRequestID); len(v) > 0 && len(v[0]) <= 64 {
-			id = v[0]
-		}
-	}
-	if id == "" {
-		id = newRequestID()
-	}
+	id := incomingRequestID(ss.Context())
 	_ = ss.SetHeader(metadata.Pairs(mdRequestID, id))
 	if info.FullMethod == pb.DataService_Watch_FullMethodName {
 		if n := s.watchers.Add(1); n > int64(s.cfg.MaxWatchers) {
