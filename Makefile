@@ -12,6 +12,9 @@ BIN       := $(CURDIR)/bin
 BUF_VERSION                := v1.75.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
+# The version google.golang.org/grpc already requires, so the runtime
+# helpers the generated code imports come with no new module.
+PROTOC_GEN_GO_VTPROTO_VERSION := v0.6.1-0.20240319094008-0393e58bdf10
 
 # Packages with concurrency run under the race detector.
 RACE_PKGS := ./store/... ./fsm/... ./watch/... ./node/... ./server/... ./client/... ./internal/...
@@ -39,11 +42,13 @@ $(BIN)/protoc-gen-go:
 	GOBIN=$(BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 $(BIN)/protoc-gen-go-grpc:
 	GOBIN=$(BIN) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+$(BIN)/protoc-gen-go-vtproto:
+	GOBIN=$(BIN) $(GO) install github.com/planetscale/vtprotobuf/cmd/protoc-gen-go-vtproto@$(PROTOC_GEN_GO_VTPROTO_VERSION)
 
-tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
+tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-go-vtproto
 
 proto: tools
-	cd api/proto && $(BIN)/buf lint && $(BIN)/buf generate
+	cd api/proto && $(BIN)/buf lint && $(BIN)/buf generate && BIN=$(BIN) ./vtgen.sh
 
 # Fails when the committed generated code is not what the pinned
 # generators produce from the committed .proto files.

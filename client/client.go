@@ -26,6 +26,7 @@ import (
 	crand "crypto/rand"
 	"errors"
 	"fmt"
+	"github.com/memdbd/memdbd/api/codec"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -160,7 +161,9 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 	if cc, ok := c.conns[addr]; ok {
 		return cc, nil
 	}
-	cc, err := grpc.NewClient(addr, c.cfg.DialOptions...)
+	// The codec first, so that options the caller gives can still replace it.
+	opts := append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.ForceCodecV2(codec.New()))}, c.cfg.DialOptions...)
+	cc, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, err
 	}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/hashicorp/raft"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/memdbd/memdbd/api/convert"
 	cmdpb "github.com/memdbd/memdbd/api/proto/memdb/command/v1"
@@ -222,7 +221,7 @@ var errInvalid = store.ErrInvalidArgument
 // store command (or Advance), so the store's revision follows the log.
 func (f *FSM) applyCommand(b *store.Batch, l *raft.Log) *cmdpb.Result {
 	var env cmdpb.Envelope
-	if err := proto.Unmarshal(l.Data, &env); err != nil {
+	if err := env.UnmarshalVT(l.Data); err != nil {
 		_ = b.Advance(l.Index)
 		return errResult(l.Index, fmt.Errorf("%w: undecodable command: %v", store.ErrInvalidArgument, err))
 	}
@@ -329,7 +328,7 @@ func (f *FSM) execute(b *store.Batch, index uint64, env *cmdpb.Envelope) *cmdpb.
 func Encode(env *cmdpb.Envelope, now time.Time) ([]byte, error) {
 	env.Version = max(CommandVersion, RequiredVersion(env))
 	env.UnixNanos = now.UnixNano()
-	return proto.Marshal(env)
+	return env.MarshalVT()
 }
 
 // ResultError returns the error a result carries, or nil.

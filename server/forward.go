@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"github.com/memdbd/memdbd/api/codec"
 	"sync"
 	"time"
 
@@ -51,7 +52,8 @@ func (f *forwarder) conn(addr string) (*grpc.ClientConn, error) {
 	if c, ok := f.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, f.opts...)
+	opts := append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.ForceCodecV2(codec.New()))}, f.opts...)
+	c, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to %s: %w", addr, err)
 	}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"github.com/memdbd/memdbd/api/codec"
 	"math"
 
 	"google.golang.org/grpc/encoding"
@@ -55,11 +56,11 @@ const (
 // rawMessage is a message already in wire form.
 type rawMessage struct{ b []byte }
 
-// rawCodec is the proto codec, passing rawMessage bytes through as they
+// rawCodec is the codec of api/codec, passing rawMessage bytes through as they
 // are.
 type rawCodec struct{ encoding.CodecV2 }
 
-func newRawCodec() rawCodec { return rawCodec{encoding.GetCodecV2("proto")} }
+func newRawCodec() rawCodec { return rawCodec{codec.New()} }
 
 func (c rawCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if r, ok := v.(*rawMessage); ok {

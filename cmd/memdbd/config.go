@@ -64,6 +64,7 @@ type config struct {
 	watchHistoryBytes     int64
 	watchQueueEvents      int
 	maxWatchers           int
+	streamWorkers         int
 	watchProgressInterval time.Duration
 }
 
@@ -113,6 +114,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.Int64Var(&c.watchHistoryBytes, "watch-history-bytes", nd.Watch.HistoryBytes, "bytes of changes kept for watches")
 	fs.IntVar(&c.watchQueueEvents, "watch-queue-events", nd.Watch.QueueEvents, "events a watch stream may fall behind before it is cancelled (it can resume)")
 	fs.IntVar(&c.maxWatchers, "max-watchers", sd.MaxWatchers, "watch streams this member serves at once")
+	fs.IntVar(&c.streamWorkers, "stream-workers", sd.StreamWorkers, "long-lived goroutines that run requests (0: a new goroutine per request)")
 	fs.DurationVar(&c.watchProgressInterval, "watch-progress-interval", sd.WatchProgressInterval, "how often an idle watch stream reports its revision")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -231,6 +233,7 @@ func (c *config) serverConfig(version string) (server.Config, error) {
 	s.NodeID, s.Version = c.nodeID, version
 	s.DefaultTimeout, s.MaxInFlight = c.requestTimeout, c.maxInFlight
 	s.MaxWatchers, s.WatchProgressInterval = c.maxWatchers, c.watchProgressInterval
+	s.StreamWorkers = c.streamWorkers
 	s.Limits.MaxRequestBytes, s.Limits.MaxKeyBytes, s.Limits.MaxValueBytes, s.Limits.MaxOps = c.maxRequestBytes, c.maxKeyBytes, c.maxValueBytes, c.maxTxnOps
 	if s.Limits.MaxRowBytes > s.Limits.MaxRequestBytes {
 		s.Limits.MaxRowBytes = s.Limits.MaxRequestBytes
