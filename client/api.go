@@ -96,6 +96,14 @@ func tableInfoOf(t *pb.TableInfo) (TableInfo, error) {
 // Get returns the row with this primary key, or ErrNotFound.
 func (c *Client) Get(ctx context.Context, table string, key Value, opts ...ReadOption) (Row, error) {
 	ro := readOpts(opts)
+	if c.gets != nil {
+		return c.gets.get(ctx, table, key, ro)
+	}
+	return c.getOne(ctx, table, key, ro)
+}
+
+// getOne is one Get RPC (with retries).
+func (c *Client) getOne(ctx context.Context, table string, key Value, ro *pb.ReadOptions) (Row, error) {
 	var out Row
 	found := false
 	err := c.do(ctx, false, "", func(ctx context.Context, cc *grpc.ClientConn) error {
@@ -113,17 +121,24 @@ func (c *Client) Get(ctx context.Context, table string, key Value, opts ...ReadO
 		return Row{}, wrap(err)
 	}
 	if !found {
-		return Row{}, &Error{Message: "no row with key " + key.String() + " in " + table, sentinel: ErrNotFound}
+		return Row{}, notFound(table, key)
 	}
 	return out, nil
 }
 
+func notFound(table string, key Value) error {
+	return &Error{Message: "no row with key " + key.String() + " in " + table, sentinel: ErrNotFound}
+}
+
 // BatchGet returns the rows of several keys, in order; nil for absent ones.
 func (c *Client) BatchGet(ctx context.Context, table string, keys []Value, opts ...ReadOption) ([]*Row, error) {
-	ro := readOpts(opts)
+	return c.batchGet(ctx, table, valuesPB(keys), readOpts(opts))
+}
+
+func (c *Client) batchGet(ctx context.Context, table string, keys []*pb.Value, ro *pb.ReadOptions) ([]*Row, error) {
 	var out []*Row
 	err := c.do(ctx, false, "", func(ctx context.Context, cc *grpc.ClientConn) error {
-		r, err := pb.NewDataServiceClient(cc).BatchGet(ctx, &pb.BatchGetRequest{Table: table, Keys: valuesPB(keys), Read: ro})
+		r, err := pb.NewDataServiceClient(cc).BatchGet(ctx, &pb.BatchGetRequest{Table: table, Keys: keys, Read: ro})
 		if err != nil {
 			return err
 		}
@@ -156,10 +171,19 @@ func (c *Client) Insert(ctx context.Context, table string, fields Fields, opts .
 
 // Upsert creates or replaces a whole row.
 func (c *Client) Upsert(ctx context.Context, table string, fields Fields, opts ...WriteOption) (Meta, error) {
-	pf, o := fieldsPB(fields), wopts(opts)
+	o := wopts(opts)
+	op := &pb.UpsertOp{Table: table, Fields: fieldsPB(fields), ExpectedVersion: o.expectedVersion, TtlMs: o.ttlMs}
+	if c.upserts != nil {
+		return c.upserts.upsert(ctx, op)
+	}
+	return c.upsertOne(ctx, op)
+}
+
+// upsertOne is one Upsert RPC (with retries).
+func (c *Client) upsertOne(ctx context.Context, op *pb.UpsertOp) (Meta, error) {
 	var m Meta
 	err := c.write(ctx, func(ctx context.Context, cc *grpc.ClientConn, ws *pb.WriteSession) error {
-		r, err := pb.NewDataServiceClient(cc).Upsert(ctx, &pb.UpsertRequest{Table: table, Fields: pf, ExpectedVersion: o.expectedVersion, Session: ws, TtlMs: o.ttlMs})
+		r, err := pb.NewDataServiceClient(cc).Upsert(ctx, &pb.UpsertRequest{Table: op.Table, Fields: op.Fields, ExpectedVersion: op.ExpectedVersion, Session: ws, TtlMs: op.TtlMs})
 		m = metaOf(r.GetRow())
 		return err
 	})

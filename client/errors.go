@@ -173,3 +173,19 @@ func (e *Error) retryable() bool {
 
 // GRPCCode returns the call's gRPC status code.
 func (e *Error) GRPCCode() codes.Code { return e.Code }
+
+// rejected reports whether the server refused the request as a whole and
+// applied nothing: it failed validation or the state machine rejected it
+// deterministically.
+func (e *Error) rejected() bool {
+	if e.OutcomeUnknown {
+		return false
+	}
+	switch e.Reason {
+	case pb.ReasonInvalidArgument, pb.ReasonTypeMismatch, pb.ReasonTableNotFound, pb.ReasonIndexNotFound,
+		pb.ReasonRowExists, pb.ReasonRowNotFound, pb.ReasonUniqueViolation, pb.ReasonVersionMismatch,
+		pb.ReasonTooManyOps, pb.ReasonTooLarge:
+		return true
+	}
+	return false
+}

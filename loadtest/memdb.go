@@ -23,12 +23,15 @@ var _ Target = (*MemdbTarget)(nil)
 
 // NewMemdbTarget opens conns independent clients (each its own
 // connections and write session) to the cluster at endpoints. With
-// onlyEndpoints the clients use those members alone (no discovery).
-func NewMemdbTarget(ctx context.Context, endpoints []string, conns int, onlyEndpoints bool) (*MemdbTarget, error) {
+// onlyEndpoints the clients use those members alone (no discovery); with
+// noBatching every Get and Upsert is its own RPC (the SDK otherwise sends
+// concurrent ones together).
+func NewMemdbTarget(ctx context.Context, endpoints []string, conns int, onlyEndpoints, noBatching bool) (*MemdbTarget, error) {
 	t := &MemdbTarget{}
 	for i := 0; i < max(conns, 1); i++ {
 		c, err := client.New(ctx, client.Config{Endpoints: endpoints, RequestTimeout: 10 * time.Second,
-			Logger: slog.New(slog.DiscardHandler), DisableDiscovery: onlyEndpoints})
+			Logger: slog.New(slog.DiscardHandler), DisableDiscovery: onlyEndpoints,
+			DisableGetBatching: noBatching, DisableUpsertBatching: noBatching})
 		if err != nil {
 			_ = t.Close()
 			return nil, err

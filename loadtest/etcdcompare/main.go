@@ -128,6 +128,9 @@ type measured struct {
 	Row    string           `json:"row"`
 	Etcd   *loadtest.Result `json:"etcd"`
 	Memdbd *loadtest.Result `json:"memdbd"`
+	// MemdbdUnbatched: the SDK with request batching off, every call its
+	// own RPC as with etcd's client.
+	MemdbdUnbatched *loadtest.Result `json:"memdbd_unbatched,omitempty"`
 }
 
 func run() error {
@@ -138,6 +141,7 @@ func run() error {
 		valSize  = flag.Int("value-size", 256, "bytes per value")
 		out      = flag.String("out", "", "write all results as JSON to this file")
 		only     = flag.String("rows", "", "comma-separated row numbers to run (default all)")
+		unbatch  = flag.Bool("unbatched", true, "also run memdbd with the SDK's request batching off")
 	)
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "etcdcompare")
@@ -230,40 +234,56 @@ func run() error {
 	if leaderAddr == "" {
 		return fmt.Errorf("memdbd cluster has no leader")
 	}
-	for i, r := range selected {
-		targets, only := cl.Endpoints(), false
-		if r.leader {
-			targets, only = []string{leaderAddr}, true
+	modes := []bool{false}
+	if *unbatch {
+		modes = append(modes, true)
+	}
+	for _, noBatching := range modes {
+		for i, r := range selected {
+			targets, only := cl.Endpoints(), false
+			if r.leader {
+				targets, only = []string{leaderAddr}, true
+			}
+			sctx, cancel := context.WithTimeout(ctx, time.Minute)
+			t, err := loadtest.NewMemdbTarget(sctx, targets, conns(r), only, noBatching)
+			if err == nil && i == 0 && !noBatching {
+				err = t.Setup(sctx, *keys, make([]byte, *valSize))
+			}
+			cancel()
+			if err != nil {
+				return err
+			}
+			w, _ := loadtest.NewWorkload(r.workload, *keys, false, 0)
+			res, err := loadtest.Run(ctx, cfg(r), t, w)
+			_ = t.Close()
+			if err != nil {
+				return err
+			}
+			name := "memdbd"
+			if noBatching {
+				results[i].MemdbdUnbatched, name = res, "memdbd (unbatched)"
+			} else {
+				results[i].Memdbd = res
+			}
+			fmt.Fprintf(os.Stderr, "%s %s: %.0f ops/s p50 %v p99 %v errors %d\n", name, r, res.Throughput, res.Latency.P50, res.Latency.P99, res.Errors)
 		}
-		sctx, cancel := context.WithTimeout(ctx, time.Minute)
-		t, err := loadtest.NewMemdbTarget(sctx, targets, conns(r), only)
-		if err == nil && i == 0 {
-			err = t.Setup(sctx, *keys, make([]byte, *valSize))
-		}
-		cancel()
-		if err != nil {
-			return err
-		}
-		w, _ := loadtest.NewWorkload(r.workload, *keys, false, 0)
-		res, err := loadtest.Run(ctx, cfg(r), t, w)
-		_ = t.Close()
-		if err != nil {
-			return err
-		}
-		results[i].Memdbd = res
-		fmt.Fprintf(os.Stderr, "memdbd %s: %.0f ops/s p50 %v p99 %v errors %d\n", r, res.Throughput, res.Latency.P50, res.Latency.P99, res.Errors)
 	}
 
-	fmt.Printf("%-26s %12s %12s %8s %10s %10s %8s %10s %10s %8s\n", "workload", "etcd ops/s", "memdbd", "ratio",
-		"etcd p50", "memdbd", "ratio", "etcd p99", "memdbd", "ratio")
+	fmt.Printf("%-26s %12s %12s %8s %10s %10s %8s %10s %10s %8s %12s\n", "workload", "etcd ops/s", "memdbd", "ratio",
+		"etcd p50", "memdbd", "ratio", "etcd p99", "memdbd", "ratio", "unbatched")
 	for _, m := range results {
 		e, d := m.Etcd, m.Memdbd
-		fmt.Printf("%-26s %12.0f %12.0f %7.2fx %10v %10v %7.2fx %10v %10v %7.2fx\n", m.Row,
+		unb := "-"
+		if u := m.MemdbdUnbatched; u != nil {
+			unb = fmt.Sprintf("%.2fx", u.Throughput/max(e.Throughput, 1))
+		}
+		fmt.Printf("%-26s %12.0f %12.0f %7.2fx %10v %10v %7.2fx %10v %10v %7.2fx %12s\n", m.Row,
 			e.Throughput, d.Throughput, d.Throughput/max(e.Throughput, 1),
 			e.Latency.P50, d.Latency.P50, ratio(d.Latency.P50, e.Latency.P50),
-			e.Latency.P99, d.Latency.P99, ratio(d.Latency.P99, e.Latency.P99))
+			e.Latency.P99, d.Latency.P99, ratio(d.Latency.P99, e.Latency.P99), unb)
 	}
-	fmt.Println("throughput ratio: memdbd/etcd, higher is better; latency ratio: memdbd/etcd, lower is better")
+	fmt.Println("throughput ratio: memdbd/etcd, higher is better; latency ratio: memdbd/etcd, lower is better;")
+	fmt.Println("unbatched: throughput ratio with the SDK's request batching off")
 	if *out != "" {
 		b, _ := json.MarshalIndent(results, "", "  ")
 		return os.WriteFile(*out, b, 0o644)

@@ -44,6 +44,7 @@ func run() error {
 		valueSize  = flag.Int("value-size", 256, "bytes per value")
 		clients    = flag.Int("clients", 16, "concurrent workers")
 		conns      = flag.Int("conns", 4, "client connections the workers share")
+		noBatching = flag.Bool("no-batching", false, "send every Get and Upsert as its own RPC (the SDK otherwise batches concurrent ones)")
 		rate       = flag.Float64("rate", 0, "open loop at this many ops/s (0: closed loop)")
 		warmup     = flag.Duration("warmup", 2*time.Second, "warm-up, not measured")
 		duration   = flag.Duration("duration", 10*time.Second, "measured phase")
@@ -109,7 +110,7 @@ func run() error {
 	}
 	setupCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	target, err := loadtest.NewMemdbTarget(setupCtx, eps, *conns, false)
+	target, err := loadtest.NewMemdbTarget(setupCtx, eps, *conns, false, *noBatching)
 	if err != nil {
 		return err
 	}
