@@ -238,8 +238,10 @@ func run() error {
 	if *unbatch {
 		modes = append(modes, true)
 	}
-	for _, noBatching := range modes {
-		for i, r := range selected {
+	// Row by row, batched and unbatched back to back, so that the cluster's
+	// history (log size, snapshots) weighs on both alike.
+	for i, r := range selected {
+		for _, noBatching := range modes {
 			targets, only := cl.Endpoints(), false
 			if r.leader {
 				targets, only = []string{leaderAddr}, true
