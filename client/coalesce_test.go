@@ -14,6 +14,7 @@ import (
 
 	"github.com/memdbd/memdbd/client"
 	"github.com/memdbd/memdbd/internal/testcluster"
+	"github.com/memdbd/memdbd/server"
 )
 
 // rpcCounter counts the unary calls a client makes, by method.
@@ -210,4 +211,25 @@ func TestConcurrentUpsertsAreBatched(t *testing.T) {
 	if rc.txn.Load() == 0 || rc.upsert.Load()+rc.txn.Load() >= writers*each {
 		t.Errorf("no batching: %d Upsert and %d Txn RPCs", rc.upsert.Load(), rc.txn.Load())
 	}
+}
+
+// TestLargeUpsertsAreNotBatchedPastTheSizeLimit: rows that fit the
+// request size limit alone still succeed when many are written at once.
+func TestLargeUpsertsAreNotBatchedPastTheSizeLimit(t *testing.T) {
+	cl := testcluster.Start(t, 1, testcluster.Options{TuneServer: func(c *server.Config) {
+		c.Limits.MaxRequestBytes, c.Limits.MaxRowBytes, c.Limits.MaxValueBytes = 3<<20, 3<<20, 3<<20
+	}})
+	c := newClient(t, cl.Endpoints())
+	mustCreate(t, c, client.TableSchema{Name: "blobs", PrimaryKey: "k",
+		Fields: []client.FieldSchema{{Name: "k", Type: client.TypeString}, {Name: "v", Type: client.TypeBytes}}})
+	big := make([]byte, 2<<20)
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			if _, err := c.Upsert(ctxT(t), "blobs", client.Fields{"k": client.String(fmt.Sprint(i)), "v": client.Bytes(big)}); err != nil {
+				t.Errorf("row %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
 }

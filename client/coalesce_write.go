@@ -34,11 +34,16 @@ import (
 const (
 	upsertsInFlight = 2
 	maxUpsertBatch  = 64
+	// maxUpsertBatchBytes keeps a batch well under the server's request
+	// size limit (16 MiB by default), which rows that fit alone must not
+	// exceed together.
+	maxUpsertBatchBytes = 1 << 20
 )
 
 type upsertCall struct {
 	ctx  context.Context
 	op   *pb.UpsertOp
+	size int // encoded bytes of op
 	done chan struct{}
 	meta Meta
 	err  error
@@ -60,11 +65,10 @@ func (w *upsertCoalescer) upsert(ctx context.Context, op *pb.UpsertOp) (Meta, er
 		w.next()
 		return m, err
 	}
-	call := &upsertCall{ctx: ctx, op: op, done: make(chan struct{})}
+	call := &upsertCall{ctx: ctx, op: op, size: op.SizeVT(), done: make(chan struct{})}
 	w.queue = append(w.queue, call)
 	if len(w.queue) >= maxUpsertBatch {
-		batch := w.queue
-		w.queue = nil
+		batch := w.take()
 		w.inflight++
 		w.mu.Unlock()
 		go w.run(batch)
@@ -87,14 +91,25 @@ func (w *upsertCoalescer) next() {
 		w.mu.Unlock()
 		return
 	}
-	n := min(len(w.queue), maxUpsertBatch)
+	batch := w.take()
+	w.mu.Unlock()
+	go w.run(batch)
+}
+
+// take removes the next batch from the queue: at least one call, at most
+// maxUpsertBatch or maxUpsertBatchBytes. Called with w.mu held.
+func (w *upsertCoalescer) take() []*upsertCall {
+	n, bytes := 1, w.queue[0].size
+	for n < len(w.queue) && n < maxUpsertBatch && bytes+w.queue[n].size <= maxUpsertBatchBytes {
+		bytes += w.queue[n].size
+		n++
+	}
 	batch := w.queue[:n:n]
 	w.queue = w.queue[n:]
 	if len(w.queue) == 0 {
 		w.queue = nil
 	}
-	w.mu.Unlock()
-	go w.run(batch)
+	return batch
 }
 
 func (w *upsertCoalescer) run(batch []*upsertCall) {

@@ -181,6 +181,9 @@ func (e *Error) rejected() bool {
 	if e.OutcomeUnknown {
 		return false
 	}
+	if e.Reason == "" && e.Code == codes.ResourceExhausted {
+		return true // gRPC refused a message over the size limit unread
+	}
 	switch e.Reason {
 	case pb.ReasonInvalidArgument, pb.ReasonTypeMismatch, pb.ReasonTableNotFound, pb.ReasonIndexNotFound,
 		pb.ReasonRowExists, pb.ReasonRowNotFound, pb.ReasonUniqueViolation, pb.ReasonVersionMismatch,
