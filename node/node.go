@@ -26,14 +26,16 @@ import (
 
 // Node is one running cluster member.
 type Node struct {
-	cfg   Config
-	log   *slog.Logger
-	fsm   *fsm.FSM
-	raft  *raft.Raft
-	bolt  *raftboltdb.BoltStore
-	trans *raft.NetworkTransport
-	snaps *raft.FileSnapshotStore
-	token []byte
+	cfg  Config
+	log  *slog.Logger
+	fsm  *fsm.FSM
+	raft *raft.Raft
+	bolt *raftboltdb.BoltStore
+	// stable is bolt as Raft's stable store, safe to close (stable.go).
+	stable *closingStable
+	trans  *raft.NetworkTransport
+	snaps  *raft.FileSnapshotStore
+	token  []byte
 
 	// verify confirms leadership in rounds shared by concurrent reads.
 	verify  *rounds.Group[struct{}]
@@ -118,7 +120,8 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("opening snapshot store: %w", err)
 	}
 	// 3. Identity: refuse a data dir of another node or cluster.
-	hasState, err := raft.HasExistingState(logs, n.bolt, n.snaps)
+	n.stable = &closingStable{StableStore: n.bolt}
+	hasState, err := raft.HasExistingState(logs, n.stable, n.snaps)
 	if err != nil {
 		return nil, err
 	}
@@ -164,7 +167,7 @@ func Open(cfg Config) (*Node, error) {
 	if err := raft.ValidateConfig(rc); err != nil {
 		return nil, fmt.Errorf("raft config: %w", err)
 	}
-	n.raft, err = raft.NewRaft(rc, f, logs, n.bolt, n.snaps, n.trans)
+	n.raft, err = raft.NewRaft(rc, f, logs, n.stable, n.snaps, n.trans)
 	if err != nil {
 		return nil, fmt.Errorf("starting raft: %w", err)
 	}
@@ -213,9 +216,14 @@ func (n *Node) closeStores() {
 	if n.trans != nil {
 		_ = n.trans.Close()
 	}
-	if n.bolt != nil {
-		_ = n.bolt.Close()
+	if n.bolt == nil {
+		return
 	}
+	if n.stable == nil {
+		_ = n.bolt.Close()
+		return
+	}
+	n.stable.close(func() { _ = n.bolt.Close() })
 }
 
 // watchLeadership reacts to leadership changes: a new leader applies a
