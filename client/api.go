@@ -97,7 +97,7 @@ func tableInfoOf(t *pb.TableInfo) (TableInfo, error) {
 func (c *Client) Get(ctx context.Context, table string, key Value, opts ...ReadOption) (Row, error) {
 	ro := readOpts(opts)
 	if c.gets != nil {
-		return c.gets.get(ctx, table, key, ro)
+		return c.gets.do(ctx, getGroup{table: table, consistency: ro.Consistency, maxStalenessMs: ro.MaxStalenessMs, minRevision: ro.MinRevision}, key)
 	}
 	return c.getOne(ctx, table, key, ro)
 }
@@ -174,7 +174,7 @@ func (c *Client) Upsert(ctx context.Context, table string, fields Fields, opts .
 	o := wopts(opts)
 	op := &pb.UpsertOp{Table: table, Fields: fieldsPB(fields), ExpectedVersion: o.expectedVersion, TtlMs: o.ttlMs}
 	if c.upserts != nil {
-		return c.upserts.upsert(ctx, op)
+		return c.upserts.do(ctx, struct{}{}, op)
 	}
 	return c.upsertOne(ctx, op)
 }

@@ -26,7 +26,6 @@ import (
 	crand "crypto/rand"
 	"errors"
 	"fmt"
-	"github.com/memdbd/memdbd/api/codec"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -37,6 +36,7 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/memdbd/memdbd/api/codec"
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
 )
 
@@ -71,7 +71,7 @@ type Config struct {
 	DisableGetBatching bool
 	// DisableUpsertBatching sends every Upsert as its own RPC. By default,
 	// Upserts issued while another is in flight are sent together as one
-	// transaction (see coalesce_write.go).
+	// transaction (see coalesce.go).
 	DisableUpsertBatching bool
 }
 
@@ -133,8 +133,8 @@ type Client struct {
 	next   atomic.Uint32 // round-robin position for reads
 	closed atomic.Bool
 
-	gets    *getCoalescer    // nil with Config.DisableGetBatching
-	upserts *upsertCoalescer // nil with Config.DisableUpsertBatching
+	gets    *batcher[getGroup, Value, Row]         // nil with Config.DisableGetBatching
+	upserts *batcher[struct{}, *pb.UpsertOp, Meta] // nil with Config.DisableUpsertBatching
 }
 
 // New returns a client of the cluster at cfg.Endpoints. It asks the first
@@ -147,10 +147,10 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	c := &Client{cfg: cfg, conns: map[string]*grpc.ClientConn{}, endpoints: append([]string(nil), cfg.Endpoints...)}
 	c.session.init()
 	if !cfg.DisableGetBatching {
-		c.gets = newGetCoalescer(c)
+		c.gets = newGetBatcher(c)
 	}
 	if !cfg.DisableUpsertBatching {
-		c.upserts = &upsertCoalescer{c: c}
+		c.upserts = newUpsertBatcher(c)
 	}
 	if cfg.DisableDiscovery {
 		return c, nil

@@ -216,14 +216,11 @@ func (n *Node) closeStores() {
 	if n.trans != nil {
 		_ = n.trans.Close()
 	}
-	if n.bolt == nil {
-		return
+	if n.stable != nil {
+		n.stable.close(func() { _ = n.bolt.Close() })
+	} else if n.bolt != nil {
+		_ = n.bolt.Close() // Open failed before Raft saw the store
 	}
-	if n.stable == nil {
-		_ = n.bolt.Close()
-		return
-	}
-	n.stable.close(func() { _ = n.bolt.Close() })
 }
 
 // watchLeadership reacts to leadership changes: a new leader applies a

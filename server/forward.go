@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"fmt"
-	"github.com/memdbd/memdbd/api/codec"
 	"sync"
 	"time"
 
@@ -11,6 +10,8 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/memdbd/memdbd/api/codec"
 )
 
 // mdForwardedBy marks a request one member forwarded to another. A member

@@ -1,13 +1,13 @@
 package server
 
 import (
-	"github.com/memdbd/memdbd/api/codec"
 	"math"
 
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/memdbd/memdbd/api/codec"
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
 	"github.com/memdbd/memdbd/store"
 	"github.com/memdbd/memdbd/watch"

@@ -8,7 +8,6 @@ import (
 	cmdpb "github.com/memdbd/memdbd/api/proto/memdb/command/v1"
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -209,7 +208,6 @@ func TestFallback(t *testing.T) {
 		t.Fatalf("large round trip: %v", err)
 	}
 	bs.Free()
-	_ = mem.DefaultBufferPool()
 }
 
 // FuzzUnmarshal feeds arbitrary bytes to the generated decoder of the log

@@ -1,0 +1,192 @@
+package client
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// batcher sends calls that arrive while inFlight of their kind are in
+// flight together, as one RPC. It is natural batching, not a timer: a call
+// that finds fewer than inFlight RPCs of its group running is sent at
+// once, alone, so a lone caller sees no added latency. Otherwise it queues
+// and goes out with every call that queued meanwhile when a running RPC
+// returns, or at once when maxBatch calls (or maxBytes) have queued. The
+// wait is bounded by one RPC, and by the caller's own context.
+//
+// Calls of one group (K) can share an RPC. The batch runs until the latest
+// of its callers' deadlines; a caller that gives up earlier has already
+// returned. Each caller gets its own result: when the batch RPC fails and
+// retryAlone says so, every call is sent again alone, so each caller gets
+// the answer its own RPC would have had; otherwise every caller gets the
+// batch's error.
+type batcher[K comparable, Req, Res any] struct {
+	inFlight, maxBatch int
+	maxBytes           int           // 0: no bound
+	size               func(Req) int // a request's bytes, when maxBytes is set
+	timeout            time.Duration // the deadline of a caller without one
+	one                func(context.Context, K, Req) (Res, error)
+	// many sends several requests as one RPC; per-request errors (nil for
+	// none) go in errs, a failure of the whole RPC in err.
+	many       func(ctx context.Context, k K, reqs []Req) (res []Res, errs []error, err error)
+	retryAlone func(error) bool
+	// gaveUp is the error of a caller whose context ended while queued.
+	gaveUp func(ctxErr error) error
+
+	mu     sync.Mutex
+	groups map[K]*batchGroup[Req, Res]
+}
+
+type batchGroup[Req, Res any] struct {
+	inflight int
+	queue    []*batchCall[Req, Res]
+	bytes    int // of the queued requests
+}
+
+type batchCall[Req, Res any] struct {
+	ctx  context.Context
+	req  Req
+	size int
+	done chan struct{}
+	res  Res
+	err  error
+}
+
+func (b *batcher[K, Req, Res]) do(ctx context.Context, k K, req Req) (Res, error) {
+	b.mu.Lock()
+	if b.groups == nil {
+		b.groups = map[K]*batchGroup[Req, Res]{}
+	}
+	grp := b.groups[k]
+	if grp == nil {
+		grp = &batchGroup[Req, Res]{}
+		b.groups[k] = grp
+	}
+	if grp.inflight < b.inFlight {
+		grp.inflight++
+		b.mu.Unlock()
+		res, err := b.one(ctx, k, req)
+		b.next(k, grp)
+		return res, err
+	}
+	call := &batchCall[Req, Res]{ctx: ctx, req: req, done: make(chan struct{})}
+	if b.maxBytes > 0 {
+		call.size = b.size(req)
+	}
+	grp.queue = append(grp.queue, call)
+	grp.bytes += call.size
+	if len(grp.queue) >= b.maxBatch || (b.maxBytes > 0 && grp.bytes >= b.maxBytes) {
+		// A full batch goes at once, on an RPC of its own: throughput grows
+		// with the callers.
+		batch := b.take(grp)
+		grp.inflight++
+		b.mu.Unlock()
+		go b.run(k, grp, batch)
+	} else {
+		b.mu.Unlock()
+	}
+	select {
+	case <-call.done:
+		return call.res, call.err
+	case <-ctx.Done():
+		return call.res, b.gaveUp(ctx.Err())
+	}
+}
+
+// next gives a finished RPC's slot to the queued calls, or frees it.
+func (b *batcher[K, Req, Res]) next(k K, grp *batchGroup[Req, Res]) {
+	b.mu.Lock()
+	if len(grp.queue) == 0 {
+		grp.inflight--
+		if grp.inflight == 0 {
+			delete(b.groups, k)
+		}
+		b.mu.Unlock()
+		return
+	}
+	batch := b.take(grp)
+	b.mu.Unlock()
+	go b.run(k, grp, batch)
+}
+
+// take removes the next batch from the queue: at least one call, at most
+// maxBatch calls and maxBytes. Called with b.mu held.
+func (b *batcher[K, Req, Res]) take(grp *batchGroup[Req, Res]) []*batchCall[Req, Res] {
+	n, bytes := 1, grp.queue[0].size
+	for n < len(grp.queue) && n < b.maxBatch && (b.maxBytes == 0 || bytes+grp.queue[n].size <= b.maxBytes) {
+		bytes += grp.queue[n].size
+		n++
+	}
+	batch := grp.queue[:n:n]
+	grp.queue, grp.bytes = grp.queue[n:], grp.bytes-bytes
+	if len(grp.queue) == 0 {
+		grp.queue = nil
+	}
+	return batch
+}
+
+// run sends a batch on a slot already counted in grp.inflight.
+func (b *batcher[K, Req, Res]) run(k K, grp *batchGroup[Req, Res], batch []*batchCall[Req, Res]) {
+	b.send(k, batch)
+	b.next(k, grp)
+}
+
+func (b *batcher[K, Req, Res]) send(k K, batch []*batchCall[Req, Res]) {
+	live := make([]*batchCall[Req, Res], 0, len(batch))
+	var latest time.Time
+	for _, call := range batch {
+		if err := call.ctx.Err(); err != nil {
+			call.err = b.gaveUp(err) // never sent
+			close(call.done)
+			continue
+		}
+		dl, ok := call.ctx.Deadline()
+		if !ok {
+			dl = time.Now().Add(b.timeout)
+		}
+		if dl.After(latest) {
+			latest = dl
+		}
+		live = append(live, call)
+	}
+	switch len(live) {
+	case 0:
+		return
+	case 1:
+		live[0].res, live[0].err = b.one(live[0].ctx, k, live[0].req)
+		close(live[0].done)
+		return
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), latest)
+	defer cancel()
+	reqs := make([]Req, len(live))
+	for i, call := range live {
+		reqs[i] = call.req
+	}
+	res, errs, err := b.many(ctx, k, reqs)
+	if err == nil {
+		for i, call := range live {
+			call.res = res[i]
+			if errs != nil {
+				call.err = errs[i]
+			}
+			close(call.done)
+		}
+		return
+	}
+	if !b.retryAlone(err) {
+		for _, call := range live {
+			call.err = err
+			close(call.done)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for _, call := range live {
+		wg.Go(func() {
+			call.res, call.err = b.one(call.ctx, k, call.req)
+			close(call.done)
+		})
+	}
+	wg.Wait()
+}
