@@ -94,6 +94,10 @@ type Config struct {
 	// MaxAppendEntries bounds the entries per replication message and per
 	// batch handed to the state machine.
 	MaxAppendEntries int
+	// ParallelAppend lets the leader send entries to followers while it
+	// writes them to its own disk (logstore.go); a write then waits for
+	// the slower of the two instead of both in a row.
+	ParallelAppend bool
 	// SnapshotThreshold: entries since the last snapshot that trigger one.
 	SnapshotThreshold uint64
 	// SnapshotInterval: how often the threshold is checked.
@@ -131,6 +135,7 @@ func DefaultConfig() Config {
 		LeaderLeaseTimeout: 250 * time.Millisecond,
 		CommitTimeout:      20 * time.Millisecond,
 		MaxAppendEntries:   256,
+		ParallelAppend:     true,
 		SnapshotThreshold:  16384,
 		SnapshotInterval:   30 * time.Second,
 		TrailingLogs:       10240,

@@ -112,6 +112,12 @@ func run(ctx context.Context, c *config, reparse func() (*config, error)) error 
 	}
 	mcfg := armonmetrics.DefaultConfig("memdb")
 	mcfg.EnableHostname, mcfg.EnableRuntimeMetrics, mcfg.EnableServiceLabel = false, false, false
+	// Dropped: the samples taken per log entry, per Raft RPC and per
+	// heartbeat. Each is a Prometheus summary update behind a string-built
+	// key, and together they took 5% of a leader's CPU and 15% of a
+	// follower's under a 64-client write load. The per-batch timings that
+	// say where a write's time goes stay.
+	mcfg.BlockedPrefixes = raftMetricsDropped
 	if _, err := armonmetrics.NewGlobal(mcfg, sink); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
@@ -372,4 +378,19 @@ func newAdmin(addr string, reg *prometheus.Registry, n *node.Node) *http.Server 
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+}
+
+// raftMetricsDropped are the go-metrics names (with the "memdb" prefix)
+// that hashicorp/raft and raft-boltdb emit per entry, per RPC or per
+// heartbeat; see the BlockedPrefixes setting above.
+var raftMetricsDropped = []string{
+	"memdb.raft.apply",                 // a counter per write; the gRPC metrics count writes
+	"memdb.raft.verify_leader",         // a counter per leadership check
+	"memdb.raft.boltdb.logSize",        // a sample per entry
+	"memdb.raft.boltdb.logBatchSize",   // bytes per batch, next to logsPerBatch
+	"memdb.raft.boltdb.writeCapacity",  // derived from storeLogs
+	"memdb.raft.boltdb.getLog",         // per read of the log store
+	"memdb.raft.net.",                  // four samples per Raft RPC, heartbeats included
+	"memdb.raft.rpc.processHeartbeat",  // per heartbeat, on followers
+	"memdb.raft.replication.heartbeat", // per heartbeat, on the leader
 }
