@@ -74,7 +74,7 @@ fuzz:
 	$(GO) test ./store -run '^$$' -fuzz '^FuzzKeyOrder$$' -fuzztime $(FUZZTIME)
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./store ./fsm
+	$(GO) test -run '^$$' -bench . -benchmem ./store ./fsm ./node
 
 clean:
 	rm -rf $(BIN) data artifacts
