@@ -346,3 +346,22 @@ func TestCommitIndexSentToFollowersIsCappedAtTheDurableEntry(t *testing.T) {
 		}
 	}
 }
+
+func TestParallelLogFollowerWriteFailureIsFinal(t *testing.T) {
+	st := newHeldStore()
+	st.fail = errors.New("disk gone")
+	failed := make(chan error, 1)
+	l := newParallelLog(st, func() bool { return false }, func(err error) { failed <- err })
+
+	go st.release()
+	if err := l.StoreLogs(entries(1, 1)); err == nil {
+		t.Fatal("a follower's failed append reported success")
+	}
+	if err := <-failed; err == nil {
+		t.Fatal("onFail was not told")
+	}
+	if err := l.StoreLogs(entries(2, 2)); err == nil {
+		t.Fatal("an append after a failed write was accepted")
+	}
+	_ = l.Close()
+}
