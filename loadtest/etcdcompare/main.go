@@ -2,8 +2,9 @@
 // machine in the same run: it starts a 3-member etcd cluster (three
 // processes running go.etcd.io/etcd/server/v3/embed with its defaults:
 // data on disk, fsync on) and a 3-node memdbd cluster, drives both with
-// the same loadtest workloads and parameters one after the other, and
-// prints memdbd/etcd ratios. It is a module of its own so that memdbd
+// the same loadtest workloads and parameters, row by row (etcd, then
+// memdbd, then memdbd without request batching), and prints memdbd/etcd
+// ratios. It is a module of its own so that memdbd
 // never depends on etcd.
 //
 //	cd loadtest/etcdcompare && go run . -duration 10s
@@ -167,45 +168,20 @@ func run() error {
 	}
 	conns := func(r row) int { return min(r.clients, 8) }
 
-	// etcd first.
+	// Both clusters run for the whole comparison and each row is measured
+	// on etcd and on memdbd back to back (then memdbd unbatched), so that
+	// the machine's mood, which drifts over minutes on a shared host,
+	// weighs on numerator and denominator alike. The cluster not under
+	// load idles (heartbeats only).
 	eps, stopEtcd, err := startEtcd(dir)
 	if err != nil {
 		return err
 	}
+	defer stopEtcd()
 	leader, err := etcdLeader(ctx, eps)
 	if err != nil {
-		stopEtcd()
 		return err
 	}
-	for i, r := range selected {
-		targets := eps
-		if r.leader {
-			targets = []string{leader}
-		}
-		t, err := newEtcdTarget(targets, conns(r))
-		if err != nil {
-			stopEtcd()
-			return err
-		}
-		if i == 0 {
-			if err := t.Setup(ctx, *keys, make([]byte, *valSize)); err != nil {
-				stopEtcd()
-				return err
-			}
-		}
-		w, _ := loadtest.NewWorkload(r.workload, *keys, false, 0)
-		res, err := loadtest.Run(ctx, cfg(r), t, w)
-		_ = t.Close()
-		if err != nil {
-			stopEtcd()
-			return err
-		}
-		results[i].Row, results[i].Etcd = r.String(), res
-		fmt.Fprintf(os.Stderr, "etcd   %s: %.0f ops/s p50 %v p99 %v errors %d\n", r, res.Throughput, res.Latency.P50, res.Latency.P99, res.Errors)
-	}
-	stopEtcd()
-
-	// Then memdbd, with its default settings.
 	wd, _ := os.Getwd()
 	root, err := chaos.ModuleRoot(filepath.Join(wd, "..", ".."))
 	if err != nil {
@@ -218,6 +194,7 @@ func run() error {
 	if err := os.MkdirAll(filepath.Join(dir, "cluster"), 0o755); err != nil {
 		return err
 	}
+	// memdbd with its default settings.
 	cl, err := chaos.StartCluster(chaos.ClusterConfig{Binary: bin, Dir: filepath.Join(dir, "cluster"), Nodes: 3,
 		ElectionTimeout: 500 * time.Millisecond, SnapshotThreshold: 16384, TrailingLogs: 10240, Direct: true})
 	if err != nil {
@@ -238,9 +215,29 @@ func run() error {
 	if *unbatch {
 		modes = append(modes, true)
 	}
-	// Row by row, batched and unbatched back to back, so that the cluster's
-	// history (log size, snapshots) weighs on both alike.
 	for i, r := range selected {
+		targets := eps
+		if r.leader {
+			targets = []string{leader}
+		}
+		t, err := newEtcdTarget(targets, conns(r))
+		if err != nil {
+			return err
+		}
+		if i == 0 {
+			if err := t.Setup(ctx, *keys, make([]byte, *valSize)); err != nil {
+				return err
+			}
+		}
+		w, _ := loadtest.NewWorkload(r.workload, *keys, false, 0)
+		res, err := loadtest.Run(ctx, cfg(r), t, w)
+		_ = t.Close()
+		if err != nil {
+			return err
+		}
+		results[i].Row, results[i].Etcd = r.String(), res
+		fmt.Fprintf(os.Stderr, "etcd   %s: %.0f ops/s p50 %v p99 %v errors %d\n", r, res.Throughput, res.Latency.P50, res.Latency.P99, res.Errors)
+
 		for _, noBatching := range modes {
 			targets, only := cl.Endpoints(), false
 			if r.leader {
