@@ -56,6 +56,7 @@ type parallelLog struct {
 	queued  []*raft.Log
 	writing []*raft.Log
 	err     error
+	failed  uint64 // first index of the write that failed, with err
 	closed  bool
 	done    chan struct{}
 }
@@ -91,7 +92,7 @@ func (l *parallelLog) writer() {
 		l.mu.Lock()
 		l.writing = nil
 		if err != nil && l.err == nil {
-			l.err = err
+			l.err, l.failed = err, batch[0].Index
 			// Whatever is still queued will never be written.
 			l.queued = nil
 		}
@@ -135,7 +136,11 @@ func (l *parallelLog) waitDurable(index uint64) error {
 func (l *parallelLog) durableBound(index uint64) uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if f := l.firstPendingLocked(); f != 0 && f <= index {
+	f := l.firstPendingLocked()
+	if l.err != nil {
+		f = l.failed
+	}
+	if f != 0 && f <= index {
 		return f - 1
 	}
 	return index

@@ -280,6 +280,9 @@ func TestParallelLogWriteFailureIsFinal(t *testing.T) {
 	if err := l.waitDurable(1); err == nil {
 		t.Fatal("waitDurable succeeded for an entry whose write failed")
 	}
+	if got := l.durableBound(5); got != 0 {
+		t.Fatalf("durableBound(5) = %d after the write of entry 1 failed, want 0", got)
+	}
 	if err := l.StoreLogs(entries(2, 2)); err == nil {
 		t.Fatal("an append after a failed write was accepted")
 	}
