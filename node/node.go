@@ -61,6 +61,10 @@ type Node struct {
 	closed   atomic.Bool
 }
 
+// testWrapLogStore, when set (by tests only), wraps each node's log store,
+// to stand in for a slow disk.
+var testWrapLogStore func(id string, s raft.LogStore) raft.LogStore
+
 // Open starts a node: it opens (or creates) the data directory, starts
 // Raft, and bootstraps a new cluster when the directory is new and an
 // initial cluster is given. A node with neither data nor an initial cluster
@@ -115,9 +119,12 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("opening raft log %s: %w", filepath.Join(cfg.DataDir, "raft.db"), err)
 	}
 	var store raft.LogStore = n.bolt
+	if testWrapLogStore != nil {
+		store = testWrapLogStore(cfg.ID, store)
+	}
 	var raftp atomic.Pointer[raft.Raft]
 	if cfg.ParallelAppend {
-		n.plog = newParallelLog(n.bolt, func() bool {
+		n.plog = newParallelLog(store, func() bool {
 			r := raftp.Load()
 			return r != nil && r.State() == raft.Leader
 		}, func(err error) {
