@@ -55,13 +55,16 @@ func (l *watchLog) reached() uint64 {
 func TestWatchResumesAcrossLeaderKill(t *testing.T) {
 	c := newCluster(t, 3)
 	cl := c.client()
-	c.createTable(cl, kvSchema("wk"))
+	created := c.createTable(cl, kvSchema("wk"))
 	wctx, cancel := context.WithCancel(c.ctx)
 	defer cancel()
 	// One client per member, so that one watch is certainly on the leader.
+	// Each starts after the table's creation rather than "now": a watch's
+	// stream opens in the background, and the load's first writes may be
+	// acknowledged before a stream reaches its member.
 	var logs []*watchLog
 	for _, ep := range c.endpoints() {
-		logs = append(logs, collectWatch(wctx, c.client(ep), "wk", client.WatchOptions{ProgressInterval: 100 * time.Millisecond}))
+		logs = append(logs, collectWatch(wctx, c.client(ep), "wk", client.WatchOptions{StartRevision: created, ProgressInterval: 100 * time.Millisecond}))
 	}
 	load := startLoad(c.ctx, cl, "wk", "w", 2, 10*time.Millisecond, 10*time.Second)
 	load.waitAcks(t, 10*time.Second, time.Time{}, 30)

@@ -93,6 +93,20 @@ func (s *Server) watchStart(ctx context.Context, req *pb.WatchRequest) (*store.V
 		if req.Read != nil && (req.Read.Consistency != pb.Consistency_CONSISTENCY_LINEARIZABLE || req.Read.MaxStalenessMs != 0 || req.Read.MinRevision != 0) {
 			return nil, 0, fmt.Errorf("%w: read options choose the start of a watch without start_revision, or of a snapshot", errInvalid)
 		}
+		if req.StartRevision > s.node.FSM().Store().View().Revision() {
+			// This member is behind the start: a watch resumed on a lagging
+			// follower, or on a table created a moment ago through another
+			// member, which this one would not know yet. Catching up first
+			// gives the table as of the start. A start still ahead after
+			// the request timeout (nothing written that far yet) streams
+			// from here, as before.
+			rctx, cancel := context.WithTimeout(ctx, s.defaultTimeout())
+			err := s.node.WaitApplied(rctx, req.StartRevision)
+			cancel()
+			if err != nil && ctx.Err() != nil {
+				return nil, 0, ctx.Err()
+			}
+		}
 		return s.node.FSM().Store().View().At(s.node.Now()), req.StartRevision, nil
 	}
 	// Choosing "now" waits for a read index, bounded like any read.

@@ -171,3 +171,54 @@ func TestMaxWatchers(t *testing.T) {
 		}
 	}
 }
+
+// A watch from a revision this member has not reached yet, on a table
+// created at that revision, waits for the member to catch up instead of
+// failing with NotFound (the case of a table created through the leader
+// and watched at once on a follower, or a resume on a lagging member).
+func TestWatchFromARevisionAheadWaitsForIt(t *testing.T) {
+	cl := testcluster.Start(t, 1, testcluster.Options{})
+	cc := dial(t, cl.Endpoints()[0])
+	createKV(t, cc, "kv")
+	ctx := ctxT(t, 20*time.Second)
+	data := pb.NewDataServiceClient(cc)
+	r, err := data.Upsert(ctx, &pb.UpsertRequest{Table: "kv", Fields: map[string]*pb.Value{"k": str("a")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := r.Header.Revision
+	st, err := data.Watch(ctx, &pb.WatchRequest{Table: "later", StartRevision: now + 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		for {
+			m, err := st.Recv()
+			if err != nil {
+				got <- err
+				return
+			}
+			for _, e := range m.Events {
+				if e.Row.GetFields()["k"].GetStringValue() == "x" {
+					got <- nil
+					return
+				}
+			}
+		}
+	}()
+	// Let the watch reach the server before the table exists.
+	time.Sleep(100 * time.Millisecond)
+	createKV(t, cc, "later")
+	if _, err := data.Upsert(ctx, &pb.UpsertRequest{Table: "later", Fields: map[string]*pb.Value{"k": str("x")}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("watch from revision %d on a table created there: %v", now+1, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the insert into the new table was not delivered")
+	}
+}
