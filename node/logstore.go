@@ -39,7 +39,10 @@ import (
 // that the entry is on their disk.
 //
 // All writes, asynchronous or not, go through the one writer goroutine in
-// order, so the file always holds a prefix of what Raft appended.
+// order, so the file always holds a prefix of what Raft appended. The
+// queue needs no bound of its own: every client write in it is held in
+// the state machine until it is durable, and the node admits at most
+// MaxPendingWrites of those.
 type parallelLog struct {
 	store raft.LogStore
 	// async reports whether an append may return before it is durable: the
