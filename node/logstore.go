@@ -135,6 +135,13 @@ func (l *parallelLog) waitDurable(index uint64) error {
 	}
 }
 
+// pending counts the entries appended and not yet on disk.
+func (l *parallelLog) pending() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.queued) + len(l.writing)
+}
+
 // durableBound caps index at the last entry known to be on disk.
 func (l *parallelLog) durableBound(index uint64) uint64 {
 	l.mu.Lock()

@@ -630,6 +630,9 @@ type Status struct {
 	Voter bool
 	// FeatureLevel: see Node.FeatureLevel.
 	FeatureLevel uint32
+	// LogPending: entries this node appended as leader that are not on its
+	// disk yet (logstore.go); applied and acknowledged once they are.
+	LogPending int
 }
 
 // Status reports the node's Raft state.
@@ -637,6 +640,9 @@ func (n *Node) Status() Status {
 	lid, laddr := n.Leader()
 	st := Status{ID: n.cfg.ID, State: n.raft.State().String(), Term: n.raft.CurrentTerm(), LeaderID: lid, LeaderAddr: laddr,
 		CommitIndex: n.raft.CommitIndex(), AppliedIndex: n.fsm.Applied(), LastContact: n.LastContact()}
+	if n.plog != nil {
+		st.LogPending = n.plog.pending()
+	}
 	if f := n.raft.GetConfiguration(); f.Error() == nil {
 		st.Servers = f.Configuration().Servers
 	}

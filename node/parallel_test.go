@@ -124,6 +124,10 @@ func TestEntryIsHeldBackUntilTheLeadersCopyIsDurable(t *testing.T) {
 		t.Fatalf("ReadIndex = %d, %v; want below %d", idx, err, entry)
 	}
 
+	if n := l.Status().LogPending; n < 1 {
+		t.Fatalf("Status().LogPending = %d while the leader's write is stalled", n)
+	}
+
 	release()
 	released = true
 	if err := <-done; err != nil {
@@ -137,4 +141,7 @@ func TestEntryIsHeldBackUntilTheLeadersCopyIsDurable(t *testing.T) {
 		}
 		return true
 	})
+	if n := l.Status().LogPending; n != 0 {
+		t.Fatalf("Status().LogPending = %d after the write completed", n)
+	}
 }

@@ -15,8 +15,8 @@ import (
 type nodeCollector struct {
 	n *node.Node
 
-	state, term, commit, applied, lag, contact, snapIndex, snapAge, snapBytes, halted, rows, bytes *prometheus.Desc
-	watchers, histEvents, histBytes, histOldest, clockLag, nextExpiry                              *prometheus.Desc
+	state, term, commit, applied, lag, logPending, contact, snapIndex, snapAge, snapBytes, halted, rows, bytes *prometheus.Desc
+	watchers, histEvents, histBytes, histOldest, clockLag, nextExpiry                                          *prometheus.Desc
 }
 
 func newNodeCollector(n *node.Node) *nodeCollector {
@@ -29,6 +29,7 @@ func newNodeCollector(n *node.Node) *nodeCollector {
 		commit:     d("raft_commit_index", "Highest log index known committed."),
 		applied:    d("raft_applied_index", "Highest log index the state machine applied."),
 		lag:        d("raft_apply_lag_entries", "Committed entries not yet applied."),
+		logPending: d("raft_log_pending_entries", "Log entries this node appended as leader that are not on its disk yet (it applies them once they are)."),
 		contact:    d("raft_last_contact_seconds", "Seconds since this node last heard from a leader (0 on the leader)."),
 		snapIndex:  d("snapshot_last_index", "Raft index of the newest snapshot on disk."),
 		snapAge:    d("snapshot_age_seconds", "Age of the newest snapshot on disk."),
@@ -47,7 +48,7 @@ func newNodeCollector(n *node.Node) *nodeCollector {
 }
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.state, c.term, c.commit, c.applied, c.lag, c.contact, c.snapIndex, c.snapAge, c.snapBytes, c.halted, c.rows, c.bytes,
+	for _, d := range []*prometheus.Desc{c.state, c.term, c.commit, c.applied, c.lag, c.logPending, c.contact, c.snapIndex, c.snapAge, c.snapBytes, c.halted, c.rows, c.bytes,
 		c.watchers, c.histEvents, c.histBytes, c.histOldest, c.clockLag, c.nextExpiry} {
 		ch <- d
 	}
@@ -67,6 +68,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.commit, float64(st.CommitIndex))
 	gauge(c.applied, float64(st.AppliedIndex))
 	gauge(c.lag, float64(max(int64(st.CommitIndex)-int64(st.AppliedIndex), 0)))
+	gauge(c.logPending, float64(st.LogPending))
 	if st.LastContact < 365*24*time.Hour {
 		gauge(c.contact, st.LastContact.Seconds())
 	}
