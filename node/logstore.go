@@ -219,15 +219,16 @@ func (l *parallelLog) FirstIndex() (uint64, error) {
 
 func (l *parallelLog) LastIndex() (uint64, error) {
 	l.mu.Lock()
-	switch {
-	case len(l.queued) > 0:
-		defer l.mu.Unlock()
-		return l.queued[len(l.queued)-1].Index, nil
-	case len(l.writing) > 0:
-		defer l.mu.Unlock()
-		return l.writing[len(l.writing)-1].Index, nil
+	var last uint64
+	if n := len(l.queued); n > 0 {
+		last = l.queued[n-1].Index
+	} else if n := len(l.writing); n > 0 {
+		last = l.writing[n-1].Index
 	}
 	l.mu.Unlock()
+	if last != 0 {
+		return last, nil
+	}
 	return l.store.LastIndex()
 }
 

@@ -35,11 +35,10 @@ type Node struct {
 	stable *closingStable
 	// plog is the log store with the leader's parallel append
 	// (logstore.go); nil when Config.ParallelAppend is off.
-	plog   *parallelLog
-	trans  raft.Transport
-	closeT func() error
-	snaps  *raft.FileSnapshotStore
-	token  []byte
+	plog  *parallelLog
+	trans *raft.NetworkTransport
+	snaps *raft.FileSnapshotStore
+	token []byte
 
 	// verify confirms leadership in rounds shared by concurrent reads.
 	verify  *rounds.Group[struct{}]
@@ -173,9 +172,10 @@ func Open(cfg Config) (*Node, error) {
 	nt := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: stream, MaxPool: 3, Timeout: 10 * time.Second, Logger: newHclog(lg, "transport"),
 	})
-	n.trans, n.closeT = nt, nt.Close
+	n.trans = nt
+	var rtrans raft.Transport = nt // what Raft sends through
 	if n.plog != nil {
-		n.trans = &commitCapTransport{NetworkTransport: nt, log: n.plog}
+		rtrans = &commitCapTransport{NetworkTransport: nt, log: n.plog}
 	}
 	// 5. Raft itself.
 	rc := raft.DefaultConfig()
@@ -203,7 +203,7 @@ func Open(cfg Config) (*Node, error) {
 	if n.plog != nil {
 		rfsm = gatedFSM{FSM: f, log: n.plog}
 	}
-	n.raft, err = raft.NewRaft(rc, rfsm, logs, n.stable, n.snaps, n.trans)
+	n.raft, err = raft.NewRaft(rc, rfsm, logs, n.stable, n.snaps, rtrans)
 	if err != nil {
 		return nil, fmt.Errorf("starting raft: %w", err)
 	}
@@ -250,8 +250,8 @@ func (n *Node) ClusterToken() []byte { return n.token }
 func (n *Node) Config() Config { return n.cfg }
 
 func (n *Node) closeStores() {
-	if n.closeT != nil {
-		_ = n.closeT()
+	if n.trans != nil {
+		_ = n.trans.Close()
 	}
 	if n.plog != nil {
 		// Raft has stopped: write what the leader still had queued.

@@ -86,41 +86,38 @@ func (s *idStream) Context() context.Context { return s.ctx }
 // watchStart resolves where a watch starts and the view its snapshot and
 // range come from.
 func (s *Server) watchStart(ctx context.Context, req *pb.WatchRequest) (*store.View, uint64, error) {
-	if req.StartRevision != 0 && !req.Snapshot {
+	// Waiting for a read index or for this member to catch up is bounded
+	// like any read.
+	rctx, cancel := context.WithTimeout(ctx, s.defaultTimeout())
+	defer cancel()
+	fromRevision := req.StartRevision != 0 && !req.Snapshot
+	var v *store.View
+	if fromRevision {
 		if err := s.node.FSM().Halted(); err != nil {
 			return nil, 0, err
 		}
 		if req.Read != nil && (req.Read.Consistency != pb.Consistency_CONSISTENCY_LINEARIZABLE || req.Read.MaxStalenessMs != 0 || req.Read.MinRevision != 0) {
 			return nil, 0, fmt.Errorf("%w: read options choose the start of a watch without start_revision, or of a snapshot", errInvalid)
 		}
-		if req.StartRevision > s.node.FSM().Store().View().Revision() {
-			// This member is behind the start: a watch resumed on a lagging
-			// follower, or on a table created a moment ago through another
-			// member, which this one would not know yet. Catching up first
-			// gives the table as of the start. A start still ahead after
-			// the request timeout (nothing written that far yet) streams
-			// from here, as before.
-			rctx, cancel := context.WithTimeout(ctx, s.defaultTimeout())
-			err := s.node.WaitApplied(rctx, req.StartRevision)
-			cancel()
-			if err != nil && ctx.Err() != nil {
-				return nil, 0, ctx.Err()
-			}
+		v = s.node.FSM().Store().View().At(s.node.Now())
+	} else {
+		var err error
+		if v, err = s.readView(rctx, req.Read); err != nil {
+			return nil, 0, err
 		}
-		return s.node.FSM().Store().View().At(s.node.Now()), req.StartRevision, nil
-	}
-	// Choosing "now" waits for a read index, bounded like any read.
-	rctx, cancel := context.WithTimeout(ctx, s.defaultTimeout())
-	defer cancel()
-	v, err := s.readView(rctx, req.Read)
-	if err != nil {
-		return nil, 0, err
 	}
 	if req.StartRevision > v.Revision() {
+		// This member is behind the start: a snapshot asked for at a later
+		// revision, a watch resumed on a lagging follower, or one on a
+		// table created a moment ago through another member, which this
+		// one would not know yet. It catches up first.
 		if err := s.node.WaitApplied(rctx, req.StartRevision); err != nil {
 			return nil, 0, err
 		}
 		v = s.node.FSM().Store().View().At(s.node.Now())
+	}
+	if fromRevision {
+		return v, req.StartRevision, nil
 	}
 	return v, v.Revision(), nil
 }
