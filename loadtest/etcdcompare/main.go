@@ -7,6 +7,15 @@
 // ratios. It is a module of its own so that memdbd
 // never depends on etcd.
 //
+// Each row runs once per client-object count in -conns (default 1 and
+// 8): with 1, all callers share one client object per side, as both SDKs
+// recommend for a process; with 8, the callers are spread over eight
+// independent client objects (each its own connections, and for memdbd
+// its own request batching), as with eight processes. etcd's client sends
+// every call as its own RPC either way; memdbd's SDK sends concurrent
+// calls of one client object together, so it gains from sharing one and
+// the two tables differ.
+//
 //	cd loadtest/etcdcompare && go run . -duration 10s
 package main
 
@@ -127,6 +136,7 @@ func startEtcd(dir string) (endpoints []string, stop func(), err error) {
 
 type measured struct {
 	Row    string           `json:"row"`
+	Conns  int              `json:"client_objects"`
 	Etcd   *loadtest.Result `json:"etcd"`
 	Memdbd *loadtest.Result `json:"memdbd"`
 	// MemdbdUnbatched: the SDK with request batching off, every call its
@@ -143,6 +153,7 @@ func run() error {
 		out      = flag.String("out", "", "write all results as JSON to this file")
 		only     = flag.String("rows", "", "comma-separated row numbers to run (default all)")
 		unbatch  = flag.Bool("unbatched", true, "also run memdbd with the SDK's request batching off")
+		connList = flag.String("conns", "1,8", "comma-separated client-object counts per side; every row runs with each (capped at the row's callers)")
 	)
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "etcdcompare")
@@ -161,12 +172,18 @@ func run() error {
 			selected = append(selected, rows[i])
 		}
 	}
+	var connCounts []int
+	for _, s := range strings.Split(*connList, ",") {
+		var n int
+		if _, err := fmt.Sscan(s, &n); err != nil || n < 1 {
+			return fmt.Errorf("-conns: %q is not a positive count", s)
+		}
+		connCounts = append(connCounts, n)
+	}
 	ctx := context.Background()
-	results := make([]measured, len(selected))
 	cfg := func(r row) loadtest.Config {
 		return loadtest.Config{Clients: r.clients, Warmup: *warmup, Duration: *duration, Keys: *keys, ValueSize: *valSize, Seed: 1}
 	}
-	conns := func(r row) int { return min(r.clients, 8) }
 
 	// Both clusters run for the whole comparison and each row is measured
 	// on etcd and on memdbd back to back (then memdbd unbatched), so that
@@ -215,60 +232,69 @@ func run() error {
 	if *unbatch {
 		modes = append(modes, true)
 	}
-	for i, r := range selected {
-		targets := eps
-		if r.leader {
-			targets = []string{leader}
-		}
-		t, err := newEtcdTarget(targets, conns(r))
-		if err != nil {
-			return err
-		}
-		if i == 0 {
+	// measure loads one target with one row's workload, after writing the
+	// key space when setup is set; it closes the target.
+	measure := func(label string, t loadtest.Target, setup bool, r row) (*loadtest.Result, error) {
+		defer t.Close()
+		if setup {
 			if err := t.Setup(ctx, *keys, make([]byte, *valSize)); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		w, _ := loadtest.NewWorkload(r.workload, *keys, false, 0)
 		res, err := loadtest.Run(ctx, cfg(r), t, w)
-		_ = t.Close()
-		if err != nil {
-			return err
+		if err == nil {
+			fmt.Fprintf(os.Stderr, "%-18s %s x%d: %.0f ops/s p50 %v p99 %v errors %d\n", label, r, t.Conns(), res.Throughput, res.Latency.P50, res.Latency.P99, res.Errors)
 		}
-		results[i].Row, results[i].Etcd = r.String(), res
-		fmt.Fprintf(os.Stderr, "etcd   %s: %.0f ops/s p50 %v p99 %v errors %d\n", r, res.Throughput, res.Latency.P50, res.Latency.P99, res.Errors)
-
-		for _, noBatching := range modes {
-			targets, only := cl.Endpoints(), false
+		return res, err
+	}
+	var results []measured
+	setup := true // the first row of each cluster writes its key space
+	for _, nc := range connCounts {
+		for _, r := range selected {
+			m := measured{Row: r.String(), Conns: min(r.clients, nc)}
+			targets := eps
 			if r.leader {
-				targets, only = []string{leaderAddr}, true
+				targets = []string{leader}
 			}
-			sctx, cancel := context.WithTimeout(ctx, time.Minute)
-			t, err := loadtest.NewMemdbTarget(sctx, targets, conns(r), only, noBatching)
-			if err == nil && i == 0 && !noBatching {
-				err = t.Setup(sctx, *keys, make([]byte, *valSize))
-			}
-			cancel()
+			et, err := newEtcdTarget(targets, m.Conns)
 			if err != nil {
 				return err
 			}
-			w, _ := loadtest.NewWorkload(r.workload, *keys, false, 0)
-			res, err := loadtest.Run(ctx, cfg(r), t, w)
-			_ = t.Close()
-			if err != nil {
+			if m.Etcd, err = measure("etcd", et, setup, r); err != nil {
 				return err
 			}
-			name := "memdbd"
-			if noBatching {
-				results[i].MemdbdUnbatched, name = res, "memdbd (unbatched)"
-			} else {
-				results[i].Memdbd = res
+			for _, noBatching := range modes {
+				targets, only := cl.Endpoints(), false
+				if r.leader {
+					targets, only = []string{leaderAddr}, true
+				}
+				sctx, cancel := context.WithTimeout(ctx, time.Minute)
+				mt, err := loadtest.NewMemdbTarget(sctx, targets, m.Conns, only, noBatching)
+				cancel()
+				if err != nil {
+					return err
+				}
+				label := "memdbd"
+				if noBatching {
+					label = "memdbd (unbatched)"
+				}
+				res, err := measure(label, mt, setup && !noBatching, r)
+				if err != nil {
+					return err
+				}
+				if noBatching {
+					m.MemdbdUnbatched = res
+				} else {
+					m.Memdbd = res
+				}
 			}
-			fmt.Fprintf(os.Stderr, "%s %s: %.0f ops/s p50 %v p99 %v errors %d\n", name, r, res.Throughput, res.Latency.P50, res.Latency.P99, res.Errors)
+			setup = false
+			results = append(results, m)
 		}
 	}
 
-	fmt.Printf("%-26s %12s %12s %8s %10s %10s %8s %10s %10s %8s %12s\n", "workload", "etcd ops/s", "memdbd", "ratio",
+	fmt.Printf("%-26s %7s %12s %12s %8s %10s %10s %8s %10s %10s %8s %12s\n", "workload", "clients", "etcd ops/s", "memdbd", "ratio",
 		"etcd p50", "memdbd", "ratio", "etcd p99", "memdbd", "ratio", "unbatched")
 	for _, m := range results {
 		e, d := m.Etcd, m.Memdbd
@@ -276,13 +302,14 @@ func run() error {
 		if u := m.MemdbdUnbatched; u != nil {
 			unb = fmt.Sprintf("%.2fx", u.Throughput/max(e.Throughput, 1))
 		}
-		fmt.Printf("%-26s %12.0f %12.0f %7.2fx %10v %10v %7.2fx %10v %10v %7.2fx %12s\n", m.Row,
+		fmt.Printf("%-26s %7d %12.0f %12.0f %7.2fx %10v %10v %7.2fx %10v %10v %7.2fx %12s\n", m.Row, m.Conns,
 			e.Throughput, d.Throughput, d.Throughput/max(e.Throughput, 1),
 			e.Latency.P50, d.Latency.P50, ratio(d.Latency.P50, e.Latency.P50),
 			e.Latency.P99, d.Latency.P99, ratio(d.Latency.P99, e.Latency.P99), unb)
 	}
 	fmt.Println("throughput ratio: memdbd/etcd, higher is better; latency ratio: memdbd/etcd, lower is better;")
-	fmt.Println("unbatched: throughput ratio with the SDK's request batching off")
+	fmt.Println("unbatched: throughput ratio with the SDK's request batching off;")
+	fmt.Println("clients: client objects per side the row's callers share (1: one per process, as both SDKs recommend)")
 	if *out != "" {
 		b, _ := json.MarshalIndent(results, "", "  ")
 		return os.WriteFile(*out, b, 0o644)
