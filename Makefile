@@ -93,9 +93,11 @@ chaos:
 # (loadtest/etcdcompare is a module of its own: memdbd never depends on
 # etcd). Prints memdbd/etcd ratios of throughput, p50 and p99.
 COMPARE_DURATION ?= 10s
+# Client objects per side: 1 (one per process, as both SDKs recommend) and 8.
+COMPARE_CONNS    ?= 1,8
 bench-compare:
 	mkdir -p artifacts
-	cd loadtest/etcdcompare && $(GO) run . -duration $(COMPARE_DURATION) -out ../../artifacts/bench-compare.json
+	cd loadtest/etcdcompare && $(GO) run . -duration $(COMPARE_DURATION) -conns $(COMPARE_CONNS) -out ../../artifacts/bench-compare.json
 
 # A quick load on a spawned local cluster, with a failover in the middle.
 loadtest-failover:
