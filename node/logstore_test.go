@@ -51,6 +51,27 @@ func closeHeld(t *testing.T, s *heldStore, l *parallelLog) {
 	}
 }
 
+// noFailure is an onFail for tests in which no write fails.
+func noFailure(t *testing.T) func(error) {
+	return func(err error) { t.Errorf("unexpected failure: %v", err) }
+}
+
+// durableThenHeld appends 1..durable and waits until they are written,
+// then appends durable+1..held, which stay queued until the next release.
+func durableThenHeld(t *testing.T, st *heldStore, l *parallelLog, durable, held uint64) {
+	t.Helper()
+	go st.release()
+	if err := l.StoreLogs(entries(1, durable)); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.waitDurable(durable); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.StoreLogs(entries(durable+1, held)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func entries(from, to uint64) []*raft.Log {
 	var out []*raft.Log
 	for i := from; i <= to; i++ {
@@ -83,7 +104,7 @@ func TestParallelLogLeaderAppendReturnsBeforeDisk(t *testing.T) {
 	st := newHeldStore()
 	var leader atomic.Bool
 	leader.Store(true)
-	l := newParallelLog(st, leader.Load, func(err error) { t.Errorf("unexpected failure: %v", err) })
+	l := newParallelLog(st, leader.Load, noFailure(t))
 	defer closeHeld(t, st, l)
 
 	if err := l.StoreLogs(entries(1, 3)); err != nil {
@@ -128,7 +149,7 @@ func TestParallelLogLeaderAppendReturnsBeforeDisk(t *testing.T) {
 
 func TestParallelLogFollowerAppendIsDurableOnReturn(t *testing.T) {
 	st := newHeldStore()
-	l := newParallelLog(st, func() bool { return false }, func(err error) { t.Errorf("unexpected failure: %v", err) })
+	l := newParallelLog(st, func() bool { return false }, noFailure(t))
 	defer closeHeld(t, st, l)
 
 	done := make(chan error, 1)
@@ -151,7 +172,7 @@ func TestParallelLogFollowerAppendIsDurableOnReturn(t *testing.T) {
 // order.
 func TestParallelLogGroupsQueuedAppends(t *testing.T) {
 	st := newHeldStore()
-	l := newParallelLog(st, func() bool { return true }, func(err error) { t.Errorf("unexpected failure: %v", err) })
+	l := newParallelLog(st, func() bool { return true }, noFailure(t))
 	defer closeHeld(t, st, l)
 
 	if err := l.StoreLogs(entries(1, 1)); err != nil {
@@ -194,7 +215,7 @@ func TestParallelLogTruncationWaitsForQueuedWrites(t *testing.T) {
 	st := newHeldStore()
 	var leader atomic.Bool
 	leader.Store(true)
-	l := newParallelLog(st, leader.Load, func(err error) { t.Errorf("unexpected failure: %v", err) })
+	l := newParallelLog(st, leader.Load, noFailure(t))
 	defer closeHeld(t, st, l)
 
 	go st.release()
@@ -236,19 +257,10 @@ func TestParallelLogTruncationWaitsForQueuedWrites(t *testing.T) {
 // Compaction of old entries does not wait for the leader's newest appends.
 func TestParallelLogCompactionDoesNotWaitForNewAppends(t *testing.T) {
 	st := newHeldStore()
-	l := newParallelLog(st, func() bool { return true }, func(err error) { t.Errorf("unexpected failure: %v", err) })
+	l := newParallelLog(st, func() bool { return true }, noFailure(t))
 	defer closeHeld(t, st, l)
 
-	go st.release()
-	if err := l.StoreLogs(entries(1, 10)); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.waitDurable(10); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.StoreLogs(entries(11, 12)); err != nil { // held
-		t.Fatal(err)
-	}
+	durableThenHeld(t, st, l, 10, 12)
 	done := make(chan error, 1)
 	go func() { done <- l.DeleteRange(1, 5) }()
 	select {
@@ -293,7 +305,7 @@ func TestParallelLogWriteFailureIsFinal(t *testing.T) {
 
 func TestParallelLogCloseWritesQueued(t *testing.T) {
 	st := newHeldStore()
-	l := newParallelLog(st, func() bool { return true }, func(err error) { t.Errorf("unexpected failure: %v", err) })
+	l := newParallelLog(st, func() bool { return true }, noFailure(t))
 	if err := l.StoreLogs(entries(1, 4)); err != nil {
 		t.Fatal(err)
 	}
@@ -322,19 +334,10 @@ func (p *fakePipeline) AppendEntries(args *raft.AppendEntriesRequest, _ *raft.Ap
 
 func TestCommitIndexSentToFollowersIsCappedAtTheDurableEntry(t *testing.T) {
 	st := newHeldStore()
-	l := newParallelLog(st, func() bool { return true }, func(err error) { t.Errorf("unexpected failure: %v", err) })
+	l := newParallelLog(st, func() bool { return true }, noFailure(t))
 	defer closeHeld(t, st, l)
 
-	go st.release()
-	if err := l.StoreLogs(entries(1, 4)); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.waitDurable(4); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.StoreLogs(entries(5, 8)); err != nil { // held
-		t.Fatal(err)
-	}
+	durableThenHeld(t, st, l, 4, 8)
 	fp := &fakePipeline{}
 	p := &commitCapPipeline{AppendPipeline: fp, log: l}
 	for _, commit := range []uint64{0, 3, 4, 7} {

@@ -233,11 +233,14 @@ func run() error {
 		modes = append(modes, true)
 	}
 	// measure loads one target with one row's workload, after writing the
-	// key space when setup is set; it closes the target.
+	// key space (within a minute) when setup is set; it closes the target.
 	measure := func(label string, t loadtest.Target, setup bool, r row) (*loadtest.Result, error) {
 		defer t.Close()
 		if setup {
-			if err := t.Setup(ctx, *keys, make([]byte, *valSize)); err != nil {
+			sctx, cancel := context.WithTimeout(ctx, time.Minute)
+			err := t.Setup(sctx, *keys, make([]byte, *valSize))
+			cancel()
+			if err != nil {
 				return nil, err
 			}
 		}
@@ -258,11 +261,11 @@ func run() error {
 	for _, nc := range connCounts {
 		for _, r := range selected {
 			m := measured{Row: r.String(), Conns: min(r.clients, nc)}
-			if k := (rowConns{r, m.Conns}); done[k] {
+			k := rowConns{r, m.Conns}
+			if done[k] {
 				continue // fewer callers than client objects: measured already
-			} else {
-				done[k] = true
 			}
+			done[k] = true
 			targets := eps
 			if r.leader {
 				targets = []string{leader}
