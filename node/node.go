@@ -49,6 +49,10 @@ type Node struct {
 	readyTerm atomic.Uint64
 	readyMu   sync.Mutex
 	readyCh   chan struct{} // closed when readyTerm changes
+	// leadershipRounds counts rounds of heartbeats confirming leadership for
+	// read indexes; readShortcuts the read indexes given without one
+	// (ReadIndexFor).
+	leadershipRounds, readShortcuts atomic.Uint64
 
 	// watches receives every applied change; watch streams read from it.
 	watches *watch.Hub
@@ -210,7 +214,10 @@ func Open(cfg Config) (*Node, error) {
 	raftp.Store(n.raft)
 	// VerifyLeader returns within the leader lease (or at shutdown), which
 	// bounds each round.
-	n.verify = &rounds.Group[struct{}]{WG: &n.wg, Do: func() (struct{}, error) { return struct{}{}, n.raft.VerifyLeader().Error() }}
+	n.verify = &rounds.Group[struct{}]{WG: &n.wg, Do: func() (struct{}, error) {
+		n.leadershipRounds.Add(1)
+		return struct{}{}, n.raft.VerifyLeader().Error()
+	}}
 	// 6. Bootstrap a new cluster, once.
 	switch {
 	case !hasState && len(cfg.InitialCluster) > 0:
@@ -540,6 +547,77 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 		return 0, err
 	}
 	return idx, nil
+}
+
+// ReadIndexFor is ReadIndex for reads that arrived at follower from, which
+// asked in its Raft term term (read after those reads arrived).
+//
+// Why no round of heartbeats when this leader and that follower make a
+// majority of the latest configuration's voters (every cluster of three or
+// fewer voters), and the follower asked in this leader's current term: the
+// request itself is the follower's acknowledgement of this term, given
+// after the reads arrived. A round proves exactly that: a majority (the
+// leader and one follower) was in this leader's term after the reads
+// arrived, so neither had voted in a later election and no later leader
+// could have acknowledged a write before the reads. The follower's term
+// goes up before it votes in a later term (hashicorp/raft raises it and
+// persists it before answering a vote request), and this leader's term is
+// read on both sides of its state, so the checks cannot pass for a term
+// either node had already left. Anything else (an older or newer term, a
+// bigger cluster, a follower not among the voters) takes the round.
+//
+// This halves the work of a linearizable read served by a follower (one
+// RPC to the leader instead of that plus a heartbeat to each follower) and
+// takes a round trip off its latency.
+func (n *Node) ReadIndexFor(ctx context.Context, from string, term uint64) (uint64, error) {
+	if term == 0 || !n.majorityWith(from) {
+		return n.ReadIndex(ctx)
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if err := n.waitReady(ctx); err != nil {
+		return 0, err
+	}
+	before := n.raft.CurrentTerm()
+	idx := n.raft.CommitIndex()
+	if n.plog != nil {
+		idx = n.plog.durableBound(idx)
+	}
+	if before != term || n.raft.State() != raft.Leader || n.raft.CurrentTerm() != term {
+		return n.ReadIndex(ctx)
+	}
+	n.readShortcuts.Add(1)
+	return idx, nil
+}
+
+// majorityWith reports whether this node and member id, both voters, are a
+// majority of the latest configuration's voters.
+func (n *Node) majorityWith(id string) bool {
+	if id == "" || id == n.cfg.ID {
+		return false
+	}
+	voters, self, peer := 0, false, false
+	for _, s := range n.raft.GetConfiguration().Configuration().Servers {
+		if s.Suffrage != raft.Voter {
+			continue
+		}
+		voters++
+		switch string(s.ID) {
+		case n.cfg.ID:
+			self = true
+		case id:
+			peer = true
+		}
+	}
+	return self && peer && 2 >= voters/2+1
+}
+
+// ReadIndexCounts returns how many rounds of heartbeats this node ran to
+// confirm its leadership for read indexes, and how many read indexes it
+// gave followers without one (ReadIndexFor).
+func (n *Node) ReadIndexCounts() (rounds, shortcuts uint64) {
+	return n.leadershipRounds.Load(), n.readShortcuts.Load()
 }
 
 // waitReady waits until this leader has applied an entry of its term.

@@ -274,3 +274,85 @@ func TestConfigValidation(t *testing.T) {
 		t.Errorf("bad peer: %v", err)
 	}
 }
+
+// A follower's read-index request counts as its acknowledgement of the
+// leader's term only when the two are a majority of the voters and the
+// term is the leader's current one; anything else takes a round of
+// heartbeats, and either way the index covers every acknowledged write.
+func TestReadIndexForSkipsTheRoundOnlyForAMajorityInTheLeadersTerm(t *testing.T) {
+	c := startCluster(t, 3)
+	l := c.leader()
+	mustApply(t, l, createKV())
+	var last uint64
+	for i := 0; i < 20; i++ {
+		last = mustApply(t, l, upsertKV(fmt.Sprintf("k%02d", i), int64(i))).Revision
+	}
+	term := l.Term()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	check := func(from string, term uint64, wantShortcut bool) {
+		t.Helper()
+		rounds0, short0 := l.ReadIndexCounts()
+		idx, err := l.ReadIndexFor(ctx, from, term)
+		if err != nil || idx < last {
+			t.Fatalf("ReadIndexFor(%q, %d) = %d, %v; want at least %d", from, term, idx, err, last)
+		}
+		rounds1, short1 := l.ReadIndexCounts()
+		if got := short1 == short0+1 && rounds1 == rounds0; got != wantShortcut {
+			t.Fatalf("ReadIndexFor(%q, %d): shortcuts %d->%d, rounds %d->%d; want shortcut %v", from, term, short0, short1, rounds0, rounds1, wantShortcut)
+		}
+		if !wantShortcut && (short1 != short0 || rounds1 != rounds0+1) {
+			t.Fatalf("ReadIndexFor(%q, %d): shortcuts %d->%d, rounds %d->%d; want one round", from, term, short0, short1, rounds0, rounds1)
+		}
+	}
+	for _, nd := range c.nodes {
+		if nd != l {
+			check(nd.ID(), term, true)
+			check(nd.ID(), term-1, false) // asked before this leader's term
+			check(nd.ID(), term+1, false) // a term this leader is not in
+			check(nd.ID(), 0, false)      // an older member that sends no term
+		}
+	}
+	check(l.ID(), term, false) // itself: not a second voter
+	check("n9", term, false)   // not a member
+
+	// A deposed leader answers NotLeader, whatever the follower says.
+	old := l
+	if err := old.TransferLeadership(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nl := c.leader()
+	if nl == old {
+		t.Fatal("leadership did not move")
+	}
+	var f *Node
+	for _, nd := range c.nodes {
+		if nd != old && nd != nl {
+			f = nd
+		}
+	}
+	if _, err := old.ReadIndexFor(ctx, f.ID(), term); !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("deposed leader's ReadIndexFor: %v, want ErrNotLeader", err)
+	}
+}
+
+// With five voters a leader and one follower are no majority: every read
+// index takes a round.
+func TestReadIndexForTakesARoundInFiveVoterClusters(t *testing.T) {
+	c := startCluster(t, 5)
+	l := c.leader()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, nd := range c.nodes {
+		if nd == l {
+			continue
+		}
+		_, short0 := l.ReadIndexCounts()
+		if _, err := l.ReadIndexFor(ctx, nd.ID(), l.Term()); err != nil {
+			t.Fatal(err)
+		}
+		if _, short1 := l.ReadIndexCounts(); short1 != short0 {
+			t.Fatalf("read index for %s without a round in a five-voter cluster", nd.ID())
+		}
+	}
+}

@@ -16,7 +16,7 @@ type nodeCollector struct {
 	n *node.Node
 
 	state, term, commit, applied, lag, logPending, contact, snapIndex, snapAge, snapBytes, halted, rows, bytes *prometheus.Desc
-	watchers, histEvents, histBytes, histOldest, clockLag, nextExpiry                                          *prometheus.Desc
+	watchers, histEvents, histBytes, histOldest, clockLag, nextExpiry, leaderRounds, readShortcuts             *prometheus.Desc
 }
 
 func newNodeCollector(n *node.Node) *nodeCollector {
@@ -43,13 +43,17 @@ func newNodeCollector(n *node.Node) *nodeCollector {
 		histOldest: d("watch_history_oldest_revision", "Oldest revision a watch can start from."),
 		clockLag: d("clock_lag_seconds", "This node's clock minus the leader's, as seen in the last applied command "+
 			"(replication delay included). Expiry across leader changes is as precise as the members' clocks agree."),
+		leaderRounds: d("leadership_rounds_total", "Rounds of heartbeats this node ran as leader to confirm its leadership for linearizable reads "+
+			"(each shared by the reads that arrived while the previous one ran)."),
+		readShortcuts: d("read_index_without_round_total", "Read indexes this node gave followers as leader without a round of heartbeats: "+
+			"the follower's request acknowledged the leader's term (clusters of up to three voters)."),
 		nextExpiry: d("ttl_next_expiry_seconds", "Seconds until the earliest row expiry (negative: overdue for the leader's sweep)."),
 	}
 }
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.state, c.term, c.commit, c.applied, c.lag, c.logPending, c.contact, c.snapIndex, c.snapAge, c.snapBytes, c.halted, c.rows, c.bytes,
-		c.watchers, c.histEvents, c.histBytes, c.histOldest, c.clockLag, c.nextExpiry} {
+		c.watchers, c.histEvents, c.histBytes, c.histOldest, c.clockLag, c.nextExpiry, c.leaderRounds, c.readShortcuts} {
 		ch <- d
 	}
 }
@@ -90,6 +94,9 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.histBytes, float64(ws.HistoryBytes))
 	gauge(c.histOldest, float64(ws.Oldest))
 	gauge(c.clockLag, c.n.FSM().ClockLag().Seconds())
+	rounds, shortcuts := c.n.ReadIndexCounts()
+	ch <- prometheus.MustNewConstMetric(c.leaderRounds, prometheus.CounterValue, float64(rounds))
+	ch <- prometheus.MustNewConstMetric(c.readShortcuts, prometheus.CounterValue, float64(shortcuts))
 	v := c.n.FSM().Store().View()
 	if next := v.NextExpiry(); next != 0 {
 		gauge(c.nextExpiry, time.Duration(next-time.Now().UnixNano()).Seconds())

@@ -1079,8 +1079,13 @@ func (x *ProposeResponse) GetRaftTerm() uint64 {
 }
 
 type ReadIndexRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	From          string                 `protobuf:"bytes,1,opt,name=from" json:"from,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	From  string                 `protobuf:"bytes,1,opt,name=from" json:"from,omitempty"`
+	// The asking member's Raft term when it asked, read after the reads the
+	// request answers for arrived: while the leader is still in that term,
+	// the request acknowledges it as leader (0: unknown, the leader confirms
+	// its leadership with a round of heartbeats instead).
+	Term          uint64 `protobuf:"varint,2,opt,name=term" json:"term,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1120,6 +1125,13 @@ func (x *ReadIndexRequest) GetFrom() string {
 		return x.From
 	}
 	return ""
+}
+
+func (x *ReadIndexRequest) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
 }
 
 type ReadIndexResponse struct {
@@ -1247,9 +1259,10 @@ const file_memdb_command_v1_command_proto_rawDesc = "" +
 	"\x04from\x18\x02 \x01(\tR\x04from\"`\n" +
 	"\x0fProposeResponse\x120\n" +
 	"\x06result\x18\x01 \x01(\v2\x18.memdb.command.v1.ResultR\x06result\x12\x1b\n" +
-	"\traft_term\x18\x02 \x01(\x04R\braftTerm\"&\n" +
+	"\traft_term\x18\x02 \x01(\x04R\braftTerm\":\n" +
 	"\x10ReadIndexRequest\x12\x12\n" +
-	"\x04from\x18\x01 \x01(\tR\x04from\")\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\")\n" +
 	"\x11ReadIndexResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index2\xb3\x01\n" +
 	"\vPeerService\x12N\n" +
