@@ -17,7 +17,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "memdb", Name: "forwarded_requests_total",
-			Help: "Requests forwarded to the leader, by kind (propose, read_index).",
+			Help: "Requests forwarded to the leader, by kind: propose, read_index (on the read-index stream), read_index_call (one call each, to a leader without the stream).",
 		}, []string{"kind"}),
 		reads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "memdb", Name: "reads_total",

@@ -30,14 +30,6 @@ func (p *peerService) Propose(ctx context.Context, req *cmdpb.ProposeRequest) (*
 	return &cmdpb.ProposeResponse{Result: res, RaftTerm: p.s.node.Status().Term}, nil
 }
 
-func (p *peerService) ReadIndex(ctx context.Context, req *cmdpb.ReadIndexRequest) (*cmdpb.ReadIndexResponse, error) {
-	idx, err := p.s.node.ReadIndexFor(ctx, req.From, req.Term)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &cmdpb.ReadIndexResponse{Index: idx}, nil
-}
-
 // propose applies a command through the leader: locally when this node
 // leads, otherwise forwarded once to the leader it knows.
 func (s *Server) propose(ctx context.Context, env *cmdpb.Envelope) (*cmdpb.Result, error) {
@@ -80,36 +72,25 @@ func (s *Server) readIndex(ctx context.Context) (uint64, error) {
 	return s.readIndexes.Get(ctx)
 }
 
-// fetchReadIndex asks the leader for a read index (one RPC).
-func (s *Server) fetchReadIndex(ctx context.Context) (uint64, error) {
-	conn, err := s.leaderConn(ctx)
-	if err != nil {
-		return 0, err
-	}
-	s.metrics.forwarded.WithLabelValues("read_index").Inc()
-	// The term is read here, after every read this request answers for
-	// arrived (rounds.Group starts a request only after its callers came):
-	// see node.ReadIndexFor for why that spares the leader a round.
-	req := &cmdpb.ReadIndexRequest{From: s.cfg.NodeID, Term: s.node.Term()}
-	resp, err := cmdpb.NewPeerServiceClient(conn).ReadIndex(s.fwd.outgoing(ctx), req)
-	if err != nil {
-		return 0, err
-	}
-	return resp.Index, nil
-}
-
 // leaderConn returns a connection to the leader, unless this request was
 // itself forwarded (no second hop) or no leader is known.
 func (s *Server) leaderConn(ctx context.Context) (grpc.ClientConnInterface, error) {
+	conn, _, err := s.leaderConnAddr(ctx)
+	return conn, err
+}
+
+// leaderConnAddr is leaderConn, with the leader's client address.
+func (s *Server) leaderConnAddr(ctx context.Context) (*grpc.ClientConn, string, error) {
 	id, addr := s.node.Leader()
 	if by := forwardedBy(ctx); by != "" || id == s.cfg.NodeID {
-		return nil, &node.NotLeaderError{LeaderID: id, LeaderAddr: addr}
+		return nil, "", &node.NotLeaderError{LeaderID: id, LeaderAddr: addr}
 	}
 	if id == "" {
-		return nil, node.ErrNoLeader
+		return nil, "", node.ErrNoLeader
 	}
 	if addr == "" {
-		return nil, fmt.Errorf("%w: leader %s has not registered its address yet", node.ErrNoLeader, id)
+		return nil, "", fmt.Errorf("%w: leader %s has not registered its address yet", node.ErrNoLeader, id)
 	}
-	return s.fwd.conn(addr)
+	conn, err := s.fwd.conn(addr)
+	return conn, addr, err
 }

@@ -129,6 +129,11 @@ type Server struct {
 	// linearizable reads that arrive on a follower while none is in
 	// flight: without it every follower read costs the leader an RPC.
 	readIndexes *rounds.Group[uint64]
+	// riStream and riNoStream belong to the readIndexes round
+	// (readindex.go): the open read-index stream to the leader, and the
+	// leader address that serves none.
+	riStream   *readIndexStream
+	riNoStream string
 	// watchers counts open watch streams; watchStreams finds them by id.
 	watchers     atomic.Int64
 	watchStreams watchStreams

@@ -300,3 +300,62 @@ func TestRequestIDs(t *testing.T) {
 		t.Fatalf("generated request id %v", got)
 	}
 }
+
+// Followers get read indexes over one stream to the leader, or with a call
+// each from a leader that does not serve the stream; either way a
+// linearizable read on a follower sees every write acknowledged before it,
+// and the leader spends no round of heartbeats on them. A stopping leader
+// ends the streams at once rather than waiting out its drain deadline.
+func TestFollowerReadIndexStreamAndFallback(t *testing.T) {
+	for _, served := range []bool{true, false} {
+		t.Run(fmt.Sprintf("stream=%v", served), func(t *testing.T) {
+			server.SetReadIndexStreamServed(served)
+			defer server.SetReadIndexStreamServed(true)
+			cl := testcluster.Start(t, 3, testcluster.Options{})
+			li := cl.Leader()
+			lcc := dial(t, cl.Members[li].Addr)
+			createKV(t, lcc, "kv")
+			_, shortcuts0 := cl.Members[li].Node.ReadIndexCounts()
+			const reads = 20
+			for i, m := range cl.Members {
+				if i == li {
+					continue
+				}
+				data := pb.NewDataServiceClient(dial(t, m.Addr))
+				for j := range reads {
+					val := fmt.Sprintf("%s-%d", m.NodeCfg.ID, j)
+					if _, err := pb.NewDataServiceClient(lcc).Upsert(ctxT(t, 5*time.Second), &pb.UpsertRequest{Table: "kv", Fields: map[string]*pb.Value{"k": str("x"), "v": str(val)}}); err != nil {
+						t.Fatal(err)
+					}
+					g, err := data.Get(ctxT(t, 5*time.Second), &pb.GetRequest{Table: "kv", Key: str("x")})
+					if err != nil || !g.Found || g.Row.Fields["v"].GetStringValue() != val {
+						t.Fatalf("linearizable read on %s after writing %q: %v %v", m.NodeCfg.ID, val, err, g.GetRow())
+					}
+				}
+				streamed, calls := server.Forwarded(m.Server, "read_index"), server.Forwarded(m.Server, "read_index_call")
+				if served && (streamed < reads || calls != 0) || !served && (streamed != 1 || calls < reads) {
+					t.Fatalf("%s: %v read indexes on the stream, %v by call", m.NodeCfg.ID, streamed, calls)
+				}
+			}
+			if _, shortcuts := cl.Members[li].Node.ReadIndexCounts(); shortcuts-shortcuts0 < 2*reads {
+				t.Fatalf("leader gave %d read indexes without a round, want at least %d", shortcuts-shortcuts0, 2*reads)
+			}
+			start := time.Now()
+			cl.StopMember(li)
+			if d := time.Since(start); d > 3*time.Second {
+				t.Fatalf("stopping the leader took %v with read-index streams open", d)
+			}
+			// The followers elect a new leader and serve linearizable reads
+			// again, through a stream to it.
+			nl := cl.Leader()
+			for i, m := range cl.Members {
+				if m.Node == nil || i == nl {
+					continue
+				}
+				if _, err := pb.NewDataServiceClient(dial(t, m.Addr)).Get(ctxT(t, 5*time.Second), &pb.GetRequest{Table: "kv", Key: str("x")}); err != nil {
+					t.Fatalf("read on %s after the leader stopped: %v", m.NodeCfg.ID, err)
+				}
+			}
+		})
+	}
+}

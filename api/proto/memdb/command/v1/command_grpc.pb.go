@@ -24,8 +24,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PeerService_Propose_FullMethodName   = "/memdb.command.v1.PeerService/Propose"
-	PeerService_ReadIndex_FullMethodName = "/memdb.command.v1.PeerService/ReadIndex"
+	PeerService_Propose_FullMethodName         = "/memdb.command.v1.PeerService/Propose"
+	PeerService_ReadIndex_FullMethodName       = "/memdb.command.v1.PeerService/ReadIndex"
+	PeerService_ReadIndexStream_FullMethodName = "/memdb.command.v1.PeerService/ReadIndexStream"
 )
 
 // PeerServiceClient is the client API for PeerService service.
@@ -38,6 +39,13 @@ const (
 type PeerServiceClient interface {
 	Propose(ctx context.Context, in *ProposeRequest, opts ...grpc.CallOption) (*ProposeResponse, error)
 	ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexResponse, error)
+	// ReadIndexStream answers read-index requests on one long-lived stream,
+	// in order, one at a time: what a follower uses while a leader is known.
+	// A message on an open stream costs far less than a call (no new HTTP/2
+	// stream, headers or trailers), and a follower asks once for every
+	// batch of linearizable reads. The stream ends with the status a call
+	// would have failed with.
+	ReadIndexStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ReadIndexStreamRequest, ReadIndexStreamResponse], error)
 }
 
 type peerServiceClient struct {
@@ -68,6 +76,19 @@ func (c *peerServiceClient) ReadIndex(ctx context.Context, in *ReadIndexRequest,
 	return out, nil
 }
 
+func (c *peerServiceClient) ReadIndexStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ReadIndexStreamRequest, ReadIndexStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &PeerService_ServiceDesc.Streams[0], PeerService_ReadIndexStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ReadIndexStreamRequest, ReadIndexStreamResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PeerService_ReadIndexStreamClient = grpc.BidiStreamingClient[ReadIndexStreamRequest, ReadIndexStreamResponse]
+
 // PeerServiceServer is the server API for PeerService service.
 // All implementations must embed UnimplementedPeerServiceServer
 // for forward compatibility.
@@ -78,6 +99,13 @@ func (c *peerServiceClient) ReadIndex(ctx context.Context, in *ReadIndexRequest,
 type PeerServiceServer interface {
 	Propose(context.Context, *ProposeRequest) (*ProposeResponse, error)
 	ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error)
+	// ReadIndexStream answers read-index requests on one long-lived stream,
+	// in order, one at a time: what a follower uses while a leader is known.
+	// A message on an open stream costs far less than a call (no new HTTP/2
+	// stream, headers or trailers), and a follower asks once for every
+	// batch of linearizable reads. The stream ends with the status a call
+	// would have failed with.
+	ReadIndexStream(grpc.BidiStreamingServer[ReadIndexStreamRequest, ReadIndexStreamResponse]) error
 	mustEmbedUnimplementedPeerServiceServer()
 }
 
@@ -93,6 +121,9 @@ func (UnimplementedPeerServiceServer) Propose(context.Context, *ProposeRequest) 
 }
 func (UnimplementedPeerServiceServer) ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReadIndex not implemented")
+}
+func (UnimplementedPeerServiceServer) ReadIndexStream(grpc.BidiStreamingServer[ReadIndexStreamRequest, ReadIndexStreamResponse]) error {
+	return status.Error(codes.Unimplemented, "method ReadIndexStream not implemented")
 }
 func (UnimplementedPeerServiceServer) mustEmbedUnimplementedPeerServiceServer() {}
 func (UnimplementedPeerServiceServer) testEmbeddedByValue()                     {}
@@ -151,6 +182,13 @@ func _PeerService_ReadIndex_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PeerService_ReadIndexStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(PeerServiceServer).ReadIndexStream(&grpc.GenericServerStream[ReadIndexStreamRequest, ReadIndexStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PeerService_ReadIndexStreamServer = grpc.BidiStreamingServer[ReadIndexStreamRequest, ReadIndexStreamResponse]
+
 // PeerService_ServiceDesc is the grpc.ServiceDesc for PeerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -167,6 +205,13 @@ var PeerService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _PeerService_ReadIndex_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ReadIndexStream",
+			Handler:       _PeerService_ReadIndexStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "memdb/command/v1/command.proto",
 }
