@@ -119,10 +119,7 @@ func (d *dataService) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetRespo
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	resp := &pb.GetResponse{Header: d.s.header(v), Found: ok}
-	if ok {
-		resp.Row = convert.RowToPB(row)
-	}
+	resp := withWire(&pb.GetResponse{}, encodeGet(d.s.header(v), row, ok))
 	return resp, nil
 }
 
@@ -138,18 +135,15 @@ func (d *dataService) BatchGet(ctx context.Context, req *pb.BatchGetRequest) (*p
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	resp := &pb.BatchGetResponse{Header: d.s.header(v), Results: make([]*pb.GetResult, len(keys))}
+	w := newBatchGetWire(d.s.header(v), len(keys))
 	for i, k := range keys {
 		row, ok, err := v.Get(req.Table, k)
 		if err != nil {
 			return nil, toStatus(fmt.Errorf("key %d: %w", i, err))
 		}
-		resp.Results[i] = &pb.GetResult{Found: ok}
-		if ok {
-			resp.Results[i].Row = convert.RowToPB(row)
-		}
+		w.add(row, ok)
 	}
-	return resp, nil
+	return withWire(&pb.BatchGetResponse{}, w.b), nil
 }
 
 func (d *dataService) Scan(ctx context.Context, req *pb.ScanRequest) (*pb.ScanResponse, error) {

@@ -133,6 +133,11 @@ func appendRow(b []byte, raw, pk string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return appendRowFields(b, r), nil
+}
+
+// appendRowFields appends the fields of a memdb.v1.Row for r.
+func appendRowFields(b []byte, r store.Row) []byte {
 	for _, f := range r.Fields {
 		b = appendEntry(b, f.Name, f.Value)
 	}
@@ -143,7 +148,7 @@ func appendRow(b []byte, raw, pk string) ([]byte, error) {
 		b = protowire.AppendTag(b, wireRowExpires, protowire.BytesType)
 		b = protowire.AppendBytes(b, appendTimestamp(nil, r.ExpiresAt))
 	}
-	return b, nil
+	return b
 }
 
 // appendKeyRow appends a Row holding only the primary key (deletes).
