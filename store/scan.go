@@ -175,7 +175,11 @@ func (s *scanner) each(reverse bool, fn func(key, raw string) bool) {
 	lo, hi := string(s.r.lo), string(s.r.hi)
 	keyOf := func(item string) string { return item }
 	pivot := func(b []byte) string { return string(b) }
-	tree := s.t.rows
+	var tree interface {
+		Ascend(pivot string, fn func(string) bool)
+		Descend(pivot string, fn func(string) bool)
+		Reverse(fn func(string) bool)
+	} = s.t.rows
 	if s.ix != nil {
 		tree = s.ix.tree
 	} else {

@@ -17,11 +17,6 @@ import (
 // rows stay four levels deep.
 const btreeDegree = 32
 
-func newRowTree() *btree.BTreeG[string] {
-	return btree.NewBTreeGOptions(func(a, b string) bool { return rowKey(a) < rowKey(b) },
-		btree.Options{Degree: btreeDegree, NoLocks: true})
-}
-
 func newIndexTree() *btree.BTreeG[string] {
 	return btree.NewBTreeGOptions(func(a, b string) bool { return a < b },
 		btree.Options{Degree: btreeDegree, NoLocks: true})

@@ -17,9 +17,9 @@ type table struct {
 	schema    *TableSchema // immutable; replaced on index changes
 	pkType    FieldType
 	createRev uint64
-	rows      *btree.BTreeG[string] // encoded rows ordered by encoded key
-	indexes   []*index              // in schema.Indexes order
-	bytes     int64                 // sum of encoded row sizes
+	rows      rowTree  // encoded rows ordered by encoded key
+	indexes   []*index // in schema.Indexes order
+	bytes     int64    // sum of encoded row sizes
 	// expiry orders the rows that have an expiry by it: entries are the
 	// expiry (8 bytes big-endian) followed by the encoded key. nil until
 	// the table's first expiring row, so tables without TTLs pay nothing.
