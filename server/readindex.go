@@ -76,9 +76,9 @@ func (s *Server) streamReadIndex(ctx context.Context, addr string, conn cmdpb.Pe
 	}
 	ri := s.riStream
 	if ri == nil {
-		// The stream lives until the server stops or it fails, not for
-		// one request.
-		sctx, cancel := context.WithCancel(s.stopping)
+		// The stream lives until the server has stopped (after draining
+		// the reads that use it) or it fails, not for one request.
+		sctx, cancel := context.WithCancel(s.peers)
 		ri = &readIndexStream{addr: addr, cancel: cancel}
 		stop := context.AfterFunc(ctx, cancel)
 		st, err := conn.ReadIndexStream(s.fwd.outgoing(sctx))
@@ -113,8 +113,11 @@ func (s *Server) readIndexErr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if errors.Is(err, io.EOF) {
-		return status.Error(codes.Unavailable, "the leader ended the read-index stream")
+	if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
+		// The stream ended under the request (the leader hung up, or this
+		// member is closing): not the caller's doing, and worth a retry
+		// elsewhere.
+		return status.Error(codes.Unavailable, "the read-index stream to the leader ended")
 	}
 	return err
 }

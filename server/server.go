@@ -144,6 +144,11 @@ type Server struct {
 	// end on their own, end then so that the drain does not wait for them.
 	stopping   context.Context
 	stopStream context.CancelFunc
+	// peers is cancelled at the end of Stop, after the drain: the
+	// read-index stream this member keeps to the leader serves the reads
+	// still draining.
+	peers      context.Context
+	closePeers context.CancelFunc
 	wg         sync.WaitGroup
 }
 
@@ -162,6 +167,7 @@ func New(cfg Config, n *node.Node) (*Server, error) {
 		inflight: make(chan struct{}, cfg.MaxInFlight), fatal: make(chan error, 1), stop: make(chan struct{}),
 	}
 	s.stopping, s.stopStream = context.WithCancel(context.Background())
+	s.peers, s.closePeers = context.WithCancel(context.Background())
 	s.live.Store(&liveSettings{limits: cfg.Limits, defaultTimeout: cfg.DefaultTimeout})
 	s.readIndexes = &rounds.Group[uint64]{WG: &s.wg, Do: func() (uint64, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), readIndexTimeout)
@@ -249,6 +255,7 @@ func (s *Server) Stop(ctx context.Context) {
 		<-done
 	}
 	s.wg.Wait()
+	s.closePeers()
 	s.fwd.close()
 }
 
