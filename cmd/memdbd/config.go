@@ -67,6 +67,7 @@ type config struct {
 	maxWatchers           int
 	streamWorkers         int
 	watchProgressInterval time.Duration
+	heapFloorBytes        int64
 }
 
 const envPrefix = "MEMDBD_"
@@ -118,6 +119,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.IntVar(&c.maxWatchers, "max-watchers", sd.MaxWatchers, "watch streams this member serves at once")
 	fs.IntVar(&c.streamWorkers, "stream-workers", sd.StreamWorkers, "long-lived goroutines that run requests (0: a new goroutine per request)")
 	fs.DurationVar(&c.watchProgressInterval, "watch-progress-interval", sd.WatchProgressInterval, "how often an idle watch stream reports its revision")
+	fs.Int64Var(&c.heapFloorBytes, "heap-floor-bytes", defaultHeapFloor, "heap the garbage collector lets the server reach before it collects, however small the data "+
+		"(fewer collections for up to this much more memory; 0: Go's default pacing)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -232,6 +235,9 @@ func (c *config) nodeConfig(version string) (node.Config, error) {
 
 // serverConfig builds and validates the server's configuration.
 func (c *config) serverConfig(version string) (server.Config, error) {
+	if c.heapFloorBytes < 0 || c.heapFloorBytes > maxHeapFloor {
+		return server.Config{}, fmt.Errorf("--heap-floor-bytes: %d is outside 0..%d", c.heapFloorBytes, int64(maxHeapFloor))
+	}
 	s := server.DefaultConfig()
 	s.NodeID, s.Version = c.nodeID, version
 	s.DefaultTimeout, s.MaxInFlight = c.requestTimeout, c.maxInFlight

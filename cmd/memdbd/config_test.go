@@ -58,6 +58,8 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 		{[]string{"--initial-cluster", "n1=127.0.0.1:7100", "--join", "x:1"}, nil, "exclusive"},
 		{[]string{"--max-txn-ops", "0"}, nil, "--max-txn-ops"},
 		{[]string{"--max-key-bytes", "1"}, nil, "--max-key-bytes"},
+		{[]string{"--heap-floor-bytes", "-1"}, nil, "--heap-floor-bytes"},
+		{[]string{"--heap-floor-bytes", "17179869185"}, nil, "--heap-floor-bytes"},
 	}
 	for _, tc := range cases {
 		c, err := parseConfig(append(append([]string{}, base...), tc.args...), env(tc.env), io.Discard)

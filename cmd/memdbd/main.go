@@ -86,7 +86,34 @@ func newLogger(c *config, level *slog.LevelVar) (*slog.Logger, error) {
 // run starts the node and its servers and blocks until ctx is cancelled
 // (SIGINT, SIGTERM), then shuts down in order. SIGHUP calls reparse and
 // applies what may change at run time.
+// defaultHeapFloor and maxHeapFloor are --heap-floor-bytes' default and
+// upper bound.
+const (
+	defaultHeapFloor = 64 << 20
+	maxHeapFloor     = 16 << 30
+)
+
+// heapFloor holds --heap-floor-bytes of heap for the life of the process.
+//
+// Why: Go collects garbage when the heap doubles its live size, and while
+// the data is small that is every few megabytes. A member allocates about
+// 11 KB per write (decoded requests and log entries, copied B-tree nodes,
+// bbolt's page buffers), so with 64 writers and 10,000 rows each member
+// collected 6 times a second and the collector took a tenth of the
+// leader's CPU. An allocation the collector counts as live but never
+// scans (no pointers) and the program never touches (no memory is
+// committed for its pages) raises every heap target by its size:
+// collections become rare while the data is small and are unaffected once
+// it is large. The cost is up to that much more garbage in memory (resident
+// size 150 MB to 210 MB in that run), and it counts against GOMEMLIMIT.
+// With 64 MiB: collections 43-45 to 10-12 per member in 7 s, CPU per write
+// (all members) 139 to 128 µs, 12.1k to 12.8k writes/s.
+var heapFloor []byte
+
 func run(ctx context.Context, c *config, reparse func() (*config, error)) error {
+	if c.heapFloorBytes > 0 && heapFloor == nil { // checked by serverConfig
+		heapFloor = make([]byte, c.heapFloorBytes)
+	}
 	// 1. Settings and logging.
 	level := new(slog.LevelVar)
 	lg, err := newLogger(c, level)
