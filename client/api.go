@@ -138,20 +138,12 @@ func (c *Client) BatchGet(ctx context.Context, table string, keys []Value, opts 
 func (c *Client) batchGet(ctx context.Context, table string, keys []*pb.Value, ro *pb.ReadOptions) ([]*Row, error) {
 	var out []*Row
 	err := c.do(ctx, false, "", func(ctx context.Context, cc *grpc.ClientConn) error {
-		r, err := pb.NewDataServiceClient(cc).BatchGet(ctx, &pb.BatchGetRequest{Table: table, Keys: keys, Read: ro})
-		if err != nil {
+		// Decoded straight into rows (readwire.go).
+		var r batchGetReply
+		if err := cc.Invoke(ctx, pb.DataService_BatchGet_FullMethodName, &pb.BatchGetRequest{Table: table, Keys: keys, Read: ro}, &r, grpc.ForceCodecV2(replyCodec)); err != nil {
 			return err
 		}
-		out = make([]*Row, len(r.Results))
-		for i, g := range r.Results {
-			if g.Found {
-				row, err := rowOf(g.Row)
-				if err != nil {
-					return err
-				}
-				out[i] = &row
-			}
-		}
+		out = r.rows
 		return nil
 	})
 	return out, wrap(err)

@@ -61,10 +61,17 @@ func (c *Codec) Marshal(v any) (mem.BufferSlice, error) {
 	return mem.BufferSlice{mem.NewBuffer(buf, pool)}, nil
 }
 
+// Unmarshaler is what decoding needs: the generated messages, and replies
+// decoded by hand (the client SDK's BatchGet).
+type Unmarshaler interface {
+	UnmarshalVT([]byte) error
+}
+
 // Unmarshal implements encoding.CodecV2. The generated methods copy every
-// string and bytes field, so the buffer is returned to the pool at once.
+// string and bytes field, so the buffer is returned to the pool at once;
+// other Unmarshalers must copy what they keep too.
 func (c *Codec) Unmarshal(data mem.BufferSlice, v any) error {
-	m, ok := v.(Message)
+	m, ok := v.(Unmarshaler)
 	if !ok {
 		return c.fallback.Unmarshal(data, v)
 	}
