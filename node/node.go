@@ -584,7 +584,9 @@ func (n *Node) ReadIndexFor(ctx context.Context, from string, term uint64) (uint
 	if n.plog != nil {
 		idx = n.plog.durableBound(idx)
 	}
-	if before != term || n.raft.State() != raft.Leader || n.raft.CurrentTerm() != term {
+	// readyTerm too: waitReady's term, not a later one it may have been
+	// re-elected in since.
+	if before != term || n.readyTerm.Load() != term || n.raft.State() != raft.Leader || n.raft.CurrentTerm() != term {
 		return n.ReadIndex(ctx)
 	}
 	n.readShortcuts.Add(1)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -39,7 +40,8 @@ type readIndexStream struct {
 }
 
 // fetchReadIndex asks the leader for a read index. Called by one round at
-// a time (readIndexes), which owns s.riStream and s.riNoStream.
+// a time (readIndexes), which owns s.riStream, s.riNoStream and
+// s.riRetryStream.
 func (s *Server) fetchReadIndex(ctx context.Context) (uint64, error) {
 	conn, addr, err := s.leaderConnAddr(ctx)
 	if err != nil {
@@ -49,14 +51,16 @@ func (s *Server) fetchReadIndex(ctx context.Context) (uint64, error) {
 	// arrived (rounds.Group starts a request only after its callers came):
 	// see node.ReadIndexFor for why that spares the leader a round.
 	term := s.node.Term()
-	if s.riNoStream != addr {
+	if s.riNoStream != addr || time.Now().After(s.riRetryStream) {
 		s.metrics.forwarded.WithLabelValues("read_index").Inc()
 		idx, err := s.streamReadIndex(ctx, addr, cmdpb.NewPeerServiceClient(conn), term)
 		if status.Code(err) != codes.Unimplemented {
 			return idx, err
 		}
 		s.log.Info("leader serves no read-index stream; asking with one call per request", "leader", addr)
-		s.riNoStream = addr
+		// Asked again a minute later: the leader may have been upgraded
+		// in place.
+		s.riNoStream, s.riRetryStream = addr, time.Now().Add(time.Minute)
 	}
 	s.metrics.forwarded.WithLabelValues("read_index_call").Inc()
 	resp, err := cmdpb.NewPeerServiceClient(conn).ReadIndex(s.fwd.outgoing(ctx), &cmdpb.ReadIndexRequest{From: s.cfg.NodeID, Term: term})

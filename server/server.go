@@ -130,11 +130,12 @@ type Server struct {
 	// linearizable reads that arrive on a follower while none is in
 	// flight: without it every follower read costs the leader an RPC.
 	readIndexes *rounds.Group[uint64]
-	// riStream and riNoStream belong to the readIndexes round
-	// (readindex.go): the open read-index stream to the leader, and the
-	// leader address that serves none.
-	riStream   *readIndexStream
-	riNoStream string
+	// riStream, riNoStream and riRetryStream belong to the readIndexes
+	// round (readindex.go): the open read-index stream to the leader, the
+	// leader address that served none, and when to ask it again.
+	riStream      *readIndexStream
+	riNoStream    string
+	riRetryStream time.Time
 	// watchers counts open watch streams; watchStreams finds them by id.
 	watchers     atomic.Int64
 	watchStreams watchStreams
