@@ -12,6 +12,7 @@ import (
 	"github.com/memdbd/memdbd/api/codec"
 	"github.com/memdbd/memdbd/api/convert"
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
+	"github.com/memdbd/memdbd/api/wire"
 	"github.com/memdbd/memdbd/store"
 )
 
@@ -24,31 +25,9 @@ import (
 // SDK, used more CPU than any member, and decoding rows was the largest
 // part of it after the transport. The result is the same as the generated
 // decoder's followed by rowOf (TestBatchGetWireMatchesGenerated), unknown
-// fields skipped as it skips them; only malformed input (a result with two
-// rows, a known field of the wrong wire type) may be read differently.
-
-// Field numbers (api/proto/memdb/v1).
-const (
-	fBatchResults = 2
-	fResultFound  = 1
-	fResultRow    = 2
-	fRowFields    = 1
-	fRowCreate    = 2
-	fRowMod       = 3
-	fRowVersion   = 4
-	fRowExpires   = 5
-	fEntryKey     = 1
-	fEntryValue   = 2
-	fValNull      = 1
-	fValString    = 2
-	fValInt       = 3
-	fValDouble    = 4
-	fValBool      = 5
-	fValBytes     = 6
-	fValTimestamp = 7
-	fTsSeconds    = 1
-	fTsNanos      = 2
-)
+// fields skipped as it skips them; only input no server sends (a result
+// with two rows, a known field of the wrong wire type, a field name given
+// twice with a bad value first) may be read differently.
 
 var errWire = errors.New("malformed response")
 
@@ -64,7 +43,7 @@ type batchGetReply struct{ rows []*Row }
 func (r *batchGetReply) UnmarshalVT(b []byte) error {
 	r.rows = r.rows[:0]
 	return eachField(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
-		if num != fBatchResults || typ != protowire.BytesType {
+		if num != wire.BatchResults || typ != protowire.BytesType {
 			return nil
 		}
 		row, err := decodeResult(v)
@@ -82,9 +61,9 @@ func decodeResult(b []byte) (*Row, error) {
 	hasRow := false
 	err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte, n uint64) error {
 		switch {
-		case num == fResultFound && typ == protowire.VarintType:
+		case num == wire.ResultFound && typ == protowire.VarintType:
 			found = n != 0
-		case num == fResultRow && typ == protowire.BytesType:
+		case num == wire.ResultRow && typ == protowire.BytesType:
 			// A message field given twice is merged; rows come once.
 			if hasRow {
 				return fmt.Errorf("%w: a result with two rows", errWire)
@@ -104,40 +83,22 @@ func decodeResult(b []byte) (*Row, error) {
 }
 
 func decodeRow(b []byte, row *Row) error {
-	var values []struct {
-		name string
-		v    []byte
-		set  bool
-	}
-	err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte, n uint64) error {
+	row.Fields = Fields{}
+	return eachField(b, func(num protowire.Number, typ protowire.Type, v []byte, n uint64) error {
 		switch {
-		case num == fRowFields && typ == protowire.BytesType:
-			var name string
-			var val []byte
-			set := false
-			if err := eachField(v, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
-				switch {
-				case num == fEntryKey && typ == protowire.BytesType:
-					name = string(v)
-				case num == fEntryValue && typ == protowire.BytesType:
-					val, set = v, true
-				}
-				return nil
-			}); err != nil {
+		case num == wire.RowFields && typ == protowire.BytesType:
+			name, val, err := decodeEntry(v)
+			if err != nil {
 				return err
 			}
-			values = append(values, struct {
-				name string
-				v    []byte
-				set  bool
-			}{name, val, set})
-		case num == fRowCreate && typ == protowire.VarintType:
+			row.Fields[name] = val // a repeated key: the last wins, as in a map
+		case num == wire.RowCreate && typ == protowire.VarintType:
 			row.CreateRevision = n
-		case num == fRowMod && typ == protowire.VarintType:
+		case num == wire.RowMod && typ == protowire.VarintType:
 			row.ModRevision = n
-		case num == fRowVersion && typ == protowire.VarintType:
+		case num == wire.RowVersion && typ == protowire.VarintType:
 			row.Version = n
-		case num == fRowExpires && typ == protowire.BytesType:
+		case num == wire.RowExpires && typ == protowire.BytesType:
 			sec, nanos, err := decodeTimestamp(v)
 			if err != nil {
 				return err
@@ -146,20 +107,28 @@ func decodeRow(b []byte, row *Row) error {
 		}
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	row.Fields = make(Fields, len(values))
-	for _, f := range values {
-		val := store.Null()
-		if f.set {
-			if val, err = decodeValue(f.v); err != nil {
-				return err
-			}
+}
+
+// decodeEntry decodes a map entry of Row.fields; no value reads as null.
+func decodeEntry(b []byte) (name string, val store.Value, err error) {
+	var raw []byte
+	set := false
+	if err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+		switch {
+		case num == wire.EntryKey && typ == protowire.BytesType:
+			name = string(v)
+		case num == wire.EntryValue && typ == protowire.BytesType:
+			raw, set = v, true
 		}
-		row.Fields[f.name] = val // a repeated key: the last wins, as in a map
+		return nil
+	}); err != nil {
+		return "", store.Value{}, err
 	}
-	return nil
+	if !set {
+		return name, store.Null(), nil
+	}
+	val, err = decodeValue(raw)
+	return name, val, err
 }
 
 // decodeValue decodes a memdb.v1.Value as convert.Value would accept it.
@@ -169,24 +138,24 @@ func decodeValue(b []byte) (store.Value, error) {
 	ferr := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte, n uint64) error {
 		// A oneof given several times keeps the last.
 		switch {
-		case num == fValNull && typ == protowire.VarintType:
+		case num == wire.ValNull && typ == protowire.VarintType:
 			val, err = store.Null(), nil
-		case num == fValString && typ == protowire.BytesType:
+		case num == wire.ValString && typ == protowire.BytesType:
 			val, err = store.String(string(v)), nil
-		case num == fValInt && typ == protowire.VarintType:
+		case num == wire.ValInt && typ == protowire.VarintType:
 			val, err = store.Int(int64(n)), nil
-		case num == fValDouble && typ == protowire.Fixed64Type:
+		case num == wire.ValDouble && typ == protowire.Fixed64Type:
 			d := math.Float64frombits(n)
 			if math.IsNaN(d) {
 				val, err = store.Value{}, fmt.Errorf("%w: NaN is not a storable double", convert.ErrInvalid)
 			} else {
 				val, err = store.Double(d), nil
 			}
-		case num == fValBool && typ == protowire.VarintType:
+		case num == wire.ValBool && typ == protowire.VarintType:
 			val, err = store.Bool(n != 0), nil
-		case num == fValBytes && typ == protowire.BytesType:
+		case num == wire.ValBytes && typ == protowire.BytesType:
 			val, err = store.Bytes(v), nil
-		case num == fValTimestamp && typ == protowire.BytesType:
+		case num == wire.ValTimestamp && typ == protowire.BytesType:
 			sec, nanos, terr := decodeTimestamp(v)
 			if terr != nil {
 				return terr
@@ -209,9 +178,9 @@ func timestampValue(sec int64, nanos int32) (store.Value, error) {
 func decodeTimestamp(b []byte) (sec int64, nanos int32, err error) {
 	err = eachField(b, func(num protowire.Number, typ protowire.Type, _ []byte, n uint64) error {
 		switch {
-		case num == fTsSeconds && typ == protowire.VarintType:
+		case num == wire.TsSeconds && typ == protowire.VarintType:
 			sec = int64(n)
-		case num == fTsNanos && typ == protowire.VarintType:
+		case num == wire.TsNanos && typ == protowire.VarintType:
 			nanos = int32(n)
 		}
 		return nil

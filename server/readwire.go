@@ -5,6 +5,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
+	"github.com/memdbd/memdbd/api/wire"
 	"github.com/memdbd/memdbd/store"
 )
 
@@ -28,11 +29,6 @@ const (
 	wireGetHeader = 1
 	wireGetFound  = 2
 	wireGetRow    = 3
-
-	wireBatchHeader  = 1
-	wireBatchResults = 2
-	wireResultFound  = 1
-	wireResultRow    = 2
 )
 
 // withWire returns m carrying b, a wire encoding of m's fields.
@@ -90,7 +86,7 @@ type batchGetWire struct {
 func newBatchGetWire(h *pb.ResponseHeader, n int) *batchGetWire {
 	// Room for n rows of a few hundred bytes; append grows it if need be.
 	w := &batchGetWire{b: make([]byte, 0, 64+n*320)}
-	w.b = appendHeader(w.b, wireBatchHeader, h)
+	w.b = appendHeader(w.b, wire.BatchHeader, h)
 	return w
 }
 
@@ -98,10 +94,10 @@ func newBatchGetWire(h *pb.ResponseHeader, n int) *batchGetWire {
 func (w *batchGetWire) add(r store.Row, found bool) {
 	w.result = w.result[:0]
 	if found {
-		w.result = protowire.AppendTag(w.result, wireResultFound, protowire.VarintType)
+		w.result = protowire.AppendTag(w.result, wire.ResultFound, protowire.VarintType)
 		w.result = protowire.AppendVarint(w.result, 1)
 		w.row = appendRowFields(w.row[:0], r)
-		w.result = appendMessage(w.result, wireResultRow, w.row)
+		w.result = appendMessage(w.result, wire.ResultRow, w.row)
 	}
-	w.b = appendMessage(w.b, wireBatchResults, w.result)
+	w.b = appendMessage(w.b, wire.BatchResults, w.result)
 }

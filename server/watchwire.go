@@ -9,6 +9,7 @@ import (
 
 	"github.com/memdbd/memdbd/api/codec"
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
+	"github.com/memdbd/memdbd/api/wire"
 	"github.com/memdbd/memdbd/store"
 	"github.com/memdbd/memdbd/watch"
 )
@@ -24,7 +25,8 @@ import (
 // memdb.v1.WatchResponse (TestWatchWireMatchesProto checks them against
 // the generated code for every value kind).
 
-// Field numbers of the messages written here (api/proto/memdb/v1).
+// Field numbers of the messages written here (api/proto/memdb/v1) that
+// the SDK does not read (the rest are in api/wire).
 const (
 	wireRespEvents   = 3
 	wireRespRevision = 6
@@ -34,23 +36,6 @@ const (
 	wireEventRow      = 3
 	wireEventPrev     = 4
 	wireEventExpired  = 5
-
-	wireRowFields    = 1
-	wireRowCreate    = 2
-	wireRowMod       = 3
-	wireRowVersion   = 4
-	wireRowExpires   = 5
-	wireEntryKey     = 1
-	wireEntryValue   = 2
-	wireTsSeconds    = 1
-	wireTsNanos      = 2
-	wireValNull      = 1
-	wireValString    = 2
-	wireValInt       = 3
-	wireValDouble    = 4
-	wireValBool      = 5
-	wireValBytes     = 6
-	wireValTimestamp = 7
 )
 
 // rawMessage is a message already in wire form.
@@ -141,11 +126,11 @@ func appendRowFields(b []byte, r store.Row) []byte {
 	for _, f := range r.Fields {
 		b = appendEntry(b, f.Name, f.Value)
 	}
-	b = appendUintField(b, wireRowCreate, r.CreateRevision)
-	b = appendUintField(b, wireRowMod, r.ModRevision)
-	b = appendUintField(b, wireRowVersion, r.Version)
+	b = appendUintField(b, wire.RowCreate, r.CreateRevision)
+	b = appendUintField(b, wire.RowMod, r.ModRevision)
+	b = appendUintField(b, wire.RowVersion, r.Version)
 	if r.ExpiresAt != 0 {
-		b = protowire.AppendTag(b, wireRowExpires, protowire.BytesType)
+		b = protowire.AppendTag(b, wire.RowExpires, protowire.BytesType)
 		b = protowire.AppendBytes(b, appendTimestamp(nil, r.ExpiresAt))
 	}
 	return b
@@ -162,12 +147,12 @@ func appendKeyRow(b []byte, key, pk string) ([]byte, error) {
 
 func appendEntry(b []byte, name string, v store.Value) []byte {
 	vn := sizeValue(v)
-	n := protowire.SizeTag(wireEntryKey) + protowire.SizeBytes(len(name)) + protowire.SizeTag(wireEntryValue) + protowire.SizeBytes(vn)
-	b = protowire.AppendTag(b, wireRowFields, protowire.BytesType)
+	n := protowire.SizeTag(wire.EntryKey) + protowire.SizeBytes(len(name)) + protowire.SizeTag(wire.EntryValue) + protowire.SizeBytes(vn)
+	b = protowire.AppendTag(b, wire.RowFields, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(n))
-	b = protowire.AppendTag(b, wireEntryKey, protowire.BytesType)
+	b = protowire.AppendTag(b, wire.EntryKey, protowire.BytesType)
 	b = protowire.AppendString(b, name)
-	b = protowire.AppendTag(b, wireEntryValue, protowire.BytesType)
+	b = protowire.AppendTag(b, wire.EntryValue, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(vn))
 	return appendValue(b, v)
 }
@@ -193,27 +178,27 @@ func sizeValue(v store.Value) int {
 func appendValue(b []byte, v store.Value) []byte {
 	switch v.Kind() {
 	case store.KindBool:
-		b = protowire.AppendTag(b, wireValBool, protowire.VarintType)
+		b = protowire.AppendTag(b, wire.ValBool, protowire.VarintType)
 		return protowire.AppendVarint(b, protowire.EncodeBool(v.AsBool()))
 	case store.KindInt:
-		b = protowire.AppendTag(b, wireValInt, protowire.VarintType)
+		b = protowire.AppendTag(b, wire.ValInt, protowire.VarintType)
 		return protowire.AppendVarint(b, uint64(v.AsInt()))
 	case store.KindDouble:
-		b = protowire.AppendTag(b, wireValDouble, protowire.Fixed64Type)
+		b = protowire.AppendTag(b, wire.ValDouble, protowire.Fixed64Type)
 		return protowire.AppendFixed64(b, math.Float64bits(v.AsDouble()))
 	case store.KindString:
-		b = protowire.AppendTag(b, wireValString, protowire.BytesType)
+		b = protowire.AppendTag(b, wire.ValString, protowire.BytesType)
 		return protowire.AppendString(b, v.AsString())
 	case store.KindBytes:
-		b = protowire.AppendTag(b, wireValBytes, protowire.BytesType)
+		b = protowire.AppendTag(b, wire.ValBytes, protowire.BytesType)
 		return protowire.AppendString(b, v.AsString())
 	case store.KindTimestamp:
-		b = protowire.AppendTag(b, wireValTimestamp, protowire.BytesType)
+		b = protowire.AppendTag(b, wire.ValTimestamp, protowire.BytesType)
 		return protowire.AppendBytes(b, appendTimestamp(nil, v.AsTimeNanos()))
 	}
 	// A oneof member is written even at its zero value: it says which
 	// member is set.
-	b = protowire.AppendTag(b, wireValNull, protowire.VarintType)
+	b = protowire.AppendTag(b, wire.ValNull, protowire.VarintType)
 	return protowire.AppendVarint(b, 0)
 }
 
@@ -224,6 +209,6 @@ func appendTimestamp(b []byte, unixNanos int64) []byte {
 	if nsec < 0 {
 		sec, nsec = sec-1, nsec+1e9
 	}
-	b = appendUintField(b, wireTsSeconds, uint64(sec))
-	return appendUintField(b, wireTsNanos, uint64(nsec))
+	b = appendUintField(b, wire.TsSeconds, uint64(sec))
+	return appendUintField(b, wire.TsNanos, uint64(nsec))
 }
