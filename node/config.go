@@ -98,6 +98,11 @@ type Config struct {
 	// writes them to its own disk (logstore.go); a write then waits for
 	// the slower of the two instead of both in a row.
 	ParallelAppend bool
+	// ReadLease lets the leader serve linearizable reads without a round
+	// of heartbeats while followers have promised not to elect another
+	// leader (lease.go). It assumes the members' clocks run at nearly the
+	// same rate (within 10% of each other); not that they agree.
+	ReadLease bool
 	// SnapshotThreshold: entries since the last snapshot that trigger one.
 	SnapshotThreshold uint64
 	// SnapshotInterval: how often the threshold is checked.
@@ -136,6 +141,7 @@ func DefaultConfig() Config {
 		CommitTimeout:      20 * time.Millisecond,
 		MaxAppendEntries:   256,
 		ParallelAppend:     true,
+		ReadLease:          true,
 		SnapshotThreshold:  16384,
 		SnapshotInterval:   30 * time.Second,
 		TrailingLogs:       10240,

@@ -89,10 +89,10 @@ func storedLast(t *testing.T, s raft.LogStore) uint64 {
 	return last
 }
 
-// waitFor polls cond for up to two seconds.
+// waitFor polls cond for up to ten seconds.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
 		if cond() {
 			return
 		}

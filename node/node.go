@@ -54,6 +54,11 @@ type Node struct {
 	// (ReadIndexFor).
 	leadershipRounds, readShortcuts atomic.Uint64
 
+	// lease lets the leader skip the round (lease.go); leaseReads counts
+	// the read indexes it gave under one, leaseProbes the rounds of probes.
+	lease                   leases
+	leaseReads, leaseProbes atomic.Uint64
+
 	// watches receives every applied change; watch streams read from it.
 	watches *watch.Hub
 
@@ -164,6 +169,9 @@ func Open(cfg Config) (*Node, error) {
 		n.token = idt.ClusterToken
 	}
 	n.hadState = hasState
+	if err := waitOutPromises(cfg, lg); err != nil {
+		return nil, fmt.Errorf("read lease: %w", err)
+	}
 	// 4. The transport, on its own port.
 	adv, err := net.ResolveTCPAddr("tcp", cfg.raftAdvertise())
 	if err != nil {
@@ -236,6 +244,10 @@ func Open(cfg Config) (*Node, error) {
 		lg.Info("no data and no initial cluster: waiting to be added to a cluster")
 	}
 	n.wg.Add(3)
+	if cfg.ReadLease {
+		n.wg.Add(1)
+		go n.renewLeases()
+	}
 	go n.watchLeadership()
 	go n.everyWhileLeader(cfg.TickInterval, n.tick)
 	go n.everyWhileLeader(cfg.ExpireInterval, n.expireDue)
@@ -522,8 +534,8 @@ func (n *Node) mapApplyError(err error) error {
 }
 
 // ReadIndex returns the index a linearizable read must observe: the commit
-// index at the time of the call, after a quorum confirmed this node still
-// leads. Leader only.
+// index at the time of the call, once a lease (lease.go) or a round of
+// heartbeats to a quorum confirmed this node still leads. Leader only.
 func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
@@ -536,6 +548,10 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 		// An entry committed but not yet on this leader's disk is not
 		// visible anywhere yet (logstore.go); a read need not wait for it.
 		idx = n.plog.durableBound(idx)
+	}
+	if n.cfg.ReadLease && n.leaseHeld() {
+		n.leaseReads.Add(1)
+		return idx, nil
 	}
 	if _, err := n.verify.Get(ctx); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
@@ -741,6 +757,7 @@ func (n *Node) TransferLeadership(ctx context.Context) error {
 		return nil
 	}
 	start := time.Now()
+	n.stopLeases()
 	fut := n.raft.LeadershipTransfer()
 	done := make(chan error, 1)
 	go func() { done <- fut.Error() }()
@@ -827,6 +844,7 @@ func (n *Node) TransferLeadershipTo(ctx context.Context, id string) error {
 	}
 	var fut raft.Future
 	if id == "" {
+		n.stopLeases()
 		fut = n.raft.LeadershipTransfer()
 	} else {
 		var addr raft.ServerAddress
@@ -838,6 +856,7 @@ func (n *Node) TransferLeadershipTo(ctx context.Context, id string) error {
 		if addr == "" {
 			return fmt.Errorf("%w: no member %q", errUnknownMember, id)
 		}
+		n.stopLeases()
 		fut = n.raft.LeadershipTransferToServer(raft.ServerID(id), addr)
 	}
 	done := make(chan error, 1)

@@ -15,8 +15,8 @@ import (
 type nodeCollector struct {
 	n *node.Node
 
-	state, term, commit, applied, lag, logPending, contact, snapIndex, snapAge, snapBytes, halted, rows, bytes *prometheus.Desc
-	watchers, histEvents, histBytes, histOldest, clockLag, nextExpiry, leaderRounds, readShortcuts             *prometheus.Desc
+	state, term, commit, applied, lag, logPending, contact, snapIndex, snapAge, snapBytes, halted, rows, bytes                         *prometheus.Desc
+	watchers, histEvents, histBytes, histOldest, clockLag, nextExpiry, leaderRounds, readShortcuts, leaseReads, leaseProbes, leaseLeft *prometheus.Desc
 }
 
 func newNodeCollector(n *node.Node) *nodeCollector {
@@ -47,13 +47,17 @@ func newNodeCollector(n *node.Node) *nodeCollector {
 			"(each shared by the reads that arrived while the previous one ran)."),
 		readShortcuts: d("read_index_without_round_total", "Read indexes this node gave followers as leader without a round of heartbeats: "+
 			"the follower's request acknowledged the leader's term (clusters of up to three voters)."),
-		nextExpiry: d("ttl_next_expiry_seconds", "Seconds until the earliest row expiry (negative: overdue for the leader's sweep)."),
+		leaseReads: d("read_index_leased_total", "Read indexes this node gave as leader under a read lease, without a round of heartbeats "+
+			"(followers had promised not to elect another leader; see --read-lease)."),
+		leaseProbes: d("read_lease_probes_total", "Rounds of lease probes this node sent to the other voters as leader."),
+		leaseLeft:   d("read_lease_remaining_seconds", "How long the read lease this node holds as leader has left (0: none; reads take a round of heartbeats)."),
+		nextExpiry:  d("ttl_next_expiry_seconds", "Seconds until the earliest row expiry (negative: overdue for the leader's sweep)."),
 	}
 }
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.state, c.term, c.commit, c.applied, c.lag, c.logPending, c.contact, c.snapIndex, c.snapAge, c.snapBytes, c.halted, c.rows, c.bytes,
-		c.watchers, c.histEvents, c.histBytes, c.histOldest, c.clockLag, c.nextExpiry, c.leaderRounds, c.readShortcuts} {
+		c.watchers, c.histEvents, c.histBytes, c.histOldest, c.clockLag, c.nextExpiry, c.leaderRounds, c.readShortcuts, c.leaseReads, c.leaseProbes, c.leaseLeft} {
 		ch <- d
 	}
 }
@@ -97,6 +101,10 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	rounds, shortcuts := c.n.ReadIndexCounts()
 	ch <- prometheus.MustNewConstMetric(c.leaderRounds, prometheus.CounterValue, float64(rounds))
 	ch <- prometheus.MustNewConstMetric(c.readShortcuts, prometheus.CounterValue, float64(shortcuts))
+	leased, probes := c.n.LeaseCounts()
+	ch <- prometheus.MustNewConstMetric(c.leaseReads, prometheus.CounterValue, float64(leased))
+	ch <- prometheus.MustNewConstMetric(c.leaseProbes, prometheus.CounterValue, float64(probes))
+	gauge(c.leaseLeft, c.n.LeaseRemaining().Seconds())
 	v := c.n.FSM().Store().View()
 	if next := v.NextExpiry(); next != 0 {
 		gauge(c.nextExpiry, time.Duration(next-time.Now().UnixNano()).Seconds())

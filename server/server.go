@@ -193,6 +193,7 @@ func New(cfg Config, n *node.Node) (*Server, error) {
 	pb.RegisterSchemaServiceServer(s.grpc, &schemaService{s: s})
 	pb.RegisterClusterServiceServer(s.grpc, &clusterService{s: s})
 	cmdpb.RegisterPeerServiceServer(s.grpc, &peerService{s: s})
+	n.SetLeaseProber(s.probeLease)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	if cfg.Registerer != nil {

@@ -13,8 +13,10 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	cmdpb "github.com/memdbd/memdbd/api/proto/memdb/command/v1"
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
 	"github.com/memdbd/memdbd/internal/testcluster"
+	"github.com/memdbd/memdbd/node"
 	"github.com/memdbd/memdbd/server"
 )
 
@@ -355,6 +357,81 @@ func TestFollowerReadIndexStreamAndFallback(t *testing.T) {
 				if _, err := pb.NewDataServiceClient(dial(t, m.Addr)).Get(ctxT(t, 5*time.Second), &pb.GetRequest{Table: "kv", Key: str("x")}); err != nil {
 					t.Fatalf("read on %s after the leader stopped: %v", m.NodeCfg.ID, err)
 				}
+			}
+		})
+	}
+}
+
+// The leader holds a read lease made of its followers' promises, fetched
+// over the peer service, and serves linearizable reads under it without a
+// round of heartbeats. A member with leases off promises nothing, and a
+// leader without promises from a majority takes rounds.
+func TestReadLeaseOverThePeerService(t *testing.T) {
+	for _, followersOn := range []bool{true, false} {
+		t.Run(fmt.Sprintf("followers=%v", followersOn), func(t *testing.T) {
+			cl := testcluster.Start(t, 3, testcluster.Options{Tune: func(c *node.Config) {
+				c.ReadLease = followersOn || c.ID == "n1"
+			}})
+			li := cl.Leader()
+			lcc := dial(t, cl.Members[li].Addr)
+			createKV(t, lcc, "kv")
+			ln := cl.Members[li].Node
+			term := ln.Term()
+			for i, m := range cl.Members {
+				if i == li {
+					continue
+				}
+				var promise int64
+				peer := cmdpb.NewPeerServiceClient(dial(t, m.Addr))
+				// A follower promises once it has heard from the leader.
+				deadline := time.Now().Add(5 * time.Second)
+				for time.Now().Before(deadline) {
+					resp, err := peer.LeaseProbe(ctxT(t, time.Second),
+						&cmdpb.LeaseProbeRequest{From: ln.ID(), Term: term})
+					if err != nil {
+						t.Fatal(err)
+					}
+					if promise = resp.PromiseNanos; promise > 0 || !m.NodeCfg.ReadLease {
+						break
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+				if on := m.NodeCfg.ReadLease; (promise > 0) != on || time.Duration(promise) > m.NodeCfg.HeartbeatTimeout {
+					t.Fatalf("%s (leases %v) promised %v", m.NodeCfg.ID, on, time.Duration(promise))
+				}
+			}
+			if followersOn {
+				deadline := time.Now().Add(5 * time.Second)
+				for ln.LeaseRemaining() == 0 && time.Now().Before(deadline) {
+					time.Sleep(5 * time.Millisecond)
+				}
+			} else {
+				time.Sleep(3 * ln.Config().HeartbeatTimeout) // probes would have come back by now
+			}
+			rounds0, _ := ln.ReadIndexCounts()
+			leased0, probes := ln.LeaseCounts()
+			if probes == 0 && ln.Config().ReadLease {
+				t.Fatal("the leader sent no lease probes")
+			}
+			data := pb.NewDataServiceClient(lcc)
+			const reads = 20
+			for j := range reads {
+				val := fmt.Sprintf("v%d", j)
+				if _, err := data.Upsert(ctxT(t, 5*time.Second), &pb.UpsertRequest{Table: "kv", Fields: map[string]*pb.Value{"k": str("x"), "v": str(val)}}); err != nil {
+					t.Fatal(err)
+				}
+				g, err := data.Get(ctxT(t, 5*time.Second), &pb.GetRequest{Table: "kv", Key: str("x")})
+				if err != nil || !g.Found || g.Row.Fields["v"].GetStringValue() != val {
+					t.Fatalf("linearizable read after writing %q: %v %v", val, err, g.GetRow())
+				}
+			}
+			rounds1, _ := ln.ReadIndexCounts()
+			leased1, _ := ln.LeaseCounts()
+			switch {
+			case followersOn && (leased1-leased0 < reads/2 || rounds1-rounds0 > reads/2):
+				t.Fatalf("with promises: %d leased reads, %d rounds", leased1-leased0, rounds1-rounds0)
+			case !followersOn && (leased1 != leased0 || rounds1-rounds0 < reads):
+				t.Fatalf("without promises: %d leased reads, %d rounds", leased1-leased0, rounds1-rounds0)
 			}
 		})
 	}

@@ -1178,6 +1178,105 @@ func (x *ReadIndexResponse) GetIndex() uint64 {
 	return 0
 }
 
+type LeaseProbeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The asking leader's member id and Raft term.
+	From          string `protobuf:"bytes,1,opt,name=from" json:"from,omitempty"`
+	Term          uint64 `protobuf:"varint,2,opt,name=term" json:"term,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseProbeRequest) Reset() {
+	*x = LeaseProbeRequest{}
+	mi := &file_memdb_command_v1_command_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseProbeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseProbeRequest) ProtoMessage() {}
+
+func (x *LeaseProbeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_command_v1_command_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseProbeRequest.ProtoReflect.Descriptor instead.
+func (*LeaseProbeRequest) Descriptor() ([]byte, []int) {
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *LeaseProbeRequest) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *LeaseProbeRequest) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+type LeaseProbeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How long, from when the follower answered, it will vote for no other
+	// candidate; 0: no promise (another term or leader, leases off).
+	PromiseNanos  int64 `protobuf:"varint,1,opt,name=promise_nanos,json=promiseNanos" json:"promise_nanos,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseProbeResponse) Reset() {
+	*x = LeaseProbeResponse{}
+	mi := &file_memdb_command_v1_command_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseProbeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseProbeResponse) ProtoMessage() {}
+
+func (x *LeaseProbeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_command_v1_command_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseProbeResponse.ProtoReflect.Descriptor instead.
+func (*LeaseProbeResponse) Descriptor() ([]byte, []int) {
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *LeaseProbeResponse) GetPromiseNanos() int64 {
+	if x != nil {
+		return x.PromiseNanos
+	}
+	return 0
+}
+
 // ReadIndexStreamRequest is ReadIndexRequest on a stream.
 type ReadIndexStreamRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1189,7 +1288,7 @@ type ReadIndexStreamRequest struct {
 
 func (x *ReadIndexStreamRequest) Reset() {
 	*x = ReadIndexStreamRequest{}
-	mi := &file_memdb_command_v1_command_proto_msgTypes[17]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1201,7 +1300,7 @@ func (x *ReadIndexStreamRequest) String() string {
 func (*ReadIndexStreamRequest) ProtoMessage() {}
 
 func (x *ReadIndexStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_command_v1_command_proto_msgTypes[17]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1214,7 +1313,7 @@ func (x *ReadIndexStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexStreamRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexStreamRequest) Descriptor() ([]byte, []int) {
-	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ReadIndexStreamRequest) GetFrom() string {
@@ -1241,7 +1340,7 @@ type ReadIndexStreamResponse struct {
 
 func (x *ReadIndexStreamResponse) Reset() {
 	*x = ReadIndexStreamResponse{}
-	mi := &file_memdb_command_v1_command_proto_msgTypes[18]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1352,7 @@ func (x *ReadIndexStreamResponse) String() string {
 func (*ReadIndexStreamResponse) ProtoMessage() {}
 
 func (x *ReadIndexStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_command_v1_command_proto_msgTypes[18]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1365,7 @@ func (x *ReadIndexStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexStreamResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexStreamResponse) Descriptor() ([]byte, []int) {
-	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{18}
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ReadIndexStreamResponse) GetIndex() uint64 {
@@ -1362,16 +1461,23 @@ const file_memdb_command_v1_command_proto_rawDesc = "" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\")\n" +
 	"\x11ReadIndexResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index\"@\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\";\n" +
+	"\x11LeaseProbeRequest\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\"9\n" +
+	"\x12LeaseProbeResponse\x12#\n" +
+	"\rpromise_nanos\x18\x01 \x01(\x03R\fpromiseNanos\"@\n" +
 	"\x16ReadIndexStreamRequest\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\"/\n" +
 	"\x17ReadIndexStreamResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index2\x9f\x02\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index2\xf8\x02\n" +
 	"\vPeerService\x12N\n" +
 	"\aPropose\x12 .memdb.command.v1.ProposeRequest\x1a!.memdb.command.v1.ProposeResponse\x12T\n" +
 	"\tReadIndex\x12\".memdb.command.v1.ReadIndexRequest\x1a#.memdb.command.v1.ReadIndexResponse\x12j\n" +
-	"\x0fReadIndexStream\x12(.memdb.command.v1.ReadIndexStreamRequest\x1a).memdb.command.v1.ReadIndexStreamResponse(\x010\x01BFZ=github.com/memdbd/memdbd/api/proto/memdb/command/v1;commandv1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
+	"\x0fReadIndexStream\x12(.memdb.command.v1.ReadIndexStreamRequest\x1a).memdb.command.v1.ReadIndexStreamResponse(\x010\x01\x12W\n" +
+	"\n" +
+	"LeaseProbe\x12#.memdb.command.v1.LeaseProbeRequest\x1a$.memdb.command.v1.LeaseProbeResponseBFZ=github.com/memdbd/memdbd/api/proto/memdb/command/v1;commandv1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
 var (
 	file_memdb_command_v1_command_proto_rawDescOnce sync.Once
@@ -1385,7 +1491,7 @@ func file_memdb_command_v1_command_proto_rawDescGZIP() []byte {
 	return file_memdb_command_v1_command_proto_rawDescData
 }
 
-var file_memdb_command_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_memdb_command_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_memdb_command_v1_command_proto_goTypes = []any{
 	(*Envelope)(nil),                // 0: memdb.command.v1.Envelope
 	(*Txn)(nil),                     // 1: memdb.command.v1.Txn
@@ -1404,45 +1510,49 @@ var file_memdb_command_v1_command_proto_goTypes = []any{
 	(*ProposeResponse)(nil),         // 14: memdb.command.v1.ProposeResponse
 	(*ReadIndexRequest)(nil),        // 15: memdb.command.v1.ReadIndexRequest
 	(*ReadIndexResponse)(nil),       // 16: memdb.command.v1.ReadIndexResponse
-	(*ReadIndexStreamRequest)(nil),  // 17: memdb.command.v1.ReadIndexStreamRequest
-	(*ReadIndexStreamResponse)(nil), // 18: memdb.command.v1.ReadIndexStreamResponse
-	nil,                             // 19: memdb.command.v1.Session.ResultsEntry
-	(*v1.WriteSession)(nil),         // 20: memdb.v1.WriteSession
-	(*v1.TableSchema)(nil),          // 21: memdb.v1.TableSchema
-	(*v1.Condition)(nil),            // 22: memdb.v1.Condition
-	(*v1.Op)(nil),                   // 23: memdb.v1.Op
-	(*v1.IndexSchema)(nil),          // 24: memdb.v1.IndexSchema
-	(*v1.OpResult)(nil),             // 25: memdb.v1.OpResult
+	(*LeaseProbeRequest)(nil),       // 17: memdb.command.v1.LeaseProbeRequest
+	(*LeaseProbeResponse)(nil),      // 18: memdb.command.v1.LeaseProbeResponse
+	(*ReadIndexStreamRequest)(nil),  // 19: memdb.command.v1.ReadIndexStreamRequest
+	(*ReadIndexStreamResponse)(nil), // 20: memdb.command.v1.ReadIndexStreamResponse
+	nil,                             // 21: memdb.command.v1.Session.ResultsEntry
+	(*v1.WriteSession)(nil),         // 22: memdb.v1.WriteSession
+	(*v1.TableSchema)(nil),          // 23: memdb.v1.TableSchema
+	(*v1.Condition)(nil),            // 24: memdb.v1.Condition
+	(*v1.Op)(nil),                   // 25: memdb.v1.Op
+	(*v1.IndexSchema)(nil),          // 26: memdb.v1.IndexSchema
+	(*v1.OpResult)(nil),             // 27: memdb.v1.OpResult
 }
 var file_memdb_command_v1_command_proto_depIdxs = []int32{
-	20, // 0: memdb.command.v1.Envelope.session:type_name -> memdb.v1.WriteSession
+	22, // 0: memdb.command.v1.Envelope.session:type_name -> memdb.v1.WriteSession
 	1,  // 1: memdb.command.v1.Envelope.txn:type_name -> memdb.command.v1.Txn
-	21, // 2: memdb.command.v1.Envelope.create_table:type_name -> memdb.v1.TableSchema
+	23, // 2: memdb.command.v1.Envelope.create_table:type_name -> memdb.v1.TableSchema
 	2,  // 3: memdb.command.v1.Envelope.drop_table:type_name -> memdb.command.v1.DropTable
 	3,  // 4: memdb.command.v1.Envelope.create_index:type_name -> memdb.command.v1.CreateIndex
 	4,  // 5: memdb.command.v1.Envelope.drop_index:type_name -> memdb.command.v1.DropIndex
 	5,  // 6: memdb.command.v1.Envelope.tick:type_name -> memdb.command.v1.Tick
 	7,  // 7: memdb.command.v1.Envelope.register_member:type_name -> memdb.command.v1.RegisterMember
 	6,  // 8: memdb.command.v1.Envelope.expire:type_name -> memdb.command.v1.Expire
-	22, // 9: memdb.command.v1.Txn.conditions:type_name -> memdb.v1.Condition
-	23, // 10: memdb.command.v1.Txn.then:type_name -> memdb.v1.Op
-	23, // 11: memdb.command.v1.Txn.else:type_name -> memdb.v1.Op
-	24, // 12: memdb.command.v1.CreateIndex.index:type_name -> memdb.v1.IndexSchema
-	25, // 13: memdb.command.v1.Result.results:type_name -> memdb.v1.OpResult
-	19, // 14: memdb.command.v1.Session.results:type_name -> memdb.command.v1.Session.ResultsEntry
+	24, // 9: memdb.command.v1.Txn.conditions:type_name -> memdb.v1.Condition
+	25, // 10: memdb.command.v1.Txn.then:type_name -> memdb.v1.Op
+	25, // 11: memdb.command.v1.Txn.else:type_name -> memdb.v1.Op
+	26, // 12: memdb.command.v1.CreateIndex.index:type_name -> memdb.v1.IndexSchema
+	27, // 13: memdb.command.v1.Result.results:type_name -> memdb.v1.OpResult
+	21, // 14: memdb.command.v1.Session.results:type_name -> memdb.command.v1.Session.ResultsEntry
 	7,  // 15: memdb.command.v1.SnapshotMembers.members:type_name -> memdb.command.v1.RegisterMember
-	21, // 16: memdb.command.v1.SnapshotTable.schema:type_name -> memdb.v1.TableSchema
+	23, // 16: memdb.command.v1.SnapshotTable.schema:type_name -> memdb.v1.TableSchema
 	0,  // 17: memdb.command.v1.ProposeRequest.envelope:type_name -> memdb.command.v1.Envelope
 	8,  // 18: memdb.command.v1.ProposeResponse.result:type_name -> memdb.command.v1.Result
 	8,  // 19: memdb.command.v1.Session.ResultsEntry.value:type_name -> memdb.command.v1.Result
 	13, // 20: memdb.command.v1.PeerService.Propose:input_type -> memdb.command.v1.ProposeRequest
 	15, // 21: memdb.command.v1.PeerService.ReadIndex:input_type -> memdb.command.v1.ReadIndexRequest
-	17, // 22: memdb.command.v1.PeerService.ReadIndexStream:input_type -> memdb.command.v1.ReadIndexStreamRequest
-	14, // 23: memdb.command.v1.PeerService.Propose:output_type -> memdb.command.v1.ProposeResponse
-	16, // 24: memdb.command.v1.PeerService.ReadIndex:output_type -> memdb.command.v1.ReadIndexResponse
-	18, // 25: memdb.command.v1.PeerService.ReadIndexStream:output_type -> memdb.command.v1.ReadIndexStreamResponse
-	23, // [23:26] is the sub-list for method output_type
-	20, // [20:23] is the sub-list for method input_type
+	19, // 22: memdb.command.v1.PeerService.ReadIndexStream:input_type -> memdb.command.v1.ReadIndexStreamRequest
+	17, // 23: memdb.command.v1.PeerService.LeaseProbe:input_type -> memdb.command.v1.LeaseProbeRequest
+	14, // 24: memdb.command.v1.PeerService.Propose:output_type -> memdb.command.v1.ProposeResponse
+	16, // 25: memdb.command.v1.PeerService.ReadIndex:output_type -> memdb.command.v1.ReadIndexResponse
+	20, // 26: memdb.command.v1.PeerService.ReadIndexStream:output_type -> memdb.command.v1.ReadIndexStreamResponse
+	18, // 27: memdb.command.v1.PeerService.LeaseProbe:output_type -> memdb.command.v1.LeaseProbeResponse
+	24, // [24:28] is the sub-list for method output_type
+	20, // [20:24] is the sub-list for method input_type
 	20, // [20:20] is the sub-list for extension type_name
 	20, // [20:20] is the sub-list for extension extendee
 	0,  // [0:20] is the sub-list for field type_name
@@ -1469,7 +1579,7 @@ func file_memdb_command_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_memdb_command_v1_command_proto_rawDesc), len(file_memdb_command_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

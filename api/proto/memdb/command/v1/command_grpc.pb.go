@@ -27,6 +27,7 @@ const (
 	PeerService_Propose_FullMethodName         = "/memdb.command.v1.PeerService/Propose"
 	PeerService_ReadIndex_FullMethodName       = "/memdb.command.v1.PeerService/ReadIndex"
 	PeerService_ReadIndexStream_FullMethodName = "/memdb.command.v1.PeerService/ReadIndexStream"
+	PeerService_LeaseProbe_FullMethodName      = "/memdb.command.v1.PeerService/LeaseProbe"
 )
 
 // PeerServiceClient is the client API for PeerService service.
@@ -46,6 +47,10 @@ type PeerServiceClient interface {
 	// batch of linearizable reads. The stream ends with the status a call
 	// would have failed with.
 	ReadIndexStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ReadIndexStreamRequest, ReadIndexStreamResponse], error)
+	// LeaseProbe asks a follower how long it will refuse to vote for any
+	// candidate but the caller: the promise a leader's read lease is made
+	// of (node/lease.go).
+	LeaseProbe(ctx context.Context, in *LeaseProbeRequest, opts ...grpc.CallOption) (*LeaseProbeResponse, error)
 }
 
 type peerServiceClient struct {
@@ -89,6 +94,16 @@ func (c *peerServiceClient) ReadIndexStream(ctx context.Context, opts ...grpc.Ca
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PeerService_ReadIndexStreamClient = grpc.BidiStreamingClient[ReadIndexStreamRequest, ReadIndexStreamResponse]
 
+func (c *peerServiceClient) LeaseProbe(ctx context.Context, in *LeaseProbeRequest, opts ...grpc.CallOption) (*LeaseProbeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeaseProbeResponse)
+	err := c.cc.Invoke(ctx, PeerService_LeaseProbe_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServiceServer is the server API for PeerService service.
 // All implementations must embed UnimplementedPeerServiceServer
 // for forward compatibility.
@@ -106,6 +121,10 @@ type PeerServiceServer interface {
 	// batch of linearizable reads. The stream ends with the status a call
 	// would have failed with.
 	ReadIndexStream(grpc.BidiStreamingServer[ReadIndexStreamRequest, ReadIndexStreamResponse]) error
+	// LeaseProbe asks a follower how long it will refuse to vote for any
+	// candidate but the caller: the promise a leader's read lease is made
+	// of (node/lease.go).
+	LeaseProbe(context.Context, *LeaseProbeRequest) (*LeaseProbeResponse, error)
 	mustEmbedUnimplementedPeerServiceServer()
 }
 
@@ -124,6 +143,9 @@ func (UnimplementedPeerServiceServer) ReadIndex(context.Context, *ReadIndexReque
 }
 func (UnimplementedPeerServiceServer) ReadIndexStream(grpc.BidiStreamingServer[ReadIndexStreamRequest, ReadIndexStreamResponse]) error {
 	return status.Error(codes.Unimplemented, "method ReadIndexStream not implemented")
+}
+func (UnimplementedPeerServiceServer) LeaseProbe(context.Context, *LeaseProbeRequest) (*LeaseProbeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LeaseProbe not implemented")
 }
 func (UnimplementedPeerServiceServer) mustEmbedUnimplementedPeerServiceServer() {}
 func (UnimplementedPeerServiceServer) testEmbeddedByValue()                     {}
@@ -189,6 +211,24 @@ func _PeerService_ReadIndexStream_Handler(srv interface{}, stream grpc.ServerStr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PeerService_ReadIndexStreamServer = grpc.BidiStreamingServer[ReadIndexStreamRequest, ReadIndexStreamResponse]
 
+func _PeerService_LeaseProbe_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LeaseProbeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServiceServer).LeaseProbe(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PeerService_LeaseProbe_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServiceServer).LeaseProbe(ctx, req.(*LeaseProbeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PeerService_ServiceDesc is the grpc.ServiceDesc for PeerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -203,6 +243,10 @@ var PeerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReadIndex",
 			Handler:    _PeerService_ReadIndex_Handler,
+		},
+		{
+			MethodName: "LeaseProbe",
+			Handler:    _PeerService_LeaseProbe_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
