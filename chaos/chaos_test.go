@@ -50,7 +50,7 @@ func TestFaultSuite(t *testing.T) {
 		seed    uint64
 		nemeses string
 	}{
-		{"crashes", 11, "kill-leader,kill-follower,kill-all,pause-leader,membership-churn"},
+		{"crashes", 11, "kill-leader,kill-follower,kill-all,pause-leader,pause-leader-reads,membership-churn"},
 		{"partitions", 12, "partition-leader,partition-follower,bridge,one-way,flapping,all-isolated"},
 		// Every fault here forces a snapshot install, so that installs (and
 		// kills during them) are certain to happen in every run.
@@ -78,6 +78,9 @@ func TestFaultSuite(t *testing.T) {
 			}
 			if rep.SnapshotsTaken == 0 {
 				t.Fatal("no snapshot was taken: the run did not exercise snapshots")
+			}
+			if rep.LeaseTerms == 0 {
+				t.Fatal("no leader held a read lease: the run did not exercise leased reads")
 			}
 			if s.name == "snapshots" && rep.SnapshotInstalls == 0 {
 				t.Fatal("no follower installed a snapshot from the leader")

@@ -5,7 +5,13 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/anishathalye/porcupine"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
 )
@@ -23,6 +29,7 @@ var Nemeses = []Nemesis{
 	{"kill-follower", killFollower},
 	{"kill-all", killAll},
 	{"pause-leader", pauseLeader},
+	{"pause-leader-reads", pauseLeaderReads},
 	{"partition-leader", partitionLeader},
 	{"partition-follower", partitionFollower},
 	{"bridge", bridge},
@@ -137,6 +144,102 @@ func pauseLeader(ctx context.Context, h *harness, rng *rand.Rand) (string, bool)
 	sleepCtx(ctx, d)
 	h.c.Resume(l)
 	return fmt.Sprintf("SIGSTOP %s (leader=%v) for %v", h.c.nodes[l].id, isLeader, d.Round(time.Millisecond)), isLeader
+}
+
+// pauseLeaderReads pauses the leader until the others have elected a new
+// one and it has acknowledged a register write, then sends linearizable
+// reads of that register to the paused old leader and resumes it. The
+// reads wait in its sockets and it meets them before (or while) it learns
+// of the new term: a leader that trusted a read lease (or anything else)
+// past its pause would answer them from the state it had before the write,
+// and the register history fails the linearizability check. Without the
+// register workload it is pause-leader.
+func pauseLeaderReads(ctx context.Context, h *harness, rng *rand.Rand) (string, bool) {
+	l, isLeader := h.leaderOrAny(ctx, rng)
+	if !isLeader || h.regKeys == 0 {
+		return pauseLeader(ctx, h, rng)
+	}
+	old, err := grpc.NewClient(h.c.nodes[l].clientAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return pauseLeader(ctx, h, rng)
+	}
+	defer old.Close()
+	key := rng.IntN(h.regKeys)
+	get := &pb.GetRequest{Table: "register", Key: &pb.Value{Kind: &pb.Value_IntValue{IntValue: int64(key)}}}
+	// Connect before the pause.
+	wctx, cancel := context.WithTimeout(ctx, time.Second)
+	_, _ = pb.NewDataServiceClient(old).Get(wctx, get)
+	cancel()
+
+	h.c.Pause(l)
+	h.mark()
+	paused := time.Now()
+	defer h.c.Resume(l)
+	// A new leader, and a write of a value no worker writes, acknowledged.
+	nl := -1
+	for nl < 0 && time.Since(paused) < 5*time.Second && ctx.Err() == nil {
+		sleepCtx(ctx, 20*time.Millisecond)
+		if i := h.c.Leader(ctx); i >= 0 && i != l {
+			nl = i
+		}
+	}
+	if nl < 0 {
+		h.c.Resume(l)
+		return fmt.Sprintf("SIGSTOP %s (leader) for %v; no new leader meanwhile", h.c.nodes[l].id, time.Since(paused).Round(time.Millisecond)), true
+	}
+	h.staleProbe++
+	val := int64(1000 + h.staleProbe)
+	wrote := h.registerWrite(ctx, nl, key, val)
+	// The reads, sent to the paused old leader.
+	const reads = 8
+	var wg sync.WaitGroup
+	var served atomic.Int64
+	for i := range reads {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			defer cancel()
+			call := h.rec.Now()
+			resp, err := pb.NewDataServiceClient(old).Get(rctx, get)
+			if err != nil || !resp.Found {
+				return // observed nothing
+			}
+			served.Add(1)
+			h.rec.addOp(porcupine.Operation{ClientId: 10000 + i, Input: regInput{Op: "read", Key: key},
+				Output: regOutput{Value: resp.Row.Fields["v"].GetIntValue()}, Call: call, Return: h.rec.Now()})
+		}()
+	}
+	sleepCtx(ctx, 50*time.Millisecond) // let them reach its sockets
+	h.c.Resume(l)
+	d := time.Since(paused)
+	wg.Wait()
+	return fmt.Sprintf("SIGSTOP %s (leader) for %v; register %d := %d through %s (%s); %d of %d reads sent to the paused leader answered",
+		h.c.nodes[l].id, d.Round(time.Millisecond), key, val, h.c.nodes[nl].id, wrote, served.Load(), reads), true
+}
+
+// registerWrite writes val to register key through node i, recorded in the
+// register history.
+func (h *harness) registerWrite(ctx context.Context, i, key int, val int64) string {
+	conn, err := grpc.NewClient(h.c.nodes[i].clientAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err.Error()
+	}
+	defer conn.Close()
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	call := h.rec.Now()
+	_, err = pb.NewDataServiceClient(conn).Upsert(wctx, &pb.UpsertRequest{Table: "register", Fields: map[string]*pb.Value{
+		"k": {Kind: &pb.Value_IntValue{IntValue: int64(key)}}, "v": {Kind: &pb.Value_IntValue{IntValue: val}}}})
+	ret, out := h.rec.Now(), regOutput{}
+	if err != nil {
+		ret, out.Unknown = -1, true
+	}
+	h.rec.addOp(porcupine.Operation{ClientId: 9999, Input: regInput{Op: "write", Key: key, Arg: val}, Output: out, Call: call, Return: ret})
+	if err != nil {
+		return "outcome unknown: " + err.Error()
+	}
+	return "acknowledged"
 }
 
 func partitionLeader(ctx context.Context, h *harness, rng *rand.Rand) (string, bool) {

@@ -90,7 +90,10 @@ type Report struct {
 	// SnapshotsTaken and SnapshotInstalls count, over all nodes' logs, the
 	// snapshots written and the snapshots installed from a leader.
 	SnapshotsTaken, SnapshotInstalls int
-	Artifacts                        string
+	// LeaseTerms counts the leader terms in which a leader held a read
+	// lease (linearizable reads without a heartbeat round).
+	LeaseTerms int
+	Artifacts  string
 }
 
 // OK reports whether every checker passed.
@@ -116,8 +119,8 @@ func (r *Report) String() string {
 		c := r.Ops[n]
 		fmt.Fprintf(&b, "  %-9s ok %6d  failed %5d  unknown %5d\n", n, c.OK, c.Failed, c.Unknown)
 	}
-	fmt.Fprintf(&b, "nemesis events: %d (replies lost by proxies: %d; snapshots taken: %d, installed from a leader: %d)\n",
-		len(r.Events), r.LostReplys, r.SnapshotsTaken, r.SnapshotInstalls)
+	fmt.Fprintf(&b, "nemesis events: %d (replies lost by proxies: %d; snapshots taken: %d, installed from a leader: %d; leader terms with a read lease: %d)\n",
+		len(r.Events), r.LostReplys, r.SnapshotsTaken, r.SnapshotInstalls, r.LeaseTerms)
 	for _, e := range r.Events {
 		fmt.Fprintf(&b, "  %s\n", e)
 	}
@@ -153,6 +156,10 @@ type harness struct {
 	pendingFailover []int64
 	// faultAt is when the running nemesis injected its fault.
 	faultAt int64
+	// regKeys is the register workload's key count, 0 without it.
+	regKeys int
+	// staleProbe numbers pause-leader-reads' writes.
+	staleProbe int64
 }
 
 // mark records that the fault takes effect now.
@@ -213,6 +220,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	defer cl.Close()
 	h := &harness{cfg: cfg, c: cl, rec: newRecorder()}
+	for _, w := range workloads {
+		if r, ok := w.(registerWorkload); ok {
+			h.regKeys = r.keys
+		}
+	}
 	rng := rand.New(rand.NewPCG(cfg.Seed, 0x6d656d6462))
 	report := &Report{Seed: cfg.Seed, Ops: map[string]OpCounts{}}
 
@@ -332,6 +344,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	report.LostReplys = cl.LostReplies()
 	report.SnapshotsTaken = cl.CountLog("snapshot complete up to")
 	report.SnapshotInstalls = cl.CountLog("Installed remote snapshot")
+	report.LeaseTerms = cl.CountLog("read lease acquired")
 
 	// Checks.
 	checkCtx, cancel := context.WithTimeout(ctx, 60*time.Second)

@@ -232,10 +232,16 @@ func (n *Node) probeLeases(term uint64) {
 	p := got[len(got)-need]
 	until := start.Add(p - p/10)
 	n.lease.mu.Lock()
-	if n.lease.noLeaseTerm != term && (n.lease.cur == nil || n.lease.cur.term != term || n.lease.cur.voters != voters || until.After(n.lease.cur.until)) {
+	first := n.lease.cur == nil || n.lease.cur.term != term
+	if n.lease.noLeaseTerm != term && (first || n.lease.cur.voters != voters || until.After(n.lease.cur.until)) {
 		n.lease.cur = &leaseState{term: term, voters: voters, until: until}
+	} else {
+		first = false
 	}
 	n.lease.mu.Unlock()
+	if first {
+		n.log.Info("read lease acquired", "term", term, "promises", len(got), "lease", time.Until(until).Round(time.Millisecond))
+	}
 }
 
 // LeaseCounts returns how many read indexes this leader gave under a lease
