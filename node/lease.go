@@ -61,7 +61,7 @@ const leaseFile = "lease-promise"
 // leaseState is a lease held by this node as leader.
 type leaseState struct {
 	term   uint64
-	voters string // voterSet() the promises were counted over
+	voters string // voters' key: the voters the promises were counted over
 	until  time.Time
 }
 
@@ -126,7 +126,10 @@ func (n *Node) leaseHeld() bool {
 	n.lease.mu.Lock()
 	l := n.lease.cur
 	n.lease.mu.Unlock()
-	if l == nil || n.voterSet() != l.voters {
+	if l == nil {
+		return false
+	}
+	if _, key := n.voters(); key != l.voters {
 		return false
 	}
 	n.lease.mu.Lock()
@@ -145,35 +148,24 @@ func (n *Node) stopLeases() {
 	n.lease.mu.Unlock()
 }
 
-// voterSet names the voters of the latest configuration, sorted.
-func (n *Node) voterSet() string {
-	var ids []string
+// voters returns the ids of the latest configuration's voters, sorted,
+// and the same joined into one comparable key.
+func (n *Node) voters() (ids []string, key string) {
 	for _, s := range n.raft.GetConfiguration().Configuration().Servers {
 		if s.Suffrage == raft.Voter {
 			ids = append(ids, string(s.ID))
 		}
 	}
 	slices.Sort(ids)
-	return strings.Join(ids, "\x00")
+	return ids, strings.Join(ids, "\x00")
 }
 
-// renewLeases keeps a lease while this node leads and is ready, asking
-// for promises every HeartbeatTimeout/5: a promise lasts up to
-// HeartbeatTimeout, so a lease survives a few renewals that come late.
-func (n *Node) renewLeases() {
-	defer n.wg.Done()
-	t := time.NewTicker(n.cfg.HeartbeatTimeout / 5)
-	defer t.Stop()
-	for {
-		select {
-		case <-n.stop:
-			return
-		case <-t.C:
-		}
-		term := n.raft.CurrentTerm()
-		if n.raft.State() != raft.Leader || n.readyTerm.Load() != term {
-			continue
-		}
+// renewLease asks for promises while this node leads and is ready; the
+// node calls it every HeartbeatTimeout/5 (everyWhileLeader): a promise
+// lasts up to HeartbeatTimeout, so a lease survives a few renewals that
+// come late.
+func (n *Node) renewLease() {
+	if term := n.raft.CurrentTerm(); n.readyTerm.Load() == term {
 		n.probeLeases(term)
 	}
 }
@@ -187,13 +179,13 @@ func (n *Node) probeLeases(term uint64) {
 	if prober == nil || noLease == term {
 		return
 	}
-	voters := n.voterSet()
+	ids, voters := n.voters()
 	var others []string
 	self := false
-	for _, id := range strings.Split(voters, "\x00") {
+	for _, id := range ids {
 		if id == n.cfg.ID {
 			self = true
-		} else if id != "" {
+		} else {
 			others = append(others, id)
 		}
 	}

@@ -246,7 +246,7 @@ func Open(cfg Config) (*Node, error) {
 	n.wg.Add(3)
 	if cfg.ReadLease {
 		n.wg.Add(1)
-		go n.renewLeases()
+		go n.everyWhileLeader(cfg.HeartbeatTimeout/5, n.renewLease)
 	}
 	go n.watchLeadership()
 	go n.everyWhileLeader(cfg.TickInterval, n.tick)
@@ -402,7 +402,7 @@ func (n *Node) setReady(term uint64) {
 }
 
 // everyWhileLeader calls fn every interval while this node leads, until
-// the node closes (the tick and the expiry sweep).
+// the node closes (the tick, the expiry sweep, read-lease renewal).
 func (n *Node) everyWhileLeader(interval time.Duration, fn func()) {
 	defer n.wg.Done()
 	t := time.NewTicker(interval)
