@@ -17,6 +17,7 @@ import (
 // one's index.
 func (n *Node) TakeSnapshot(ctx context.Context) (uint64, error) {
 	fut := n.raft.Snapshot()
+	releaseAtShutdown(fut, n.raftDown)
 	done := make(chan error, 1)
 	go func() { done <- fut.Error() }()
 	select {

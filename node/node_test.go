@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -33,6 +34,13 @@ type testCluster struct {
 // startCluster starts n nodes over real TCP and real disks.
 func startCluster(t *testing.T, n int) *testCluster {
 	t.Helper()
+	return startClusterWith(t, n, nil)
+}
+
+// startClusterWith is startCluster with each node's config passed through
+// adjust first.
+func startClusterWith(t *testing.T, n int, adjust func(*Config)) *testCluster {
+	t.Helper()
 	c := &testCluster{t: t}
 	var peers []Peer
 	for i := 0; i < n; i++ {
@@ -48,6 +56,9 @@ func startCluster(t *testing.T, n int) *testCluster {
 		cfg.TrailingLogs = 16
 		cfg.SnapshotInterval = 50 * time.Millisecond
 		cfg.Logger = slog.New(slog.DiscardHandler)
+		if adjust != nil {
+			adjust(&cfg)
+		}
 		peers = append(peers, Peer{ID: cfg.ID, RaftAddr: cfg.RaftBind})
 		c.cfgs = append(c.cfgs, cfg)
 	}
@@ -357,4 +368,94 @@ func TestReadIndexForTakesARoundInFiveVoterClusters(t *testing.T) {
 			t.Fatalf("read index for %s without a round in a five-voter cluster", nd.ID())
 		}
 	}
+}
+
+// A leader closed while writes and leadership checks stream in answers
+// every one of them and leaves no goroutine waiting on a Raft future:
+// hashicorp/raft never answers a request still queued for its main loop
+// when it shuts down, so Close must keep none queued there.
+func TestCloseUnderLoadLeavesNothingWaiting(t *testing.T) {
+	for round := range 3 {
+		t.Run(fmt.Sprint(round), func(t *testing.T) {
+			c := startClusterWith(t, 3, func(cfg *Config) {
+				cfg.ReadLease = false // every linearizable read takes a round
+				// The leader's loop writes each batch before it takes the
+				// next, so that requests queue for it.
+				cfg.ParallelAppend = round%2 == 1
+			})
+			l := c.leader()
+			mustApply(t, l, createKV())
+			stop := make(chan struct{})
+			done := make(chan struct{})
+			const workers = 48
+			for w := range workers {
+				go func() {
+					defer func() { done <- struct{}{} }()
+					for i := 0; ; i++ {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+						var err error
+						if w%4 == 0 {
+							_, err = l.ReadIndex(ctx)
+						} else {
+							_, err = l.Apply(ctx, upsertKV(fmt.Sprintf("w%d-%d", w, i), int64(i)))
+						}
+						cancel()
+						if err != nil {
+							return
+						}
+					}
+				}()
+			}
+			time.Sleep(300 * time.Millisecond)
+			// An expired context: Close starts the transfer and goes on
+			// to shut Raft down while the writes are still queued.
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			closed := make(chan error, 1)
+			go func() { closed <- l.Close(ctx) }()
+			select {
+			case <-closed:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Close did not return within 10s")
+			}
+			close(stop)
+			for range workers {
+				select {
+				case <-done:
+				case <-time.After(10 * time.Second):
+					t.Fatal("a writer or reader was still waiting 10s after Close")
+				}
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				stuck := waitingOnRaft()
+				if stuck == "" {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("goroutines still wait on the closed node's Raft:\n%s", stuck)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// waitingOnRaft returns the stacks of goroutines that wait for an Apply's
+// future or run leadership checks (only the closed leader had any).
+func waitingOnRaft() string {
+	buf := make([]byte, 1<<22)
+	buf = buf[:runtime.Stack(buf, true)]
+	var out []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "node.(*Node).Apply.func") || strings.Contains(g, "rounds.(*Group[...]).run") {
+			out = append(out, g)
+		}
+	}
+	return strings.Join(out, "\n\n")
 }
