@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/memdbd/memdbd/client"
+	"github.com/memdbd/memdbd/internal/racecheck"
 	"github.com/memdbd/memdbd/internal/testcluster"
 	"github.com/memdbd/memdbd/node"
 )
@@ -247,6 +248,13 @@ func TestTTLWriteRightAfterBootstrap(t *testing.T) {
 // Dropping a table larger than one watch message sends its deletes in
 // parts; the client delivers them as one response, as one transaction.
 func TestWatchDeliversALargeRevisionWhole(t *testing.T) {
+	if racecheck.Enabled {
+		// 5.6 MB through three in-process members: under the race
+		// detector each large entry takes seconds to replicate, and the
+		// test cluster's fast timers see the members as failed. The
+		// logic is concurrency-free and runs in the pass without it.
+		t.Skip("moves 5.6 MB of rows; runs without the race detector")
+	}
 	c := newClient(t, endpoints)
 	ctx := ctxT(t)
 	mustCreate(t, c, kvSchema("big"))
