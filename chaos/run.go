@@ -50,6 +50,10 @@ type Config struct {
 	CheckTimeout time.Duration
 	// Log receives progress.
 	Log io.Writer
+	// ExtraArgs are appended to every node's command line (for example
+	// --read-lease=false, so that every linearizable read is confirmed by
+	// a round).
+	ExtraArgs []string
 }
 
 func (c *Config) defaults() {
@@ -213,7 +217,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return nil, err
 		}
 	}
-	cl, err := StartCluster(ClusterConfig{Binary: cfg.Binary, Dir: cfg.Dir, Nodes: 3, ElectionTimeout: cfg.ElectionTimeout,
+	cl, err := StartCluster(ClusterConfig{Binary: cfg.Binary, Dir: cfg.Dir, Nodes: 3, ElectionTimeout: cfg.ElectionTimeout, ExtraArgs: cfg.ExtraArgs,
 		SnapshotThreshold: 100, TrailingLogs: 50})
 	if err != nil {
 		return nil, err

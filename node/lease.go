@@ -65,9 +65,23 @@ type leaseState struct {
 	until  time.Time
 }
 
+// LeaseAnswer is a follower's answer to a leader's probe.
+type LeaseAnswer struct {
+	// Promise is LeasePromise's answer: how long from the answer the
+	// follower votes for no other candidate.
+	Promise time.Duration
+	// Follows is Follows' answer: the follower knew the caller as its
+	// leader in the caller's term when it answered.
+	Follows bool
+}
+
+// ErrProbeUnsupported is a prober's error for a member that predates
+// probes; a leader then confirms its reads as hashicorp/raft does.
+var ErrProbeUnsupported = errors.New("member does not answer lease probes")
+
 // leaseProber asks member id for its promise to this node as leader of
 // term.
-type leaseProber func(ctx context.Context, id string, term uint64) (time.Duration, error)
+type leaseProber func(ctx context.Context, id string, term uint64) (LeaseAnswer, error)
 
 // leases is the node's lease bookkeeping.
 type leases struct {
@@ -82,7 +96,7 @@ type leases struct {
 // SetLeaseProber installs the function the leader asks followers for
 // their promises with (the server's peer RPC). Without one, and with
 // Config.ReadLease off, reads always take a round.
-func (n *Node) SetLeaseProber(p func(ctx context.Context, id string, term uint64) (time.Duration, error)) {
+func (n *Node) SetLeaseProber(p func(ctx context.Context, id string, term uint64) (LeaseAnswer, error)) {
 	n.lease.mu.Lock()
 	n.lease.prober = p
 	n.lease.mu.Unlock()
@@ -114,6 +128,19 @@ func (n *Node) LeasePromise(from string, term uint64) time.Duration {
 		return 0
 	}
 	return left
+}
+
+// Follows reports whether this node is a follower that knows from as its
+// leader in term: the acknowledgement a leader counts to confirm that it
+// still leads (confirmRound). Read after the question arrived, with the
+// term read on both sides, it means this node had not voted in a later
+// term by then (hashicorp/raft raises its term before it votes).
+func (n *Node) Follows(from string, term uint64) bool {
+	if n.closed.Load() || term == 0 || n.raft.CurrentTerm() != term || n.raft.State() != raft.Follower {
+		return false
+	}
+	_, lid := n.raft.LeaderWithID()
+	return string(lid) == from && n.raft.CurrentTerm() == term
 }
 
 // leaseHeld reports whether a lease lets this leader skip the round for
@@ -166,18 +193,29 @@ func (n *Node) voters() (ids []string, key string) {
 // come late.
 func (n *Node) renewLease() {
 	if term := n.raft.CurrentTerm(); n.readyTerm.Load() == term {
-		n.probeLeases(term)
+		n.lease.mu.Lock()
+		noLease := n.lease.noLeaseTerm
+		n.lease.mu.Unlock()
+		if noLease != term {
+			n.probeVoters(term, true)
+		}
 	}
 }
 
-// probeLeases asks every other voter for its promise and records the
-// lease they add up to, if any.
-func (n *Node) probeLeases(term uint64) {
+// errNoProbes: no prober is installed, or this node is not a voter.
+var errNoProbes = errors.New("no probes")
+
+// probeVoters asks every other voter whether it follows this node in term
+// and for its promise, and returns once the answers (counting this node)
+// make a majority or all are in. It reports whether they made a majority,
+// and whether a member answered that it does not know probes. With lease,
+// it also records the lease the promises add up to, if any.
+func (n *Node) probeVoters(term uint64, lease bool) (majority, unsupported bool, err error) {
 	n.lease.mu.Lock()
-	prober, noLease := n.lease.prober, n.lease.noLeaseTerm
+	prober := n.lease.prober
 	n.lease.mu.Unlock()
-	if prober == nil || noLease == term {
-		return
+	if prober == nil {
+		return false, false, errNoProbes
 	}
 	ids, voters := n.voters()
 	var others []string
@@ -189,40 +227,68 @@ func (n *Node) probeLeases(term uint64) {
 			others = append(others, id)
 		}
 	}
-	// Promises needed: with this node, a majority of the voters.
+	// Answers needed: with this node, a majority of the voters.
 	need := (len(others) + 1) / 2
-	if !self || need == 0 {
-		// Not a voter, or the only one: a round costs nothing then.
-		return
+	if !self {
+		return false, false, errNoProbes
+	}
+	if need == 0 {
+		return true, false, nil // the only voter
 	}
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.HeartbeatTimeout/2)
 	defer cancel()
-	promises := make(chan time.Duration, len(others))
+	type answer struct {
+		a   LeaseAnswer
+		err error
+	}
+	answers := make(chan answer, len(others))
 	for _, id := range others {
 		go func() {
-			p, err := prober(ctx, id, term)
-			if err != nil {
-				p = 0
-			}
-			promises <- p
+			a, err := prober(ctx, id, term)
+			answers <- answer{a, err}
 		}()
 	}
-	var got []time.Duration
+	var promises []time.Duration
+	follows := 0
 	for range others {
-		if p := <-promises; p > 0 {
-			got = append(got, p)
+		a := <-answers
+		if errors.Is(a.err, ErrProbeUnsupported) {
+			unsupported = true
+		}
+		if a.err != nil {
+			continue
+		}
+		// A promise is only given by a follower of this node in term.
+		if a.a.Follows || a.a.Promise > 0 {
+			follows++
+		}
+		if a.a.Promise > 0 {
+			promises = append(promises, a.a.Promise)
+		}
+		if follows >= need && len(promises) >= need {
+			break // the rest cannot shorten a lease the majority gives
 		}
 	}
 	n.leaseProbes.Add(1)
-	if len(got) < need {
+	if lease && len(promises) >= need {
+		n.recordLease(term, voters, start, promises, need)
+	}
+	return follows >= need, unsupported, nil
+}
+
+// recordLease turns promises (at least need of them, answers to probes
+// sent after start) into a lease: until the need-th longest ends, counted
+// from start, a tenth off for clock rates.
+func (n *Node) recordLease(term uint64, voters string, start time.Time, promises []time.Duration, need int) {
+	slices.Sort(promises)
+	p := promises[len(promises)-need]
+	until := start.Add(p - p/10)
+	if !until.After(time.Now()) {
+		// The round took longer than the promises last (a stalled
+		// process): nothing to hold.
 		return
 	}
-	// The need-th longest promise: it and the longer ones make the
-	// majority; a tenth off for clock rates.
-	slices.Sort(got)
-	p := got[len(got)-need]
-	until := start.Add(p - p/10)
 	n.lease.mu.Lock()
 	first := n.lease.cur == nil || n.lease.cur.term != term
 	if n.lease.noLeaseTerm != term && (first || n.lease.cur.voters != voters || until.After(n.lease.cur.until)) {
@@ -232,8 +298,54 @@ func (n *Node) probeLeases(term uint64) {
 	}
 	n.lease.mu.Unlock()
 	if first {
-		n.log.Info("read lease acquired", "term", term, "promises", len(got), "lease", time.Until(until).Round(time.Millisecond))
+		n.log.Info("read lease acquired", "term", term, "promises", len(promises), "lease", time.Until(until).Round(time.Millisecond))
 	}
+}
+
+// confirmRound confirms that this node still leads, for read indexes
+// taken before the round started (rounds.Group starts a round only after
+// its callers arrived), and returns the term it confirmed.
+//
+// Why not hashicorp/raft's VerifyLeader: it counts any successful answer
+// that arrives while the check waits, including answers to heartbeats and
+// appends sent before the check began (replication.go, notifyAll). A
+// leader paused (SIGSTOP, a long GC or VM stall) just after sending
+// appends finds their answers waiting when it resumes and confirms itself
+// at once, although a new leader may have been elected and acknowledged
+// writes meanwhile: a stale read. The chaos nemesis pause-leader-reads
+// caught that. Here every counted answer is to a question asked after the
+// round began: a follower that still followed this node in its term then
+// had not voted for another candidate, so no later leader can have
+// acknowledged a write before the reads arrived.
+func (n *Node) confirmRound() (uint64, error) {
+	term := n.raft.CurrentTerm()
+	if n.raft.State() != raft.Leader {
+		return 0, n.notLeader()
+	}
+	n.leadershipRounds.Add(1)
+	majority, unsupported, err := n.probeVoters(term, n.cfg.ReadLease)
+	switch {
+	case majority:
+		return term, nil
+	case err != nil || unsupported:
+		// No probes here (a node without a server), or members older than
+		// probes during a rolling upgrade: Raft's own check.
+		fut := n.raft.VerifyLeader()
+		releaseAtShutdown(fut, n.raftDown)
+		if err := fut.Error(); err != nil {
+			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+				return 0, n.notLeader()
+			}
+			if errors.Is(err, raft.ErrRaftShutdown) {
+				return 0, ErrShutdown
+			}
+			return 0, err
+		}
+		return term, nil
+	case n.raft.State() != raft.Leader:
+		return 0, n.notLeader()
+	}
+	return 0, fmt.Errorf("%w: a majority of voters did not confirm this leader's term %d in time", ErrNoLeader, term)
 }
 
 // LeaseCounts returns how many read indexes this leader gave under a lease

@@ -21,17 +21,18 @@ func wireLeases(c *testCluster, blocked *atomic.Bool) {
 	}
 	for _, nd := range c.nodes {
 		self := nd.ID()
-		nd.SetLeaseProber(func(ctx context.Context, id string, term uint64) (time.Duration, error) {
+		nd.SetLeaseProber(func(ctx context.Context, id string, term uint64) (LeaseAnswer, error) {
 			if blocked != nil && blocked.Load() {
-				return 0, errors.New("unreachable")
+				return LeaseAnswer{}, errors.New("unreachable")
 			}
-			return byID[id].LeasePromise(self, term), nil
+			return LeaseAnswer{Promise: byID[id].LeasePromise(self, term), Follows: byID[id].Follows(self, term)}, nil
 		})
 	}
 }
 
 // A follower promises only to the leader it knows, in its term, and for
-// no longer than its heartbeat timeout.
+// no longer than its heartbeat timeout; it says it follows only that
+// leader in that term, with leases on or off.
 func TestLeasePromiseOnlyToTheKnownLeaderInItsTerm(t *testing.T) {
 	c := startCluster(t, 3)
 	l := c.leader()
@@ -54,8 +55,17 @@ func TestLeasePromiseOnlyToTheKnownLeaderInItsTerm(t *testing.T) {
 			if p := f.LeasePromise(bad.from, bad.term); p != 0 {
 				t.Fatalf("%s promised %v to %q in term %d (leader %s, term %d)", f.ID(), p, bad.from, bad.term, l.ID(), term)
 			}
+			if f.Follows(bad.from, bad.term) {
+				t.Fatalf("%s says it follows %q in term %d (leader %s, term %d)", f.ID(), bad.from, bad.term, l.ID(), term)
+			}
+		}
+		if !f.Follows(l.ID(), term) {
+			t.Fatalf("%s does not say it follows its leader %s in term %d", f.ID(), l.ID(), term)
 		}
 		f.cfg.ReadLease = false
+		if !f.Follows(l.ID(), term) {
+			t.Fatalf("%s stopped saying it follows its leader with leases off: rounds need that answer", f.ID())
+		}
 		if p := f.LeasePromise(l.ID(), term); p != 0 {
 			t.Fatalf("%s promised %v with leases off", f.ID(), p)
 		}
@@ -98,14 +108,19 @@ func TestReadLeaseSkipsRoundsUntilPromisesStop(t *testing.T) {
 	if d := time.Since(stopped); d > l.cfg.HeartbeatTimeout+100*time.Millisecond {
 		t.Fatalf("the lease outlived the last promise by %v", d)
 	}
-	if _, err := l.ReadIndex(ctx); err != nil {
-		t.Fatal(err)
+	// Without a lease a read takes a round, which asks the followers the
+	// same way; unanswered, the leader cannot confirm it still leads.
+	if _, err := l.ReadIndex(ctx); !errors.Is(err, ErrNoLeader) {
+		t.Fatalf("ReadIndex with the followers unreachable: %v, want ErrNoLeader", err)
 	}
 	if rounds2, _ := l.ReadIndexCounts(); rounds2 != rounds1+1 {
 		t.Fatalf("without a lease: rounds %d->%d, want one round", rounds1, rounds2)
 	}
 
 	blocked.Store(false)
+	if idx, err := l.ReadIndex(ctx); err != nil || idx < last {
+		t.Fatalf("ReadIndex with the followers back = %d, %v; want at least %d", idx, err, last)
+	}
 	waitFor(t, "the lease back", func() bool { return l.LeaseRemaining() > 0 })
 	if err := l.TransferLeadership(ctx); err != nil {
 		t.Fatal(err)

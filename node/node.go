@@ -40,8 +40,8 @@ type Node struct {
 	snaps *raft.FileSnapshotStore
 	token []byte
 
-	// verify confirms leadership in rounds shared by concurrent reads.
-	verify  *rounds.Group[struct{}]
+	// confirm confirms leadership in rounds shared by concurrent reads.
+	confirm *rounds.Group[uint64]
 	pending chan struct{} // semaphore: writes proposed and not yet done
 
 	// readyTerm is the term in which this node, as leader, applied its
@@ -49,7 +49,7 @@ type Node struct {
 	readyTerm atomic.Uint64
 	readyMu   sync.Mutex
 	readyCh   chan struct{} // closed when readyTerm changes
-	// leadershipRounds counts rounds of heartbeats confirming leadership for
+	// leadershipRounds counts rounds confirming leadership (confirmRound) for
 	// read indexes; readShortcuts the read indexes given without one
 	// (ReadIndexFor).
 	leadershipRounds, readShortcuts atomic.Uint64
@@ -226,14 +226,8 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("starting raft: %w", err)
 	}
 	raftp.Store(n.raft)
-	// VerifyLeader returns within the leader lease (or at shutdown), which
-	// bounds each round.
-	n.verify = &rounds.Group[struct{}]{WG: &n.wg, Do: func() (struct{}, error) {
-		n.leadershipRounds.Add(1)
-		fut := n.raft.VerifyLeader()
-		releaseAtShutdown(fut, n.raftDown)
-		return struct{}{}, fut.Error()
-	}}
+	// A round asks the other voters with a deadline (confirmRound).
+	n.confirm = &rounds.Group[uint64]{WG: &n.wg, Do: n.confirmRound}
 	// 6. Bootstrap a new cluster, once.
 	switch {
 	case !hasState && len(cfg.InitialCluster) > 0:
@@ -554,6 +548,7 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 	if err := n.waitReady(ctx); err != nil {
 		return 0, err
 	}
+	term := n.raft.CurrentTerm()
 	idx := n.raft.CommitIndex()
 	if n.plog != nil {
 		// An entry committed but not yet on this leader's disk is not
@@ -564,14 +559,14 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 		n.leaseReads.Add(1)
 		return idx, nil
 	}
-	if _, err := n.verify.Get(ctx); err != nil {
-		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
-			return 0, n.notLeader()
-		}
-		if errors.Is(err, raft.ErrRaftShutdown) {
-			return 0, ErrShutdown
-		}
+	confirmed, err := n.confirm.Get(ctx)
+	if err != nil {
 		return 0, err
+	}
+	if confirmed != term || n.readyTerm.Load() != term {
+		// Re-elected in between: another leader may have acknowledged
+		// writes in a term between the two, which idx does not cover.
+		return 0, fmt.Errorf("%w: this node's term changed from %d to %d during the read", ErrNoLeader, term, confirmed)
 	}
 	return idx, nil
 }
@@ -642,7 +637,7 @@ func (n *Node) majorityWith(id string) bool {
 	return self && peer && 2 >= voters/2+1
 }
 
-// ReadIndexCounts returns how many rounds of heartbeats this node ran to
+// ReadIndexCounts returns how many rounds (confirmRound) this node ran to
 // confirm its leadership for read indexes, and how many read indexes it
 // gave followers without one (ReadIndexFor).
 func (n *Node) ReadIndexCounts() (rounds, shortcuts uint64) {

@@ -43,14 +43,14 @@ func newNodeCollector(n *node.Node) *nodeCollector {
 		histOldest: d("watch_history_oldest_revision", "Oldest revision a watch can start from."),
 		clockLag: d("clock_lag_seconds", "This node's clock minus the leader's, as seen in the last applied command "+
 			"(replication delay included). Expiry across leader changes is as precise as the members' clocks agree."),
-		leaderRounds: d("leadership_rounds_total", "Rounds of heartbeats this node ran as leader to confirm its leadership for linearizable reads "+
-			"(each shared by the reads that arrived while the previous one ran)."),
-		readShortcuts: d("read_index_without_round_total", "Read indexes this node gave followers as leader without a round of heartbeats: "+
+		leaderRounds: d("leadership_rounds_total", "Rounds this node ran as leader to confirm its leadership for linearizable reads without a lease: the other voters asked, after the reads arrived, "+
+			"whether they still follow it (each round shared by the reads that arrived while the previous one ran)."),
+		readShortcuts: d("read_index_without_round_total", "Read indexes this node gave followers as leader without a round: "+
 			"the follower's request acknowledged the leader's term (clusters of up to three voters)."),
-		leaseReads: d("read_index_leased_total", "Read indexes this node gave as leader under a read lease, without a round of heartbeats "+
+		leaseReads: d("read_index_leased_total", "Read indexes this node gave as leader under a read lease, without a round "+
 			"(followers had promised not to elect another leader; see --read-lease)."),
 		leaseProbes: d("read_lease_probes_total", "Rounds of lease probes this node sent to the other voters as leader."),
-		leaseLeft:   d("read_lease_remaining_seconds", "How long the read lease this node holds as leader has left (0: none; reads take a round of heartbeats)."),
+		leaseLeft:   d("read_lease_remaining_seconds", "How long the read lease this node holds as leader has left (0: none; reads take a round)."),
 		nextExpiry:  d("ttl_next_expiry_seconds", "Seconds until the earliest row expiry (negative: overdue for the leader's sweep)."),
 	}
 }

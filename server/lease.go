@@ -5,30 +5,41 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	cmdpb "github.com/memdbd/memdbd/api/proto/memdb/command/v1"
+	"github.com/memdbd/memdbd/node"
 )
 
 // LeaseProbe answers a leader's request for this follower's vote promise
 // (node/lease.go).
 func (p *peerService) LeaseProbe(_ context.Context, req *cmdpb.LeaseProbeRequest) (*cmdpb.LeaseProbeResponse, error) {
-	return &cmdpb.LeaseProbeResponse{PromiseNanos: int64(p.s.node.LeasePromise(req.From, req.Term))}, nil
+	// The promise first: Follows is then read later, and a promise is only
+	// given by a follower that follows the caller.
+	promise := p.s.node.LeasePromise(req.From, req.Term)
+	return &cmdpb.LeaseProbeResponse{PromiseNanos: int64(promise), Follows: p.s.node.Follows(req.From, req.Term)}, nil
 }
 
-// probeLease asks member id, at the client address it registered, for its
-// promise to this node as leader of term. A member that predates leases
-// answers Unimplemented, which counts as no promise.
-func (s *Server) probeLease(ctx context.Context, id string, term uint64) (time.Duration, error) {
+// probeLease asks member id, at the client address it registered,
+// whether it follows this node as leader of term and for its promise. A
+// member that predates probes answers Unimplemented
+// (node.ErrProbeUnsupported).
+func (s *Server) probeLease(ctx context.Context, id string, term uint64) (node.LeaseAnswer, error) {
 	m, ok := s.node.FSM().Member(id)
 	if !ok || m.ClientAddr == "" {
-		return 0, fmt.Errorf("member %s has not registered its address", id)
+		return node.LeaseAnswer{}, fmt.Errorf("member %s has not registered its address", id)
 	}
 	conn, err := s.fwd.conn(m.ClientAddr)
 	if err != nil {
-		return 0, err
+		return node.LeaseAnswer{}, err
 	}
 	resp, err := cmdpb.NewPeerServiceClient(conn).LeaseProbe(ctx, &cmdpb.LeaseProbeRequest{From: s.cfg.NodeID, Term: term})
-	if err != nil {
-		return 0, err
+	if status.Code(err) == codes.Unimplemented {
+		return node.LeaseAnswer{}, fmt.Errorf("%w: %s: %v", node.ErrProbeUnsupported, id, err)
 	}
-	return time.Duration(resp.PromiseNanos), nil
+	if err != nil {
+		return node.LeaseAnswer{}, err
+	}
+	return node.LeaseAnswer{Promise: time.Duration(resp.PromiseNanos), Follows: resp.Follows}, nil
 }

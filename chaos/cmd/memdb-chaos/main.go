@@ -31,6 +31,7 @@ func main() {
 		binary   = flag.String("binary", "", "memdbd binary (default: build it)")
 		artifact = flag.String("artifacts", "artifacts", "directory for histories and logs of failed runs")
 		quiet    = flag.Bool("q", false, "print only the summary")
+		extra    = flag.String("memdbd-args", "", "space-separated extra flags for every memdbd, e.g. --read-lease=false")
 	)
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -46,6 +47,7 @@ func main() {
 	if *quiet {
 		cfg.Log = nil
 	}
+	cfg.ExtraArgs = strings.Fields(*extra)
 	if *nemesis != "mix" {
 		cfg.Nemeses = strings.Split(*nemesis, ",")
 	}

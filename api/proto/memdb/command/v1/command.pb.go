@@ -1235,7 +1235,12 @@ type LeaseProbeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// How long, from when the follower answered, it will vote for no other
 	// candidate; 0: no promise (another term or leader, leases off).
-	PromiseNanos  int64 `protobuf:"varint,1,opt,name=promise_nanos,json=promiseNanos" json:"promise_nanos,omitempty"`
+	PromiseNanos int64 `protobuf:"varint,1,opt,name=promise_nanos,json=promiseNanos" json:"promise_nanos,omitempty"`
+	// The follower knew the caller as its leader in the caller's term when
+	// it answered (after the request arrived). A leader confirms it still
+	// leads, for a linearizable read, with these answers from a majority
+	// to requests sent after the read arrived. Set with leases on or off.
+	Follows       bool `protobuf:"varint,2,opt,name=follows" json:"follows,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1275,6 +1280,13 @@ func (x *LeaseProbeResponse) GetPromiseNanos() int64 {
 		return x.PromiseNanos
 	}
 	return 0
+}
+
+func (x *LeaseProbeResponse) GetFollows() bool {
+	if x != nil {
+		return x.Follows
+	}
+	return false
 }
 
 // ReadIndexStreamRequest is ReadIndexRequest on a stream.
@@ -1464,9 +1476,10 @@ const file_memdb_command_v1_command_proto_rawDesc = "" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\";\n" +
 	"\x11LeaseProbeRequest\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x12\n" +
-	"\x04term\x18\x02 \x01(\x04R\x04term\"9\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\"S\n" +
 	"\x12LeaseProbeResponse\x12#\n" +
-	"\rpromise_nanos\x18\x01 \x01(\x03R\fpromiseNanos\"@\n" +
+	"\rpromise_nanos\x18\x01 \x01(\x03R\fpromiseNanos\x12\x18\n" +
+	"\afollows\x18\x02 \x01(\bR\afollows\"@\n" +
 	"\x16ReadIndexStreamRequest\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\"/\n" +

@@ -49,7 +49,8 @@ type PeerServiceClient interface {
 	ReadIndexStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ReadIndexStreamRequest, ReadIndexStreamResponse], error)
 	// LeaseProbe asks a follower how long it will refuse to vote for any
 	// candidate but the caller: the promise a leader's read lease is made
-	// of (node/lease.go).
+	// of (node/lease.go); and whether it follows the caller in its term,
+	// which confirms a leader's read index when it holds no lease.
 	LeaseProbe(ctx context.Context, in *LeaseProbeRequest, opts ...grpc.CallOption) (*LeaseProbeResponse, error)
 }
 
@@ -123,7 +124,8 @@ type PeerServiceServer interface {
 	ReadIndexStream(grpc.BidiStreamingServer[ReadIndexStreamRequest, ReadIndexStreamResponse]) error
 	// LeaseProbe asks a follower how long it will refuse to vote for any
 	// candidate but the caller: the promise a leader's read lease is made
-	// of (node/lease.go).
+	// of (node/lease.go); and whether it follows the caller in its term,
+	// which confirms a leader's read index when it holds no lease.
 	LeaseProbe(context.Context, *LeaseProbeRequest) (*LeaseProbeResponse, error)
 	mustEmbedUnimplementedPeerServiceServer()
 }

@@ -1296,6 +1296,16 @@ func (m *LeaseProbeResponse) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.Follows {
+		i--
+		if m.Follows {
+			dAtA[i] = 1
+		} else {
+			dAtA[i] = 0
+		}
+		i--
+		dAtA[i] = 0x10
+	}
 	if m.PromiseNanos != 0 {
 		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.PromiseNanos))
 		i--
@@ -1930,6 +1940,9 @@ func (m *LeaseProbeResponse) SizeVT() (n int) {
 	_ = l
 	if m.PromiseNanos != 0 {
 		n += 1 + protohelpers.SizeOfVarint(uint64(m.PromiseNanos))
+	}
+	if m.Follows {
+		n += 2
 	}
 	n += len(m.unknownFields)
 	return n
@@ -4736,6 +4749,26 @@ func (m *LeaseProbeResponse) UnmarshalVT(dAtA []byte) error {
 					break
 				}
 			}
+		case 2:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Follows", wireType)
+			}
+			var v int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				v |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			m.Follows = bool(v != 0)
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])
