@@ -20,8 +20,9 @@ import (
 //
 // A linearizable read on the leader needs proof that no other leader can
 // have acknowledged a write the read would miss. ReadIndex gets it with a
-// round of heartbeats per batch of reads; with reads sent to the leader
-// that round was a fifth of the cluster's work. A lease gets the same
+// round per batch of reads (confirmRound: the other voters, asked after
+// the reads arrived, say they still follow it); with reads sent to the
+// leader such rounds were a fifth of the cluster's work. A lease gets the same
 // proof once per renewal instead of once per batch.
 //
 // The promise comes from hashicorp/raft's follower itself: a follower that

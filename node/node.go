@@ -539,8 +539,9 @@ func (n *Node) mapApplyError(err error) error {
 }
 
 // ReadIndex returns the index a linearizable read must observe: the commit
-// index at the time of the call, once a lease (lease.go) or a round of
-// heartbeats to a quorum confirmed this node still leads. Leader only.
+// index at the time of the call, once a lease or a round of questions to
+// the other voters (lease.go, confirmRound) confirmed this node still
+// leads. Leader only.
 func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err

@@ -170,7 +170,7 @@ func (p *peerService) ReadIndexStream(stream cmdpb.PeerService_ReadIndexStreamSe
 		select {
 		case req := <-reqs:
 			// Bounded without a timer of its own: ReadIndexFor waits for
-			// at most a round of heartbeats, and the follower ends the
+			// at most one round, itself bounded (confirmRound), and the follower ends the
 			// stream when its request runs out of time.
 			idx, err := s.node.ReadIndexFor(ctx, req.From, req.Term)
 			if err != nil {
