@@ -79,7 +79,11 @@ func (l *parallelLog) writer() {
 	defer close(l.done)
 	for {
 		l.mu.Lock()
-		for len(l.queued) == 0 && !l.closed {
+		// A follower's direct write (StoreLogs) may hold the writing slot.
+		for (len(l.queued) == 0 || len(l.writing) > 0) && !l.closed {
+			l.changed.Wait()
+		}
+		for len(l.writing) > 0 { // closing: let a direct write finish
 			l.changed.Wait()
 		}
 		if len(l.queued) == 0 {
@@ -90,22 +94,34 @@ func (l *parallelLog) writer() {
 		batch := l.writing
 		l.mu.Unlock()
 
-		err := l.store.StoreLogs(batch)
-
-		l.mu.Lock()
-		l.writing = nil
-		if err != nil && l.err == nil {
-			l.err, l.failed = err, batch[0].Index
-			// Whatever is still queued will never be written.
-			l.queued = nil
-		}
-		l.changed.Broadcast()
-		l.mu.Unlock()
-		if err != nil {
-			l.onFail(err)
+		if err := l.write(batch); err != nil {
 			return
 		}
 	}
+}
+
+// write commits batch, which the caller has just moved to l.writing, and
+// frees the writing slot. A failure is final: it is recorded, whatever is
+// queued is dropped, onFail runs and the error is returned.
+func (l *parallelLog) write(batch []*raft.Log) error {
+	err := l.store.StoreLogs(batch)
+
+	l.mu.Lock()
+	l.writing = nil
+	if err != nil && l.err == nil {
+		l.err, l.failed = err, batch[0].Index
+		// Whatever is still queued will never be written.
+		l.queued = nil
+	}
+	if err != nil {
+		err = l.err
+	}
+	l.changed.Broadcast()
+	l.mu.Unlock()
+	if err != nil {
+		l.onFail(err)
+	}
+	return err
 }
 
 // firstPendingLocked is the lowest index not yet durable, or 0.
@@ -172,10 +188,22 @@ func (l *parallelLog) StoreLogs(logs []*raft.Log) error {
 		l.mu.Unlock()
 		return errLogClosed
 	}
+	async := l.async()
+	if !async && len(l.queued) == 0 && len(l.writing) == 0 {
+		// A follower's append with nothing ahead of it: write it here
+		// rather than hand it to the writer goroutine and wait to be woken.
+		// Why: the append is the follower's whole answer time, and the two
+		// goroutine switches cost two thread wake-ups when the other
+		// processor is idle. The writing slot keeps the writer out, so
+		// order and the single-writer rule hold as before.
+		l.writing = logs
+		l.mu.Unlock()
+		return l.write(logs)
+	}
 	l.queued = append(l.queued, logs...)
 	l.changed.Broadcast()
 	l.mu.Unlock()
-	if l.async() {
+	if async {
 		return nil
 	}
 	return l.waitDurable(logs[len(logs)-1].Index)

@@ -19,6 +19,7 @@ type heldStore struct {
 	once    sync.Once
 	mu      sync.Mutex
 	batches []int
+	firsts  []uint64 // first index of every append, in the order written
 	fail    error
 }
 
@@ -33,6 +34,7 @@ func (s *heldStore) StoreLogs(logs []*raft.Log) error {
 	}
 	s.mu.Lock()
 	s.batches = append(s.batches, len(logs))
+	s.firsts = append(s.firsts, logs[0].Index)
 	err := s.fail
 	s.mu.Unlock()
 	if err != nil {
@@ -370,4 +372,69 @@ func TestParallelLogFollowerWriteFailureIsFinal(t *testing.T) {
 		t.Fatal("an append after a failed write was accepted")
 	}
 	_ = l.Close()
+}
+
+// A node that was leader a moment ago has a write of its own still on the
+// way to disk when its first append as a follower arrives: that append
+// must wait behind it, not take the direct path and overtake it.
+func TestParallelLogFollowerAppendWaitsBehindALeadersWrite(t *testing.T) {
+	st := newHeldStore()
+	var leader atomic.Bool
+	leader.Store(true)
+	l := newParallelLog(st, leader.Load, noFailure(t))
+	defer closeHeld(t, st, l)
+
+	if err := l.StoreLogs(entries(1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the writer to take the leader's append", func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.writing) == 1
+	})
+	leader.Store(false)
+	done := make(chan error, 1)
+	go func() { done <- l.StoreLogs(entries(2, 2)) }()
+	select {
+	case err := <-done:
+		t.Fatalf("the follower's append returned (%v) while the leader's write ahead of it was on the way", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	st.release() // entry 1
+	st.release() // entry 2
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	st.mu.Lock()
+	firsts := append([]uint64(nil), st.firsts...)
+	st.mu.Unlock()
+	if len(firsts) != 2 || firsts[0] != 1 || firsts[1] != 2 {
+		t.Fatalf("appends written starting at %v, want [1 2]", firsts)
+	}
+}
+
+// With nothing ahead of it, a follower's append is written by the caller
+// and the writer goroutine stays out of the way until it is done.
+func TestParallelLogFollowerDirectWriteKeepsTheWriterOut(t *testing.T) {
+	st := newHeldStore()
+	l := newParallelLog(st, func() bool { return false }, noFailure(t))
+	defer closeHeld(t, st, l)
+
+	done := make(chan error, 1)
+	go func() { done <- l.StoreLogs(entries(1, 3)) }()
+	waitFor(t, "the direct write to hold the writing slot", func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.writing) == 3
+	})
+	if got := l.durableBound(3); got != 0 {
+		t.Fatalf("durableBound(3) = %d during the write, want 0", got)
+	}
+	st.release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := l.durableBound(3); got != 3 {
+		t.Fatalf("durableBound(3) = %d after the write, want 3", got)
+	}
 }
