@@ -11,8 +11,9 @@ import (
 // flight together, as one RPC. It is natural batching, not a timer: a call
 // that finds no RPC of its group running is sent at once, alone, so a lone
 // caller sees no added latency; one that finds fewer than inFlight running
-// yields the processor once and goes at once with the calls that queued
-// meanwhile (see do). Otherwise it queues
+// yields the processor (again while more calls keep queuing, a few times
+// at most) and goes with the calls that queued meanwhile (see do).
+// Otherwise it queues
 // and goes out with every call that queued meanwhile when a running RPC
 // returns, or at once when maxBatch calls (or maxBytes) have queued. The
 // wait is bounded by one RPC, and by the caller's own context.
@@ -81,6 +82,19 @@ func (b *batcher[K, Req, Res]) do(ctx context.Context, k K, req Req) (Res, error
 		// caller with no company the yield costs well under a microsecond.
 		b.mu.Unlock()
 		runtime.Gosched()
+		// The callers of a returning batch come back one after another,
+		// as the scheduler gets to them, and one yield left many of them
+		// for the next RPC. Yield again while the queue keeps growing, a
+		// few times at most: 64 writers through one client object wrote
+		// 5-14% faster over seven alternating rounds (fewer, larger
+		// transactions for the same callers).
+		for i := 0; i < extraArrivalYields; i++ {
+			n := b.queued(grp)
+			runtime.Gosched()
+			if b.queued(grp) == n {
+				break
+			}
+		}
 		self := b.newCall(ctx, req)
 		b.mu.Lock()
 		batch := b.take(grp, self)
@@ -108,6 +122,17 @@ func (b *batcher[K, Req, Res]) do(ctx context.Context, k K, req Req) (Res, error
 	case <-ctx.Done():
 		return call.res, b.gaveUp(ctx.Err())
 	}
+}
+
+// extraArrivalYields bounds the yields after the first while callers keep
+// arriving (see do).
+const extraArrivalYields = 3
+
+// queued counts grp's queued calls.
+func (b *batcher[K, Req, Res]) queued(grp *batchGroup[Req, Res]) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(grp.queue)
 }
 
 // next gives a finished RPC's slot to the queued calls, or frees it.
