@@ -39,6 +39,7 @@ import (
 
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
 	"github.com/memdbd/memdbd/client"
+	"github.com/memdbd/memdbd/internal/childproc"
 )
 
 // memdbdBin is the binary built by TestMain.
@@ -347,7 +348,7 @@ func (c *cluster) start(i int) {
 	}
 	cmd := exec.Command(bin, nd.args...)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = procAttr()
+	cmd.SysProcAttr = childproc.Attr()
 	if err := cmd.Start(); err != nil {
 		c.t.Fatalf("start %s: %v", nd.id, err)
 	}

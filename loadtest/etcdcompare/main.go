@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/memdbd/memdbd/chaos"
+	"github.com/memdbd/memdbd/internal/childproc"
 	"github.com/memdbd/memdbd/internal/ports"
 	"github.com/memdbd/memdbd/loadtest"
 )
@@ -112,6 +113,7 @@ func startEtcd(dir string) (endpoints []string, stop func(), err error) {
 		}
 		c := exec.Command(self, "etcd-node", names[i], filepath.Join(dir, names[i]), curls[i], purls[i], strings.Join(initial, ","))
 		c.Stdout, c.Stderr = logf, logf
+		c.SysProcAttr = childproc.Attr()
 		if err := c.Start(); err != nil {
 			stop()
 			return nil, nil, err
