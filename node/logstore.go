@@ -38,8 +38,10 @@ import (
 // StoreLogs returns, because their answer to the leader is the promise
 // that the entry is on their disk.
 //
-// All writes, asynchronous or not, go through the one writer goroutine in
-// order, so the file always holds a prefix of what Raft appended. The
+// All writes, asynchronous or not, go through the one writing slot in
+// order (the writer goroutine's, or a follower's append written by its
+// caller when nothing is queued ahead of it), so the file always holds a
+// prefix of what Raft appended. The
 // queue needs no bound of its own: every client write in it is held in
 // the state machine until it is durable, and the node admits at most
 // MaxPendingWrites of those.
