@@ -16,12 +16,44 @@ import (
 // Bucket is one slice of the timeline.
 type Bucket struct {
 	// T is the bucket's start since the measured phase began.
-	T      time.Duration `json:"t_ms"`
+	T      time.Duration `json:"t_ns"`
 	OK     int64         `json:"ok"`
 	Errors int64         `json:"errors"`
 	// P99 latency of the bucket's successful operations.
-	P99  time.Duration `json:"p99_us"`
-	hist *hdrhistogram.Histogram
+	P99 time.Duration `json:"p99_ns"`
+	// FirstOK and LastOK are when the bucket's first and last successful
+	// operations completed, since the measured phase began (zero when OK
+	// is zero). They time an outage to the millisecond rather than to the
+	// bucket.
+	FirstOK time.Duration `json:"first_ok_ns,omitempty"`
+	LastOK  time.Duration `json:"last_ok_ns,omitempty"`
+	hist    *hdrhistogram.Histogram
+}
+
+// note records a successful operation that completed at t.
+func (b *Bucket) note(t time.Duration) {
+	if b.OK == 0 || t < b.FirstOK {
+		b.FirstOK = t
+	}
+	if b.OK == 0 || t > b.LastOK {
+		b.LastOK = t
+	}
+	b.OK++
+}
+
+// merge adds o's counts and times to b.
+func (b *Bucket) merge(o *Bucket) {
+	if o.OK > 0 {
+		if b.OK == 0 || o.FirstOK < b.FirstOK {
+			b.FirstOK = o.FirstOK
+		}
+		if b.OK == 0 || o.LastOK > b.LastOK {
+			b.LastOK = o.LastOK
+		}
+	}
+	b.OK += o.OK
+	b.Errors += o.Errors
+	b.hist.Merge(o.hist)
 }
 
 // Latency holds latency percentiles.
@@ -31,20 +63,36 @@ type Latency struct {
 
 // Result is the outcome of a run.
 type Result struct {
-	Target     string           `json:"target"`
-	Workload   string           `json:"workload"`
-	Clients    int              `json:"clients"`
-	Rate       float64          `json:"rate,omitempty"`
-	Elapsed    time.Duration    `json:"elapsed_ns"`
-	OK         int64            `json:"ok"`
-	Errors     int64            `json:"errors"`
-	Throughput float64          `json:"throughput"`
+	Target     string        `json:"target"`
+	Workload   string        `json:"workload"`
+	Clients    int           `json:"clients"`
+	Rate       float64       `json:"rate,omitempty"`
+	Elapsed    time.Duration `json:"elapsed_ns"`
+	OK         int64         `json:"ok"`
+	Errors     int64         `json:"errors"`
+	Throughput float64       `json:"throughput"`
+	// Unsent counts the operations an open loop scheduled within the run
+	// but could not send because every client was busy (Run).
+	Unsent     int64            `json:"unsent,omitempty"`
 	Latency    Latency          `json:"latency_ns"`
 	ErrorCodes map[string]int64 `json:"errors_by_code"`
 	Timeline   []Bucket         `json:"timeline"`
 	Bucket     time.Duration    `json:"bucket_ns"`
 	// Events are scenario events (a failover) at times since the start.
 	Events []Event `json:"events,omitempty"`
+	// Outages measures the unavailability after each event.
+	Outages []Outage `json:"outages,omitempty"`
+}
+
+// Outage is what an event cost the clients (Result.Unavailability).
+type Outage struct {
+	Event string `json:"event"`
+	// Gap is the longest time without a successful operation around the
+	// event: from the last success before it to the first success after.
+	Gap time.Duration `json:"gap_ns"`
+	// Recovery is the time from the event until throughput is back to 90%
+	// of its level before the event.
+	Recovery time.Duration `json:"recovery_ns"`
 }
 
 // Event marks a scenario event on the timeline.
@@ -70,9 +118,7 @@ func summarize(target, workload string, cfg Config, recs []*recorder, elapsed ti
 				agg = &Bucket{T: time.Duration(i) * cfg.Bucket, hist: hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 2)}
 				buckets[i] = agg
 			}
-			agg.OK += b.OK
-			agg.Errors += b.Errors
-			agg.hist.Merge(b.hist)
+			agg.merge(b)
 		}
 	}
 	res.OK = h.TotalCount()
@@ -103,6 +149,9 @@ func (r *Result) String() string {
 	}
 	fmt.Fprintf(&b, ", %v\n", r.Elapsed.Round(time.Millisecond))
 	fmt.Fprintf(&b, "  throughput %.0f ops/s (%d ok, %d errors)\n", r.Throughput, r.OK, r.Errors)
+	if r.Unsent > 0 {
+		fmt.Fprintf(&b, "  open loop fell behind: %d scheduled operations were never sent (every client was busy; use more clients)\n", r.Unsent)
+	}
 	l := r.Latency
 	fmt.Fprintf(&b, "  latency p50 %v  p90 %v  p99 %v  p99.9 %v  max %v\n", l.P50, l.P90, l.P99, l.P999, l.Max)
 	if len(r.ErrorCodes) > 0 {
@@ -119,6 +168,10 @@ func (r *Result) String() string {
 	}
 	for _, e := range r.Events {
 		fmt.Fprintf(&b, "  %7.2fs %s\n", e.T.Seconds(), e.What)
+	}
+	for _, o := range r.Outages {
+		fmt.Fprintf(&b, "  unavailability after %q: %v without a successful request; %v until 90%% throughput\n",
+			o.Event, o.Gap.Round(time.Millisecond), o.Recovery)
 	}
 	return b.String()
 }
@@ -219,39 +272,54 @@ func (r *Result) WriteHTML(w io.Writer) error { return chart.Execute(w, r.chartD
 // WriteSVG writes the timeline chart as an SVG image.
 func (r *Result) WriteSVG(w io.Writer) error { return svgChart.Execute(w, r.chartData()) }
 
-// Unavailability measures a failover on the timeline: the run of
-// buckets without a single success that starts at or after the event (the
-// window from the last success before to the first success after, at
-// bucket resolution), and the time from the event until throughput is
-// back to 90% of its level before the event.
+// Unavailability measures a disturbance at time at (since the measured
+// phase began), looking up to five seconds past it.
+//
+// gap is the longest time without a successful operation that ends after
+// the event: from the last success before the outage to the first success
+// after it. It is exact to the completion times when the outage spans a
+// bucket boundary; a pause that begins and ends inside one bucket is not
+// seen. An outage still going when the run ended counts up to the end.
+//
+// recovery is the time from the event until throughput, over a sliding
+// window of about half a second, is back to 90% of its average before the
+// event.
 func (r *Result) Unavailability(at time.Duration) (gap, recovery time.Duration) {
 	ev := int(at / r.Bucket)
-	if ev < 1 || ev >= len(r.Timeline) {
+	if r.Bucket <= 0 || ev < 1 || ev >= len(r.Timeline) {
 		return 0, 0
 	}
+	horizon := min(len(r.Timeline), ev+1+int(5*time.Second/r.Bucket))
+	var lastOK time.Duration // the phase's start if nothing succeeded before
+	for i := ev - 1; i >= 0; i-- {
+		if r.Timeline[i].OK > 0 {
+			lastOK = r.Timeline[i].LastOK
+			break
+		}
+	}
+	resume := ev // the bucket in which service came back
+	for i := ev; i < horizon; i++ {
+		b := &r.Timeline[i]
+		if b.OK == 0 {
+			continue
+		}
+		if d := b.FirstOK - lastOK; d > gap && b.FirstOK >= at {
+			gap, resume = d, i
+		}
+		lastOK = b.LastOK
+	}
+	if horizon == len(r.Timeline) && r.Elapsed-lastOK > gap && r.Elapsed > at {
+		gap, resume = r.Elapsed-lastOK, len(r.Timeline)
+	}
+
 	var before float64
 	for _, b := range r.Timeline[:ev] {
 		before += float64(b.OK)
 	}
 	before /= float64(ev)
-	first := -1 // first empty bucket after the event
-	for i := ev; i < len(r.Timeline) && i <= ev+int(5*time.Second/r.Bucket); i++ {
-		if r.Timeline[i].OK == 0 {
-			first = i
-			break
-		}
-	}
-	end := first
-	for end >= 0 && end < len(r.Timeline) && r.Timeline[end].OK == 0 {
-		end++
-	}
-	if first >= 0 {
-		gap = time.Duration(end-first) * r.Bucket
-	}
-	// Recovery is judged on a sliding window of about half a second: single
-	// small buckets are too noisy to compare with an average.
+	// Single small buckets are too noisy to compare with an average.
 	win := max(1, int(500*time.Millisecond/r.Bucket))
-	for i := max(end, ev+1); i+win <= len(r.Timeline); i++ {
+	for i := max(resume, ev+1); i+win <= len(r.Timeline); i++ {
 		var sum float64
 		for _, b := range r.Timeline[i : i+win] {
 			sum += float64(b.OK)

@@ -130,7 +130,8 @@ func Run(ctx context.Context, cfg Config, t Target, w Workload) (*Result, error)
 					continue // cut off by the end of the run
 				}
 				lat := end.Sub(begin)
-				b := int(end.UnixNano()-start.Load()) / int(cfg.Bucket)
+				since := time.Duration(end.UnixNano() - start.Load())
+				b := int(since / cfg.Bucket)
 				bk := rec.timeline[b]
 				if bk == nil {
 					bk = &Bucket{hist: hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 2)}
@@ -143,7 +144,7 @@ func Run(ctx context.Context, cfg Config, t Target, w Workload) (*Result, error)
 				}
 				us := max(lat.Microseconds(), 1)
 				_ = rec.hist.RecordValue(us)
-				bk.OK++
+				bk.note(since)
 				_ = bk.hist.RecordValue(us)
 			}
 		}(recs[i], i%max(t.Conns(), 1))
@@ -209,13 +210,26 @@ produce:
 		}
 	}
 	elapsed := time.Since(time.Unix(0, start.Load()))
+	// An open loop that fell behind (every worker busy) leaves operations
+	// scheduled before the end that were never sent. Their latency would
+	// have been the worst of the run, so they are reported, not dropped
+	// silently: the remedy is more clients.
+	var unsent int64
+	if interval > 0 && measuring && next.Before(end) {
+		unsent = int64(end.Sub(next)/interval) + 1
+		if cfg.Requests > 0 {
+			unsent = min(unsent, cfg.Requests-produced)
+		}
+	}
 	close(jobs)
 	wg.Wait()
 	if bar != nil {
 		_ = bar.Finish()
 		fmt.Fprintln(cfg.Progress)
 	}
-	return summarize(t.Name(), w.Name(), cfg, recs, elapsed), nil
+	res := summarize(t.Name(), w.Name(), cfg, recs, elapsed)
+	res.Unsent = max(unsent, 0)
+	return res, nil
 }
 
 // errCode names an error by its gRPC code (or "other").

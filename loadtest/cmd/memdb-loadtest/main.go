@@ -167,11 +167,11 @@ func run() error {
 		return err
 	}
 	res.Events = events
-	fmt.Print(res)
 	for _, e := range events {
 		gap, rec := res.Unavailability(e.T)
-		fmt.Printf("  unavailability after %q: %v without a successful request; %v until 90%% throughput\n", e.What, gap, rec)
+		res.Outages = append(res.Outages, loadtest.Outage{Event: e.What, Gap: gap, Recovery: rec})
 	}
+	fmt.Print(res)
 	if *jsonOut != "" {
 		if err := res.WriteJSON(*jsonOut); err != nil {
 			return err
