@@ -72,6 +72,7 @@ fuzz:
 	$(GO) test ./store -run '^$$' -fuzz '^FuzzDecodeKey$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./store -run '^$$' -fuzz '^FuzzLoaderAddRow$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./store -run '^$$' -fuzz '^FuzzKeyOrder$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./api/convert -run '^$$' -fuzz '^FuzzRequests$$' -fuzztime $(FUZZTIME)
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./store ./fsm ./node
