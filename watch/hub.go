@@ -20,7 +20,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -119,8 +118,7 @@ type Hub struct {
 
 	// mu guards the history. Publish holds it briefly.
 	mu         sync.Mutex
-	events     []Event // history[head:] is retained, in revision order
-	head       int
+	hist       history // the retained events, in revision order
 	bytes      int64
 	compactRev uint64 // a watch may start at any revision >= compactRev
 	rev        uint64 // last published revision
@@ -135,7 +133,6 @@ type Hub struct {
 	tables     map[string]*tableWatchers
 	dispatched atomic.Uint64 // every event up to here is in the live queues
 	cursor     int           // history position the dispatcher has reached (absolute)
-	base       int           // absolute position of events[0]
 	stamp      uint64
 	chunk      uint64
 	touchedWs  []*Watcher // watchers that got events in this chunk
@@ -187,7 +184,7 @@ func (h *Hub) Publish(rev uint64, changes []store.Change) {
 	h.mu.Lock()
 	for _, c := range changes {
 		e := Event{Rev: c.Revision, Table: c.Table, Key: c.Key, Row: c.Row, Prev: c.Prev, Expired: c.Expired, Dropped: c.Dropped, At: now}
-		h.events = append(h.events, e)
+		h.hist.push(e)
 		h.bytes += e.size()
 	}
 	if rev > h.rev {
@@ -204,23 +201,13 @@ func (h *Hub) Publish(rev uint64, changes []store.Change) {
 // evictLocked drops the oldest revisions, whole, while over the bounds. A
 // revision larger than the bounds on its own is dropped too.
 func (h *Hub) evictLocked() {
-	for h.head < len(h.events) && (len(h.events)-h.head > h.cfg.HistoryEvents || h.bytes > h.cfg.HistoryBytes) {
-		r := h.events[h.head].Rev
-		for h.head < len(h.events) && h.events[h.head].Rev == r {
-			h.bytes -= h.events[h.head].size()
-			h.events[h.head] = Event{}
-			h.head++
+	for h.hist.len() > 0 && (h.hist.len() > h.cfg.HistoryEvents || h.bytes > h.cfg.HistoryBytes) {
+		r := h.hist.front().Rev
+		for h.hist.len() > 0 && h.hist.front().Rev == r {
+			h.bytes -= h.hist.front().size()
+			h.hist.popFront()
 		}
 		h.compactRev = r
-	}
-	// Reclaim the dropped prefix once it is the larger part, so that the
-	// slice does not grow without bound; amortized O(1) per event.
-	if h.head > 1024 && h.head > len(h.events)/2 {
-		n := copy(h.events, h.events[h.head:])
-		clear(h.events[n:])
-		h.events = h.events[:n]
-		h.base += h.head
-		h.head = 0
 	}
 }
 
@@ -231,11 +218,10 @@ func (h *Hub) Reset(rev uint64) {
 	h.dmu.Lock()
 	defer h.dmu.Unlock()
 	h.mu.Lock()
-	clear(h.events)
-	h.base += len(h.events)
-	h.events, h.head, h.bytes = h.events[:0], 0, 0
+	h.hist.clear()
+	h.bytes = 0
 	h.compactRev, h.rev = rev, rev
-	h.cursor = h.base
+	h.cursor = h.hist.end
 	h.mu.Unlock()
 	through := h.dispatched.Load()
 	h.dispatched.Store(rev)
@@ -278,7 +264,7 @@ type Stats struct {
 func (h *Hub) Stats() Stats {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return Stats{Watchers: h.active.Load(), HistoryEvents: len(h.events) - h.head, HistoryBytes: h.bytes, Oldest: h.compactRev}
+	return Stats{Watchers: h.active.Load(), HistoryEvents: h.hist.len(), HistoryBytes: h.bytes, Oldest: h.compactRev}
 }
 
 // readAfter copies up to limit events (at least one) with revision > after
@@ -295,16 +281,15 @@ func (h *Hub) readAfter(after uint64, limit int) ([]Event, uint64, error) {
 	if after < h.compactRev {
 		return nil, 0, &ErrCompacted{Oldest: h.compactRev}
 	}
-	ev := h.events[h.head:]
-	i := sort.Search(len(ev), func(i int) bool { return ev[i].Rev > after })
-	j := min(len(ev), i+max(limit, 1))
-	for j < len(ev) && ev[j].Rev == ev[j-1].Rev {
+	i := h.hist.searchRev(after)
+	j := min(h.hist.end, i+max(limit, 1))
+	for j < h.hist.end && h.hist.at(j).Rev == h.hist.at(j-1).Rev {
 		j++
 	}
-	out := append([]Event(nil), ev[i:j]...)
+	out := h.hist.copyRange(i, j)
 	reach := h.rev
-	if j < len(ev) {
-		reach = ev[j-1].Rev
+	if j < h.hist.end {
+		reach = h.hist.at(j - 1).Rev
 	}
 	return out, max64(reach, after), nil
 }
@@ -351,12 +336,12 @@ func (h *Hub) dispatchSome() bool {
 		h.mu.Unlock()
 		return false
 	}
-	if h.cursor < h.base+h.head {
+	if h.cursor < h.hist.start {
 		// The history dropped events the dispatcher had not handed out
 		// yet (a burst larger than the history). The live watchers cannot
 		// continue without a gap; they resume or re-list.
 		oldest := h.compactRev
-		h.cursor = h.base + h.head
+		h.cursor = h.hist.start
 		h.mu.Unlock()
 		through := h.dispatched.Load()
 		for name, tw := range h.tables {
@@ -374,18 +359,25 @@ func (h *Hub) dispatchSome() bool {
 		}
 		return true
 	}
-	ev := h.events[h.cursor-h.base:]
-	j := min(len(ev), dispatchChunk)
-	for j < len(ev) && j > 0 && ev[j].Rev == ev[j-1].Rev {
+	end := h.hist.end
+	j := min(end, h.cursor+dispatchChunk)
+	for j < end && j > h.cursor && h.hist.at(j).Rev == h.hist.at(j-1).Rev {
 		j++
 	}
-	chunk := append([]Event(nil), ev[:j]...)
-	reach := h.rev
-	if j < len(ev) {
-		reach = ev[j-1].Rev
+	var chunk []Event
+	if len(h.tables) > 0 {
+		// Copied, so that matching runs without mu, which Publish needs.
+		// With no live watcher there is nothing to match: the dispatcher
+		// only moves its cursor, and the apply path's events are not
+		// copied a second time.
+		chunk = h.hist.copyRange(h.cursor, j)
 	}
-	h.cursor += j
-	more := j < len(ev)
+	reach := h.rev
+	if j < end {
+		reach = h.hist.at(j - 1).Rev
+	}
+	h.cursor = j
+	more := j < end
 	h.mu.Unlock()
 
 	h.chunk++
