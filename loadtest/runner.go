@@ -215,8 +215,9 @@ produce:
 	// have been the worst of the run, so they are reported, not dropped
 	// silently: the remedy is more clients.
 	var unsent int64
-	if interval > 0 && measuring && next.Before(end) {
-		unsent = int64(end.Sub(next)/interval) + 1
+	if stopped := minTime(end, time.Now()); interval > 0 && measuring && next.Before(stopped) {
+		// Up to the planned end, or to the interruption of the run.
+		unsent = int64(stopped.Sub(next)/interval) + 1
 		if cfg.Requests > 0 {
 			unsent = min(unsent, cfg.Requests-produced)
 		}
@@ -230,6 +231,13 @@ produce:
 	res := summarize(t.Name(), w.Name(), cfg, recs, elapsed)
 	res.Unsent = max(unsent, 0)
 	return res, nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // errCode names an error by its gRPC code (or "other").
