@@ -163,7 +163,8 @@ func TestAnOutageShowsOnTheTimeline(t *testing.T) {
 	if gap < outageFor-50*time.Millisecond || gap > outageFor+250*time.Millisecond {
 		t.Fatalf("gap %v, want about %v", gap, outageFor)
 	}
-	if recovery < gap || recovery > 5*time.Second {
+	// Recovery is timed in whole buckets (10 ms) from the event's bucket.
+	if recovery < gap-10*time.Millisecond || recovery > 5*time.Second {
 		t.Fatalf("recovery %v, gap %v", recovery, gap)
 	}
 }
