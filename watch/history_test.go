@@ -55,7 +55,7 @@ func TestHistoryAgainstASlice(t *testing.T) {
 				t.Fatalf("step %d: copyRange(%d, %d) has %d events", step, from, to, len(got))
 			}
 			for i := range got {
-				if got[i] != model[from-start+i] || *h.at(from+i) != got[i] {
+				if got[i] != model[from-start+i] || *h.at(from + i) != got[i] {
 					t.Fatalf("step %d: position %d: %+v, want %+v", step, from+i, got[i], model[from-start+i])
 				}
 			}
