@@ -17,7 +17,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
 PROTOC_GEN_GO_VTPROTO_VERSION := v0.6.1-0.20240319094008-0393e58bdf10
 
 # Packages with concurrency run under the race detector.
-RACE_PKGS := ./store/... ./fsm/... ./watch/... ./node/... ./server/... ./client/... ./internal/...
+RACE_PKGS := ./store/... ./fsm/... ./watch/... ./node/... ./server/... ./client/... ./internal/... ./loadtest
 
 .PHONY: all build test test-short race proto proto-check lint cluster fuzz bench clean tools chaos bench-compare loadtest-failover docker-build docker-up docker-down
 
