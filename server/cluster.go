@@ -93,6 +93,13 @@ func (c *clusterService) TransferLeadership(ctx context.Context, req *pb.Transfe
 	if !c.s.node.IsLeader() {
 		conn, err := c.s.leaderConn(ctx)
 		if err != nil {
+			// The leader checks the target against the newest
+			// configuration. Without one (an election under way, as right
+			// after a transfer), a target this member has never known is
+			// refused here: a retry would not fix a wrong id.
+			if errors.Is(err, node.ErrNoLeader) && req.ToNodeId != "" && !c.knows(req.ToNodeId) {
+				return nil, toStatus(fmt.Errorf("%w: no member %q", errInvalid, req.ToNodeId))
+			}
 			return nil, toStatus(err)
 		}
 		return pb.NewClusterServiceClient(conn).TransferLeadership(c.s.fwd.outgoing(ctx), req)
@@ -114,6 +121,17 @@ func (c *clusterService) TransferLeadership(ctx context.Context, req *pb.Transfe
 		id, _ = c.s.node.Leader()
 	}
 	return &pb.TransferLeadershipResponse{Header: c.s.header(c.s.node.FSM().Store().View()), NewLeaderId: id}, nil
+}
+
+// knows reports whether id is a member in this node's latest known
+// configuration.
+func (c *clusterService) knows(id string) bool {
+	for _, srv := range c.s.node.Status().Servers {
+		if string(srv.ID) == id {
+			return true
+		}
+	}
+	return false
 }
 
 // catchUpSlack is how far behind the leader's commit index a member may be

@@ -282,6 +282,43 @@ func TestTransferLeadershipAndStateHash(t *testing.T) {
 	}
 }
 
+// With no leader known (a quorum lost, or an election under way), a
+// transfer to a member is Unavailable, to retry, and one to an id this
+// member never knew is InvalidArgument at once.
+func TestTransferLeadershipWithoutALeader(t *testing.T) {
+	cl := testcluster.Start(t, 3, testcluster.Options{})
+	leader := cl.Leader()
+	survivor := (leader + 1) % 3
+	cl.StopMember(leader)
+	cl.StopMember((leader + 2) % 3)
+	cc := dial(t, cl.Members[survivor].Addr)
+	cs := pb.NewClusterServiceClient(cc)
+	// The survivor forgets the stopped leader once its heartbeat timeout
+	// passes.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := cs.Status(ctxT(t, 5*time.Second), &pb.StatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.LeaderId == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the survivor still follows %q", st.LeaderId)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_, err := cs.TransferLeadership(ctxT(t, 5*time.Second), &pb.TransferLeadershipRequest{ToNodeId: "nobody"})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("transfer to a non-member without a leader: %v", err)
+	}
+	_, err = cs.TransferLeadership(ctxT(t, 5*time.Second), &pb.TransferLeadershipRequest{ToNodeId: cl.Members[leader].NodeCfg.ID})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("transfer to a member without a leader: %v", err)
+	}
+}
+
 // Every response carries a request id: the caller's, or a new one.
 func TestRequestIDs(t *testing.T) {
 	cl := testcluster.Start(t, 1, testcluster.Options{})
