@@ -24,6 +24,7 @@ package client
 import (
 	"context"
 	crand "crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,6 +35,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/memdbd/memdbd/api/codec"
@@ -56,8 +58,16 @@ type Config struct {
 	// ClientID identifies this client's write session (1-64 bytes); random
 	// when empty. Two live clients must never share one.
 	ClientID string
-	// DialOptions replace the default (plaintext) dial options.
+	// DialOptions replace the default dial options (DefaultDialOptions),
+	// credentials included.
 	DialOptions []grpc.DialOption
+	// TLS, when set, connects over TLS with this configuration: members'
+	// certificates are verified against TLS.RootCAs (the system's roots
+	// when nil), and a certificate in TLS.Certificates or from
+	// TLS.GetClientCertificate is presented to members that require one
+	// (mutual TLS). Exclusive with DialOptions, which carry their own
+	// credentials.
+	TLS *tls.Config
 	// Logger receives retry decisions at debug level; none when nil.
 	Logger *slog.Logger
 	// DisableDiscovery keeps the client on Endpoints alone: it neither asks
@@ -96,7 +106,12 @@ func (c *Config) setDefaults() error {
 	if len(c.ClientID) > 64 {
 		return errors.New("memdb: Config.ClientID is longer than 64 bytes")
 	}
-	if len(c.DialOptions) == 0 {
+	switch {
+	case c.TLS != nil && len(c.DialOptions) > 0:
+		return errors.New("memdb: Config.TLS and Config.DialOptions are exclusive: give the TLS credentials in DialOptions")
+	case c.TLS != nil:
+		c.DialOptions = append(DefaultDialOptions(), grpc.WithTransportCredentials(credentials.NewTLS(c.TLS)))
+	case len(c.DialOptions) == 0:
 		c.DialOptions = DefaultDialOptions()
 	}
 	if c.Logger == nil {

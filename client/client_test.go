@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
@@ -295,5 +296,14 @@ func TestEveryReasonHasASentinel(t *testing.T) {
 		if _, ok := client.ReasonErrors()[r]; !ok {
 			t.Errorf("reason %s has no client sentinel", r)
 		}
+	}
+}
+
+func TestConfigTLSAndDialOptionsAreExclusive(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err := client.New(ctx, client.Config{Endpoints: []string{"127.0.0.1:1"}, TLS: &tls.Config{}, DialOptions: client.DefaultDialOptions()})
+	if err == nil || !strings.Contains(err.Error(), "exclusive") {
+		t.Fatalf("New with TLS and DialOptions: %v, want an error saying they are exclusive", err)
 	}
 }

@@ -34,6 +34,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -191,6 +192,9 @@ type cluster struct {
 
 	connMu sync.Mutex
 	conns  map[string]*grpc.ClientConn
+	// creds, when set, replace plaintext on the harness's own connections
+	// (a cluster serving TLS).
+	creds credentials.TransportCredentials
 }
 
 // testDeadline bounds every test.
@@ -256,8 +260,15 @@ func newCluster(t *testing.T, n int, extra ...string) *cluster {
 // its flags decided, before it first starts (to seed its data dir).
 func newClusterSeeded(t *testing.T, n int, seed func(nd *node), extra ...string) *cluster {
 	t.Helper()
+	return newClusterWith(t, n, seed, nil, extra...)
+}
+
+// newClusterWith is newClusterSeeded whose harness connects with creds
+// (plaintext when nil).
+func newClusterWith(t *testing.T, n int, seed func(nd *node), creds credentials.TransportCredentials, extra ...string) *cluster {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
-	c := &cluster{t: t, ctx: ctx, conns: map[string]*grpc.ClientConn{}}
+	c := &cluster{t: t, ctx: ctx, conns: map[string]*grpc.ClientConn{}, creds: creds}
 	addrs := freeAddrs(t, 2*n)
 	logDir := t.TempDir()
 	var initial []string
@@ -475,7 +486,11 @@ func (c *cluster) conn(i int) *grpc.ClientConn {
 	if cc, ok := c.conns[addr]; ok {
 		return cc
 	}
-	cc, err := grpc.NewClient(addr, dialOptions()...)
+	var opts []grpc.DialOption
+	if c.creds != nil {
+		opts = append(opts, grpc.WithTransportCredentials(c.creds))
+	}
+	cc, err := grpc.NewClient(addr, dialOptions(opts...)...)
 	if err != nil {
 		c.t.Fatal(err)
 	}

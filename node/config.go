@@ -2,6 +2,7 @@ package node
 
 import (
 	"crypto/sha256"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -56,6 +57,9 @@ func clusterToken(peers []Peer) []byte {
 	return sum[:16]
 }
 
+// RaftTLS is the TLS configuration of the Raft port.
+type RaftTLS struct{ Server, Client *tls.Config }
+
 // Config configures a node. Durations are wall-clock.
 type Config struct {
 	// ID is the node's unique, stable id in the cluster.
@@ -70,6 +74,11 @@ type Config struct {
 	// RaftSourceAddr, when set, is the IP address outgoing Raft connections
 	// leave from.
 	RaftSourceAddr string
+	// RaftTLS, when set, secures the Raft port with mutual TLS: the
+	// listener serves RaftTLS.Server (which should require and verify
+	// client certificates) and connections to peers use RaftTLS.Client,
+	// with the peer's host as the name its certificate must carry.
+	RaftTLS *RaftTLS
 	// ClientAdvertise is the address clients and peers use for this node's
 	// gRPC API; registered in the cluster for leader forwarding.
 	ClientAdvertise string
@@ -168,6 +177,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("raft address is required")
 	case c.ClientAdvertise == "":
 		return fmt.Errorf("client advertise address is required")
+	case c.RaftTLS != nil && (c.RaftTLS.Server == nil || c.RaftTLS.Client == nil):
+		return fmt.Errorf("raft TLS needs both a server and a client configuration")
 	case c.HeartbeatTimeout < 5*time.Millisecond:
 		return fmt.Errorf("heartbeat timeout %v is below 5ms", c.HeartbeatTimeout)
 	case c.ElectionTimeout < c.HeartbeatTimeout:

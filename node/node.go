@@ -179,7 +179,7 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raft advertise address %q: %w", cfg.raftAdvertise(), err)
 	}
-	stream, err := newStreamLayer(cfg.RaftBind, adv, cfg.RaftSourceAddr)
+	stream, err := newStreamLayer(cfg.RaftBind, adv, cfg.RaftSourceAddr, cfg.RaftTLS)
 	if err != nil {
 		return nil, fmt.Errorf("raft transport on %s: %w", cfg.RaftBind, err)
 	}

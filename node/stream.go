@@ -1,6 +1,9 @@
 package node
 
 import (
+	"context"
+	"crypto/tls"
+	"fmt"
 	"net"
 	"sync"
 	"time"
@@ -15,6 +18,13 @@ import (
 // apart on loopback, where every node would otherwise connect from
 // 127.0.0.1.
 //
+// With TLS (Config.RaftTLS) every connection is mutual TLS: accepted ones
+// complete their handshake on their first read, in the transport's
+// goroutine for that connection, so a slow or silent peer never holds up
+// the accept loop; dialled ones complete it within the dial timeout, so a
+// peer with the wrong certificate fails the dial with the reason instead
+// of failing later as a broken connection.
+//
 // It also closes every connection it made or accepted when it is closed:
 // Raft's transport stops reading a connection only when its peer closes
 // it, so a stopped node would otherwise leave goroutines reading from its
@@ -23,6 +33,7 @@ type streamLayer struct {
 	net.Listener
 	advertise net.Addr
 	dialer    net.Dialer
+	tls       *RaftTLS // nil: plaintext
 
 	mu     sync.Mutex
 	conns  map[*trackedConn]struct{}
@@ -63,6 +74,9 @@ func (s *streamLayer) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	if s.tls != nil {
+		c = tls.Server(c, s.tls.Server)
+	}
 	return s.track(c)
 }
 
@@ -82,12 +96,12 @@ func (s *streamLayer) Close() error {
 
 var _ raft.StreamLayer = (*streamLayer)(nil)
 
-func newStreamLayer(bind string, advertise net.Addr, source string) (*streamLayer, error) {
+func newStreamLayer(bind string, advertise net.Addr, source string, tc *RaftTLS) (*streamLayer, error) {
 	l, err := net.Listen("tcp", bind)
 	if err != nil {
 		return nil, err
 	}
-	s := &streamLayer{Listener: l, advertise: advertise, conns: map[*trackedConn]struct{}{}}
+	s := &streamLayer{Listener: l, advertise: advertise, conns: map[*trackedConn]struct{}{}, tls: tc}
 	if source != "" {
 		ip := net.ParseIP(source)
 		if ip == nil {
@@ -108,6 +122,26 @@ func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 	c, err := d.Dial("tcp", string(address))
 	if err != nil {
 		return nil, err
+	}
+	if s.tls != nil {
+		host, _, err := net.SplitHostPort(string(address))
+		if err != nil {
+			_ = c.Close()
+			return nil, err
+		}
+		cfg := s.tls.Client.Clone()
+		if cfg.ServerName == "" {
+			cfg.ServerName = host
+		}
+		tc := tls.Client(c, cfg)
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		err = tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			_ = c.Close()
+			return nil, fmt.Errorf("TLS handshake with %s: %w", address, err)
+		}
+		c = tc
 	}
 	return s.track(c)
 }

@@ -2,12 +2,14 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
@@ -29,10 +31,16 @@ type forwarder struct {
 	conns map[string]*grpc.ClientConn
 }
 
-func newForwarder(self string, opts ...grpc.DialOption) *forwarder {
+// newForwarder dials peers with tc (plaintext when nil), unless opts are
+// given, which replace every default.
+func newForwarder(self string, tc *tls.Config, opts ...grpc.DialOption) *forwarder {
 	if len(opts) == 0 {
+		creds := insecure.NewCredentials()
+		if tc != nil {
+			creds = credentials.NewTLS(tc)
+		}
 		opts = []grpc.DialOption{
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithTransportCredentials(creds),
 			// Reconnect to a restarted member within a second: gRPC's default
 			// backoff grows to two minutes, during which forwarding to a
 			// leader that came back would fail.

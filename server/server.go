@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
@@ -65,6 +67,13 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer receives the server's metrics; none when nil.
 	Registerer prometheus.Registerer
+	// TLS, when set, makes the gRPC port serve TLS only, with this
+	// configuration (tlsconf.Server: client certificates required or not).
+	TLS *tls.Config
+	// PeerTLS, when set, is the client configuration this member uses to
+	// call other members on their gRPC ports (forwarded writes, read
+	// indexes, lease probes). Set it whenever the members serve TLS.
+	PeerTLS *tls.Config
 }
 
 // DefaultConfig returns the default server settings.
@@ -163,7 +172,7 @@ func New(cfg Config, n *node.Node) (*Server, error) {
 		lg = slog.Default()
 	}
 	s := &Server{
-		cfg: cfg, node: n, log: lg, health: health.NewServer(), fwd: newForwarder(cfg.NodeID),
+		cfg: cfg, node: n, log: lg, health: health.NewServer(), fwd: newForwarder(cfg.NodeID, cfg.PeerTLS),
 		pages: newPageCache(cfg.PageTTL, cfg.MaxPinnedViews), metrics: newMetrics(cfg.Registerer),
 		inflight: make(chan struct{}, cfg.MaxInFlight), fatal: make(chan error, 1), stop: make(chan struct{}),
 	}
@@ -180,7 +189,7 @@ func New(cfg Config, n *node.Node) (*Server, error) {
 	// so refused requests are counted too.
 	grpcMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
 		grpcprom.WithHistogramBuckets([]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10})))
-	s.grpc = grpc.NewServer(
+	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxRequestBytes),
 		grpc.NumStreamWorkers(uint32(cfg.StreamWorkers)),
 		// The proto codec, plus a pass-through for watch events that are
@@ -188,7 +197,11 @@ func New(cfg Config, n *node.Node) (*Server, error) {
 		grpc.ForceServerCodecV2(newRawCodec()),
 		grpc.ChainUnaryInterceptor(grpcMetrics.UnaryServerInterceptor(), s.recoverUnary, s.admitUnary),
 		grpc.ChainStreamInterceptor(grpcMetrics.StreamServerInterceptor(), s.recoverStream, s.admitStream),
-	)
+	}
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	}
+	s.grpc = grpc.NewServer(opts...)
 	pb.RegisterDataServiceServer(s.grpc, &dataService{s: s})
 	pb.RegisterSchemaServiceServer(s.grpc, &schemaService{s: s})
 	pb.RegisterClusterServiceServer(s.grpc, &clusterService{s: s})

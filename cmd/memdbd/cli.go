@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -21,6 +24,7 @@ import (
 
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
 	"github.com/memdbd/memdbd/client"
+	"github.com/memdbd/memdbd/internal/tlsconf"
 	"github.com/memdbd/memdbd/node"
 	"github.com/memdbd/memdbd/store"
 )
@@ -44,20 +48,67 @@ var subcommands = map[string]func(args []string, stdout, stderr io.Writer) int{
 	},
 }
 
+// adminTarget is the node an admin command asks, and how to reach it.
+type adminTarget struct {
+	addr                      string
+	tls                       bool
+	caFile, certFile, keyFile string
+}
+
 // adminFlags parses the flags every admin command takes.
-func adminFlags(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (addr string, timeout time.Duration, ok bool) {
+func adminFlags(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (t adminTarget, timeout time.Duration, ok bool) {
 	fs := flag.NewFlagSet("memdbd "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&addr, "addr", "127.0.0.1:7000", "client address of the node to ask")
+	fs.StringVar(&t.addr, "addr", "127.0.0.1:7000", "client address of the node to ask")
 	fs.DurationVar(&timeout, "timeout", 5*time.Second, "deadline of the call")
+	tlsFlags(fs, &t)
 	if extra != nil {
 		extra(fs)
 	}
-	return addr, timeout, fs.Parse(args) == nil
+	return t, timeout, fs.Parse(args) == nil
 }
 
-func dialAdmin(addr string) (*grpc.ClientConn, error) {
-	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// tlsFlags registers the client-side TLS flags of the admin commands.
+func tlsFlags(fs *flag.FlagSet, t *adminTarget) {
+	fs.BoolVar(&t.tls, "tls", false, "connect over TLS (implied by the other -tls flags), verifying the node against the system's roots or -tls-ca-file")
+	fs.StringVar(&t.caFile, "tls-ca-file", "", "PEM CA bundle that signs the nodes' certificates")
+	fs.StringVar(&t.certFile, "tls-cert-file", "", "PEM client certificate, for nodes that require one (--tls-client-auth)")
+	fs.StringVar(&t.keyFile, "tls-key-file", "", "PEM private key of -tls-cert-file")
+}
+
+// tlsConfig is the client TLS configuration the flags ask for, or nil for
+// plaintext.
+func (t adminTarget) tlsConfig() (*tls.Config, error) {
+	if !t.tls && t.caFile == "" && t.certFile == "" && t.keyFile == "" {
+		return nil, nil
+	}
+	var kp *tlsconf.KeyPair
+	if t.certFile != "" || t.keyFile != "" {
+		var err error
+		if kp, err = tlsconf.LoadKeyPair(t.certFile, t.keyFile); err != nil {
+			return nil, fmt.Errorf("-tls-cert-file: %w", err)
+		}
+	}
+	var cas *x509.CertPool
+	if t.caFile != "" {
+		var err error
+		if cas, err = tlsconf.LoadCAs(t.caFile); err != nil {
+			return nil, fmt.Errorf("-tls-ca-file: %w", err)
+		}
+	}
+	return tlsconf.Client(kp, cas), nil
+}
+
+func dialAdmin(t adminTarget) (*grpc.ClientConn, error) {
+	tc, err := t.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	creds := insecure.NewCredentials()
+	if tc != nil {
+		creds = credentials.NewTLS(tc)
+	}
+	return grpc.NewClient(t.addr, grpc.WithTransportCredentials(creds))
 }
 
 func printJSON(w io.Writer, m proto.Message) {
@@ -214,7 +265,7 @@ func cmdRemove(args []string, stdout, stderr io.Writer) int {
 	}, id+" removed")
 }
 
-func adminCall(addr string, timeout time.Duration, stdout, stderr io.Writer, name string,
+func adminCall(addr adminTarget, timeout time.Duration, stdout, stderr io.Writer, name string,
 	call func(context.Context, pb.ClusterServiceClient) error, done string) int {
 	conn, err := dialAdmin(addr)
 	if err != nil {
@@ -382,7 +433,14 @@ func cmdWatch(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&snapshot, "snapshot", false, "first print the current rows (type \"row\")")
 	fs.IntVar(&count, "count", 0, "stop after this many events (0: no limit)")
 	fs.DurationVar(&until, "for", 0, "stop after this long (0: until interrupted)")
+	var target adminTarget
+	tlsFlags(fs, &target)
 	if fs.Parse(args) != nil {
+		return 2
+	}
+	tc, err := target.tlsConfig()
+	if err != nil {
+		fmt.Fprintln(stderr, "memdbd watch:", err)
 		return 2
 	}
 	if table == "" {
@@ -397,7 +455,7 @@ func cmdWatch(args []string, stdout, stderr io.Writer) int {
 		defer cancel()
 	}
 	dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
-	c, err := client.New(dctx, client.Config{Endpoints: strings.Split(*addrs, ","), Logger: slog.New(slog.DiscardHandler)})
+	c, err := client.New(dctx, client.Config{Endpoints: strings.Split(*addrs, ","), TLS: tc, Logger: slog.New(slog.DiscardHandler)})
 	dcancel()
 	if err != nil {
 		fmt.Fprintln(stderr, "memdbd watch:", err)

@@ -1,16 +1,21 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/memdbd/memdbd/internal/tlsconf"
 	"github.com/memdbd/memdbd/node"
 	"github.com/memdbd/memdbd/server"
 )
@@ -69,6 +74,10 @@ type config struct {
 	streamWorkers         int
 	watchProgressInterval time.Duration
 	heapFloorBytes        int64
+
+	tlsCertFile, tlsKeyFile, tlsCAFile             string
+	tlsClientAuth                                  bool
+	peerTLSCertFile, peerTLSKeyFile, peerTLSCAFile string
 }
 
 const envPrefix = "MEMDBD_"
@@ -123,6 +132,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.watchProgressInterval, "watch-progress-interval", sd.WatchProgressInterval, "how often an idle watch stream reports its revision")
 	fs.Int64Var(&c.heapFloorBytes, "heap-floor-bytes", defaultHeapFloor, "heap the garbage collector lets the server reach before it collects, however small the data "+
 		"(fewer collections for up to this much more memory; 0: Go's default pacing)")
+	fs.StringVar(&c.tlsCertFile, "tls-cert-file", "", "PEM certificate (chain) the gRPC port presents; with --tls-key-file it serves TLS only, and members call each other over TLS. Re-read on SIGHUP")
+	fs.StringVar(&c.tlsKeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file")
+	fs.StringVar(&c.tlsCAFile, "tls-ca-file", "", "PEM CA bundle trusted for client certificates and for other members' gRPC certificates (default: the system's roots)")
+	fs.BoolVar(&c.tlsClientAuth, "tls-client-auth", false, "require a client certificate signed by --tls-ca-file on the gRPC port (mutual TLS); members present their --tls-cert-file to each other, so it must allow client use too")
+	fs.StringVar(&c.peerTLSCertFile, "peer-tls-cert-file", "", "PEM certificate the Raft port presents, as server and as client; with --peer-tls-key-file and --peer-tls-ca-file, Raft traffic is mutual TLS. Re-read on SIGHUP")
+	fs.StringVar(&c.peerTLSKeyFile, "peer-tls-key-file", "", "PEM private key of --peer-tls-cert-file")
+	fs.StringVar(&c.peerTLSCAFile, "peer-tls-ca-file", "", "PEM CA bundle that signs the members' Raft certificates")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -280,4 +296,68 @@ func flagError(err error) error {
 		}
 	}
 	return err
+}
+
+// tlsSetup is the TLS of a member, built from the --tls-* and
+// --peer-tls-* settings; every field is nil for plaintext.
+type tlsSetup struct {
+	server   *tls.Config   // the gRPC listener
+	peerDial *tls.Config   // this member calling others' gRPC ports (forwarding, join)
+	raft     *node.RaftTLS // the Raft port
+	pairs    []*tlsconf.KeyPair
+}
+
+// reload re-reads every certificate and key; a pair that fails to load
+// stays as it was.
+func (t *tlsSetup) reload() error {
+	var errs []error
+	for _, kp := range t.pairs {
+		errs = append(errs, kp.Reload())
+	}
+	return errors.Join(errs...)
+}
+
+// tlsSetup checks the TLS settings together and loads their files.
+func (c *config) tlsSetup() (*tlsSetup, error) {
+	t := &tlsSetup{}
+	switch {
+	case (c.tlsCertFile == "") != (c.tlsKeyFile == ""):
+		return nil, errors.New("--tls-cert-file and --tls-key-file go together")
+	case c.tlsCertFile == "" && (c.tlsCAFile != "" || c.tlsClientAuth):
+		return nil, errors.New("--tls-ca-file and --tls-client-auth need --tls-cert-file and --tls-key-file")
+	case c.tlsClientAuth && c.tlsCAFile == "":
+		return nil, errors.New("--tls-client-auth needs --tls-ca-file, the CA that signs client certificates")
+	}
+	if c.tlsCertFile != "" {
+		kp, err := tlsconf.LoadKeyPair(c.tlsCertFile, c.tlsKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-cert-file: %w", err)
+		}
+		var cas *x509.CertPool
+		if c.tlsCAFile != "" {
+			if cas, err = tlsconf.LoadCAs(c.tlsCAFile); err != nil {
+				return nil, fmt.Errorf("--tls-ca-file: %w", err)
+			}
+		}
+		t.server = tlsconf.Server(kp, cas, c.tlsClientAuth)
+		t.peerDial = tlsconf.Client(kp, cas)
+		t.pairs = append(t.pairs, kp)
+	}
+	peer := []string{c.peerTLSCertFile, c.peerTLSKeyFile, c.peerTLSCAFile}
+	if n := len(slices.DeleteFunc(slices.Clone(peer), func(s string) bool { return s == "" })); n == 0 {
+		return t, nil
+	} else if n < len(peer) {
+		return nil, errors.New("--peer-tls-cert-file, --peer-tls-key-file and --peer-tls-ca-file go together")
+	}
+	kp, err := tlsconf.LoadKeyPair(c.peerTLSCertFile, c.peerTLSKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--peer-tls-cert-file: %w", err)
+	}
+	cas, err := tlsconf.LoadCAs(c.peerTLSCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("--peer-tls-ca-file: %w", err)
+	}
+	t.raft = &node.RaftTLS{Server: tlsconf.Server(kp, cas, true), Client: tlsconf.Client(kp, cas)}
+	t.pairs = append(t.pairs, kp)
+	return t, nil
 }

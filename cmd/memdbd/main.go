@@ -16,6 +16,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -37,6 +38,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
@@ -149,6 +151,11 @@ func run(ctx context.Context, c *config, reparse func() (*config, error)) error 
 		return fmt.Errorf("metrics: %w", err)
 	}
 	ncfg.Logger, scfg.Logger, scfg.Registerer = lg, lg, reg
+	tl, err := c.tlsSetup()
+	if err != nil {
+		return err
+	}
+	ncfg.RaftTLS, scfg.TLS, scfg.PeerTLS = tl.raft, tl.server, tl.peerDial
 
 	// 2. The client listener first, so that a port clash fails before Raft
 	// starts.
@@ -192,7 +199,7 @@ func run(ctx context.Context, c *config, reparse func() (*config, error)) error 
 
 	// 6. Join a running cluster, when asked and new.
 	if c.join != "" && !n.HadState() {
-		if err := joinCluster(ctx, lg, strings.Split(c.join, ","), c.nodeID, ncfg.RaftAdvertise, c.raftAddr, c.nonVoter); err != nil {
+		if err := joinCluster(ctx, lg, strings.Split(c.join, ","), tl.peerDial, c.nodeID, ncfg.RaftAdvertise, c.raftAddr, c.nonVoter); err != nil {
 			lg.Error("could not join the cluster", "err", err)
 		}
 	}
@@ -203,6 +210,13 @@ func run(ctx context.Context, c *config, reparse func() (*config, error)) error 
 	defer signal.Stop(hup)
 	go func() {
 		for range hup {
+			// Certificates first: their files may have changed while the
+			// settings naming them did not.
+			if err := tl.reload(); err != nil {
+				lg.Error("reload: certificates not reloaded", "err", err)
+			} else if len(tl.pairs) > 0 {
+				lg.Info("reload: certificates re-read")
+			}
 			reload(lg, c, reparse, level, n, srv)
 		}
 	}()
@@ -237,7 +251,7 @@ func run(ctx context.Context, c *config, reparse func() (*config, error)) error 
 
 // joinCluster asks the members at addrs to add this node, until one
 // accepts or ctx ends.
-func joinCluster(ctx context.Context, lg *slog.Logger, addrs []string, id, raftAdvertise, raftBind string, nonVoter bool) error {
+func joinCluster(ctx context.Context, lg *slog.Logger, addrs []string, tc *tls.Config, id, raftAdvertise, raftBind string, nonVoter bool) error {
 	raftAddr := raftAdvertise
 	if raftAddr == "" {
 		raftAddr = raftBind
@@ -246,7 +260,11 @@ func joinCluster(ctx context.Context, lg *slog.Logger, addrs []string, id, raftA
 	for {
 		for _, a := range addrs {
 			a = strings.TrimSpace(a)
-			conn, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			creds := insecure.NewCredentials()
+			if tc != nil {
+				creds = credentials.NewTLS(tc)
+			}
+			conn, err := grpc.NewClient(a, grpc.WithTransportCredentials(creds))
 			if err != nil {
 				return fmt.Errorf("--join %s: %w", a, err)
 			}
