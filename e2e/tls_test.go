@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -178,5 +179,63 @@ func TestTLSSettingsAreCheckedTogether(t *testing.T) {
 		if err == nil || !strings.Contains(string(out), tc.want) {
 			t.Errorf("memdbd %s: %v, output %q; want a failure saying %q", strings.Join(tc.args, " "), err, out, tc.want)
 		}
+	}
+}
+
+// TestCertificateRotationOnSIGHUP replaces a member's certificate files
+// and sends SIGHUP: new connections must get the new certificate, with no
+// restart, while the member keeps serving.
+func TestCertificateRotationOnSIGHUP(t *testing.T) {
+	dir := t.TempDir()
+	ca := testcerts.NewCA(t, dir, "ca")
+	first, second := ca.Issue(t, "first"), ca.Issue(t, "second")
+	certFile, keyFile := dir+"/member.pem", dir+"/member-key.pem"
+	install := func(f testcerts.Files) {
+		for from, to := range map[string]string{f.Cert: certFile, f.Key: keyFile} {
+			b, err := os.ReadFile(from)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Write then rename, as a certificate manager would: a reader
+			// never sees half a file.
+			if err := os.WriteFile(to+".new", b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(to+".new", to); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	install(first)
+	trust := clientTLS(t, ca.CertFile, nil)
+	c := newClusterWith(t, 1, nil, credentials.NewTLS(trust), "--tls-cert-file", certFile, "--tls-key-file", keyFile)
+	presented := func() (string, error) {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", c.nodes[0].clientAddr, trust)
+		if err != nil {
+			return "", err
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].Subject.CommonName, nil
+	}
+	if cn, err := presented(); err != nil || cn != "first" {
+		t.Fatalf("before rotation: %q, %v", cn, err)
+	}
+	install(second)
+	if cn, _ := presented(); cn != "first" {
+		t.Fatalf("the new files were used before SIGHUP: %q", cn)
+	}
+	c.sendSignal(0, syscall.SIGHUP)
+	waitFor(t, 10*time.Second, "the rotated certificate", func() error {
+		cn, err := presented()
+		if err != nil {
+			return err
+		}
+		if cn != "second" {
+			return errors.New("still presenting " + cn)
+		}
+		return nil
+	})
+	if _, err := c.status(0); err != nil {
+		t.Fatalf("status after rotation: %v", err)
 	}
 }
