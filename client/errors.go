@@ -36,6 +36,10 @@ var (
 	ErrHalted          = errors.New("memdb: server halted")
 	ErrCorrupt         = errors.New("memdb: data corrupt")
 	ErrInternal        = errors.New("memdb: internal error")
+	// ErrQuotaExceeded: the data reached the cluster's quota
+	// (--data-quota-bytes). Writes that add data are refused until rows
+	// are deleted or the quota is raised; retrying does not help.
+	ErrQuotaExceeded = errors.New("memdb: data quota exceeded")
 	// ErrOutcomeUnknown: a write's deadline passed while it may or may not
 	// have been applied. Retrying it with the same client is safe only in
 	// the same call; the client already retried within the deadline.
@@ -76,6 +80,7 @@ var reasonErrors = map[string]error{
 	pb.ReasonPrecondition:    ErrPrecondition,
 	pb.ReasonCorrupt:         ErrCorrupt,
 	pb.ReasonInternal:        ErrInternal,
+	pb.ReasonQuotaExceeded:   ErrQuotaExceeded,
 	pb.ReasonWatchCompacted:  ErrCompacted,
 	pb.ReasonWatchTooSlow:    ErrWatchTooSlow,
 	pb.ReasonWatchEnded:      ErrWatchEnded,

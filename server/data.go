@@ -28,7 +28,16 @@ func (s *Server) write(ctx context.Context, ws *pb.WriteSession, txn *cmdpb.Txn)
 	if err := s.limits().checkValueSizes(st); err != nil {
 		return nil, err
 	}
-	if err := s.checkFresh(ctx, func(v *store.View) error { return v.CheckTxn(st, s.limits().store()) }); err != nil {
+	lim := s.limits()
+	grows := addsData(st)
+	if err := s.checkFresh(ctx, func(v *store.View) error {
+		if grows {
+			if err := lim.checkQuota(v); err != nil {
+				return err
+			}
+		}
+		return v.CheckTxn(st, lim.store())
+	}); err != nil {
 		return nil, err
 	}
 	if err := checkSession(ws); err != nil {

@@ -98,6 +98,8 @@ func toStatus(err error) error {
 		return statusErr(pb.ReasonNotReady, err.Error(), nil, retryAfter)
 	case errors.Is(err, node.ErrFeatureLevel):
 		return statusErr(pb.ReasonUnsupported, err.Error(), nil, 0)
+	case errors.Is(err, errQuotaExceeded):
+		return statusErr(pb.ReasonQuotaExceeded, err.Error(), nil, 0)
 	case errors.Is(err, errPrecondition):
 		return statusErr(pb.ReasonPrecondition, err.Error(), nil, 0)
 	case errors.Is(err, context.DeadlineExceeded):
@@ -113,6 +115,8 @@ var (
 	errOverloaded  = errors.New("server overloaded")
 	errStale       = errors.New("staleness bound not met")
 	errPageExpired = errors.New("page token expired")
+	// errQuotaExceeded: the data reached Limits.MaxDataBytes.
+	errQuotaExceeded = errors.New("data quota exceeded")
 	// errPrecondition: an admin change the cluster's state does not allow
 	// now (an unready member, a quorum at risk).
 	errPrecondition = errors.New("precondition failed")

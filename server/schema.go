@@ -44,7 +44,7 @@ func (sv *schemaService) CreateTable(ctx context.Context, req *pb.CreateTableReq
 		if _, err := v.Table(sc.Name); err == nil {
 			return fmt.Errorf("%w: %s", store.ErrTableExists, sc.Name)
 		}
-		return nil
+		return sv.s.limits().checkQuota(v)
 	}); err != nil {
 		return nil, toStatus(err)
 	}
@@ -80,7 +80,10 @@ func (sv *schemaService) CreateIndex(ctx context.Context, req *pb.CreateIndexReq
 		}
 		sc := info.Schema
 		sc.Indexes = append(sc.Indexes, convert.Index(req.Index))
-		return store.CheckSchema(sc, sv.s.limits().store())
+		if err := store.CheckSchema(sc, sv.s.limits().store()); err != nil {
+			return err
+		}
+		return sv.s.limits().checkQuota(v)
 	})
 	if err != nil {
 		return nil, toStatus(err)

@@ -34,6 +34,19 @@ type Limits struct {
 	DefaultScanLimit int
 	// MaxScanLimit bounds the page size of a scan.
 	MaxScanLimit int
+	// MaxDataBytes is the data quota: once the tables' encoded rows
+	// (View.DataBytes) reach it, writes that add data (insert, upsert,
+	// update, creating a table or an index) are refused with
+	// QUOTA_EXCEEDED; deletes, expiry refreshes and reads still pass, so
+	// the way back is to delete. 0: no quota.
+	//
+	// Why at the edge and not in the state machine: the quota is each
+	// member's setting, and a decision that differed between replicas
+	// applying the same log would make them diverge. Checked before the
+	// proposal, a refusal changes nothing anywhere; the price is that
+	// writes already in flight when the quota is reached still land, so
+	// the data may end above it by up to the writes pending at that moment.
+	MaxDataBytes int64
 }
 
 // DefaultLimits returns the default edge limits.
@@ -71,6 +84,8 @@ func (l Limits) Validate() error {
 		return errors.New("max batch get must be positive")
 	case l.DefaultScanLimit < 1 || l.DefaultScanLimit > l.MaxScanLimit:
 		return fmt.Errorf("default scan limit %d must be 1 to the max scan limit %d", l.DefaultScanLimit, l.MaxScanLimit)
+	case l.MaxDataBytes < 0:
+		return fmt.Errorf("data quota %d must be 0 (none) or positive", l.MaxDataBytes)
 	}
 	return nil
 }
@@ -80,6 +95,33 @@ func (l Limits) store() store.Limits {
 	s := store.DefaultLimits()
 	s.MaxKeyBytes, s.MaxRowBytes, s.MaxOps, s.MaxConditions = l.MaxKeyBytes, l.MaxRowBytes, l.MaxOps, l.MaxConditions
 	return s
+}
+
+// checkQuota refuses a write that would add data while v's data has
+// reached the quota.
+func (l Limits) checkQuota(v *store.View) error {
+	if l.MaxDataBytes == 0 {
+		return nil
+	}
+	if n := v.DataBytes(); n >= l.MaxDataBytes {
+		return fmt.Errorf("%w: the data is %d bytes, at or over the quota of %d (--data-quota-bytes); "+
+			"writes that add data are refused until rows are deleted or the quota is raised, deletes still pass", errQuotaExceeded, n, l.MaxDataBytes)
+	}
+	return nil
+}
+
+// addsData reports whether txn may add data: an insert, upsert or update
+// in either branch.
+func addsData(txn store.Txn) bool {
+	for _, br := range [][]store.Op{txn.Then, txn.Else} {
+		for _, op := range br {
+			switch op.Kind {
+			case store.OpInsert, store.OpUpsert, store.OpUpdate:
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // checkValueSizes refuses string and bytes values over MaxValueBytes.

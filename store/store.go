@@ -363,6 +363,15 @@ func (v *View) Tables() []TableInfo {
 	return out
 }
 
+// DataBytes is the sum of the tables' encoded row sizes (TableInfo.Bytes).
+func (v *View) DataBytes() int64 {
+	var n int64
+	for _, t := range v.tables {
+		n += t.bytes
+	}
+	return n
+}
+
 // Table describes one table.
 func (v *View) Table(name string) (TableInfo, error) {
 	t, ok := v.tables[name]

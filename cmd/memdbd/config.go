@@ -65,6 +65,7 @@ type config struct {
 	maxKeyBytes     int
 	maxValueBytes   int
 	maxTxnOps       int
+	dataQuotaBytes  int64
 
 	expireInterval        time.Duration
 	watchHistoryEvents    int
@@ -123,6 +124,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.IntVar(&c.maxKeyBytes, "max-key-bytes", sd.Limits.MaxKeyBytes, "largest encoded primary key")
 	fs.IntVar(&c.maxValueBytes, "max-value-bytes", sd.Limits.MaxValueBytes, "largest string or bytes value")
 	fs.IntVar(&c.maxTxnOps, "max-txn-ops", sd.Limits.MaxOps, "most operations in one transaction branch")
+	fs.Int64Var(&c.dataQuotaBytes, "data-quota-bytes", sd.Limits.MaxDataBytes, "once the tables' row data (memdb_table_bytes) reaches this, writes that add data are refused with QUOTA_EXCEEDED; deletes still pass (0: no quota)")
 	fs.DurationVar(&c.expireInterval, "expire-interval", nd.ExpireInterval, "how often the leader deletes expired rows through the log (reads hide them at once)")
 	fs.IntVar(&c.watchHistoryEvents, "watch-history-events", nd.Watch.HistoryEvents, "changes kept in memory for watches to start or resume from")
 	fs.Int64Var(&c.watchHistoryBytes, "watch-history-bytes", nd.Watch.HistoryBytes, "bytes of changes kept for watches")
@@ -262,6 +264,7 @@ func (c *config) serverConfig(version string) (server.Config, error) {
 	s.MaxWatchers, s.WatchProgressInterval = c.maxWatchers, c.watchProgressInterval
 	s.StreamWorkers = c.streamWorkers
 	s.Limits.MaxRequestBytes, s.Limits.MaxKeyBytes, s.Limits.MaxValueBytes, s.Limits.MaxOps = c.maxRequestBytes, c.maxKeyBytes, c.maxValueBytes, c.maxTxnOps
+	s.Limits.MaxDataBytes = c.dataQuotaBytes
 	if s.Limits.MaxRowBytes > s.Limits.MaxRequestBytes {
 		s.Limits.MaxRowBytes = s.Limits.MaxRequestBytes
 	}
@@ -286,7 +289,7 @@ func flagError(err error) error {
 		{"snapshot interval", "--snapshot-interval"}, {"retain snapshots", "--retain-snapshots"},
 		{"max pending writes", "--max-pending-writes"}, {"initial cluster", "--initial-cluster"},
 		{"max key bytes", "--max-key-bytes"}, {"max value bytes", "--max-value-bytes"},
-		{"max request bytes", "--max-request-bytes"}, {"max ops", "--max-txn-ops"},
+		{"max request bytes", "--max-request-bytes"}, {"max ops", "--max-txn-ops"}, {"data quota", "--data-quota-bytes"},
 		{"default timeout", "--request-timeout"}, {"max in-flight", "--max-in-flight"},
 		{"expire interval", "--expire-interval"}, {"watch: history of", "--watch-history-events or --watch-history-bytes"},
 		{"watch: queue", "--watch-queue-events"}, {"max watchers", "--max-watchers"}, {"watch progress interval", "--watch-progress-interval"},

@@ -290,7 +290,7 @@ func joinCluster(ctx context.Context, lg *slog.Logger, addrs []string, tc *tls.C
 // reloadable lists the settings SIGHUP applies to a running node.
 var reloadable = map[string]bool{
 	"log-level": true, "snapshot-threshold": true, "snapshot-interval": true, "trailing-logs": true,
-	"max-key-bytes": true, "max-value-bytes": true, "max-txn-ops": true, "request-timeout": true,
+	"max-key-bytes": true, "max-value-bytes": true, "max-txn-ops": true, "request-timeout": true, "data-quota-bytes": true,
 }
 
 // reload applies the settings that changed and can change at run time,

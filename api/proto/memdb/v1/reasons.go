@@ -57,6 +57,7 @@ const (
 	ReasonWatchTooSlow    = "WATCH_TOO_SLOW"   // watcher fell too far behind; resume from its revision
 	ReasonWatchEnded      = "WATCH_ENDED"      // the watched table or index was dropped
 	ReasonNotReady        = "NOT_READY"        // the cluster cannot take this yet (a member still registering); retry shortly
+	ReasonQuotaExceeded   = "QUOTA_EXCEEDED"   // the data reached the member's quota; delete rows or raise the quota
 )
 
 var reasonCodes = map[string]codes.Code{
@@ -88,6 +89,7 @@ var reasonCodes = map[string]codes.Code{
 	ReasonWatchTooSlow:    codes.ResourceExhausted,
 	ReasonWatchEnded:      codes.FailedPrecondition,
 	ReasonNotReady:        codes.Unavailable,
+	ReasonQuotaExceeded:   codes.ResourceExhausted,
 }
 
 // CodeOf returns the gRPC code of a reason; Unknown for an unknown reason.
