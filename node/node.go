@@ -221,8 +221,16 @@ func Open(cfg Config) (*Node, error) {
 	if n.plog != nil {
 		rfsm = gatedFSM{FSM: f, log: n.plog}
 	}
-	n.raft, err = raft.NewRaft(rc, rfsm, logs, n.stable, n.snaps, rtrans)
+	n.raft, err = raft.NewRaft(rc, rfsm, logs, n.stable, &usableSnapshots{SnapshotStore: n.snaps, logs: logs}, rtrans)
 	if err != nil {
+		// The library's words when every snapshot it was offered failed
+		// to open or restore; usableSnapshots offered only those the log
+		// continues from.
+		if strings.Contains(err.Error(), "failed to load any existing snapshots") {
+			return nil, fmt.Errorf("starting raft: %w (the log above says why each failed), and the Raft log does not reach back "+
+				"before them: this data directory cannot be recovered on its own; remove the member, empty its data directory "+
+				"and add it back (docs/operations.md, damaged data)", err)
+		}
 		return nil, fmt.Errorf("starting raft: %w", err)
 	}
 	raftp.Store(n.raft)
