@@ -1,7 +1,6 @@
 package fsm
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,7 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/hashicorp/raft"
 
 	"github.com/memdbd/memdbd/api/convert"
@@ -59,6 +57,12 @@ type Config struct {
 	Changes ChangeSink
 	// Logger receives the state machine's logs; slog.Default() when nil.
 	Logger *slog.Logger
+	// HashEvery, when positive, records a state checkpoint (Checkpoints)
+	// every HashEvery log entries: the state hash as of the revision just
+	// before each multiple. Unlike the session settings it may differ
+	// between replicas; those that record different points simply have
+	// fewer in common to compare.
+	HashEvery uint64
 }
 
 // DefaultConfig returns the settings every memdbd node uses.
@@ -99,6 +103,9 @@ type FSM struct {
 	logTimeA atomic.Int64 // logTime, for readers outside the FSM goroutine
 	halted   atomic.Pointer[error]
 	members  atomic.Pointer[membersState]
+
+	ckpts  checkpoints
+	ckptWG sync.WaitGroup // checkpoint hashes being computed
 
 	// waitMu guards waitCh, which is closed and replaced after every batch.
 	waitMu sync.Mutex
@@ -172,6 +179,14 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	b := f.store.Begin()
 	last := f.applied.Load()
 	for i, l := range logs {
+		if rev := f.checkpointAt(last, l.Index); rev != 0 && f.Halted() == nil {
+			// Commit what comes before the checkpoint so that its state
+			// can be captured, then go on in a new batch: once every
+			// HashEvery entries.
+			f.finishBatch(b, last)
+			f.recordCheckpoint(rev)
+			b = f.store.Begin()
+		}
 		if f.Halted() != nil {
 			out[i] = haltedResult(l.Index, f.Halted())
 			continue
@@ -184,6 +199,13 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		}
 		last = l.Index
 	}
+	f.finishBatch(b, last)
+	return out
+}
+
+// finishBatch commits b, whose last entry is last, and tells watchers and
+// waiters.
+func (f *FSM) finishBatch(b *store.Batch, last uint64) {
 	b.Commit()
 	f.logTimeA.Store(f.logTime)
 	f.applied.Store(last)
@@ -191,7 +213,6 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		f.cfg.Changes.Publish(last, b.Changes())
 	}
 	f.notify()
-	return out
 }
 
 // LogTime returns the log time (Unix nanoseconds) of the last applied
@@ -371,15 +392,7 @@ func (f *FSM) StateHash() (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	h := xxhash.New()
-	_, _ = h.Write(binary.BigEndian.AppendUint64(nil, f.store.View().Hash()))
-	_, _ = h.Write(binary.AppendUvarint(nil, uint64(len(members))))
-	_, _ = h.Write(members)
-	for _, s := range sessions {
-		_, _ = h.Write(binary.AppendUvarint(nil, uint64(len(s))))
-		_, _ = h.Write(s)
-	}
-	return h.Sum64(), nil
+	return stateHash(f.store.View(), members, sessions), nil
 }
 
 // RequiredVersion is the command format version a replica needs to apply

@@ -52,6 +52,10 @@ func (c *clusterService) Status(ctx context.Context, req *pb.StatusRequest) (*pb
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	resp.HeapBytes = ms.HeapInuse
+	for _, cp := range c.s.node.FSM().Checkpoints() {
+		resp.Checkpoints = append(resp.Checkpoints, &pb.StateCheckpoint{Revision: cp.Revision, Hash: cp.Hash})
+	}
+	resp.Divergence = c.s.Divergence()
 	return resp, nil
 }
 

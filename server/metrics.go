@@ -11,6 +11,9 @@ type metrics struct {
 	watchEvents prometheus.Counter
 	watchEnded  *prometheus.CounterVec
 	watchDelay  prometheus.Histogram
+
+	checks    *prometheus.CounterVec
+	divergent prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -40,9 +43,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Time from applying a change to handing its event to the stream.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
 		}),
+		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "memdb", Name: "consistency_checks_total",
+			Help: "Comparisons of a state checkpoint with the other members' (each round compares every checkpoint kept), by result: match or mismatch.",
+		}, []string{"result"}),
+		divergent: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "memdb", Name: "state_divergent",
+			Help: "1 once this member's state hash differed from the majority's at a checkpoint: its data cannot be trusted; replace it.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.forwarded, m.reads, m.rejected, m.watchEvents, m.watchEnded, m.watchDelay)
+		reg.MustRegister(m.forwarded, m.reads, m.rejected, m.watchEvents, m.watchEnded, m.watchDelay, m.checks, m.divergent)
 	}
 	return m
 }

@@ -70,6 +70,9 @@ type Config struct {
 	// TLS, when set, makes the gRPC port serve TLS only, with this
 	// configuration (tlsconf.Server: client certificates required or not).
 	TLS *tls.Config
+	// ConsistencyInterval is how often this member compares its state
+	// checkpoints with the other members' (consistency.go); 0: never.
+	ConsistencyInterval time.Duration
 	// PeerTLS, when set, is the client configuration this member uses to
 	// call other members on their gRPC ports (forwarded writes, read
 	// indexes, lease probes). Set it whenever the members serve TLS.
@@ -97,6 +100,7 @@ func DefaultConfig() Config {
 		// 30s are 333 messages a second. Clients that need a tighter bound
 		// on silence ask for it per stream.
 		WatchProgressInterval: 30 * time.Second,
+		ConsistencyInterval:   10 * time.Second,
 	}
 }
 
@@ -115,6 +119,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("stream workers %d must be between 0 and 65536", c.StreamWorkers)
 	case c.MaxWatchers < 1:
 		return fmt.Errorf("max watchers %d must be positive", c.MaxWatchers)
+	case c.ConsistencyInterval < 0:
+		return fmt.Errorf("consistency interval %v must not be negative", c.ConsistencyInterval)
 	case c.WatchProgressInterval < minProgressInterval:
 		return fmt.Errorf("watch progress interval %v is below %v", c.WatchProgressInterval, minProgressInterval)
 	}
@@ -159,6 +165,7 @@ type Server struct {
 	// still draining.
 	peers      context.Context
 	closePeers context.CancelFunc
+	consist    consistency
 	wg         sync.WaitGroup
 }
 
@@ -217,6 +224,10 @@ func New(cfg Config, n *node.Node) (*Server, error) {
 	s.wg.Add(2)
 	go s.watchHealth()
 	go s.registerLoop()
+	if cfg.ConsistencyInterval > 0 {
+		s.wg.Add(1)
+		go s.consistencyLoop()
+	}
 	return s, nil
 }
 

@@ -175,6 +175,17 @@ func heapAfterGC() uint64 {
 // 256-byte string value through batches of 1000 one-row upserts and
 // reports the heap they take per row, and its ratio to the raw data (264
 // bytes a row).
+// BenchmarkHash1MRows is the cost of one state checkpoint's store hash
+// (the consistency check) over a million rows.
+func BenchmarkHash1MRows(b *testing.B) {
+	s := loadBench(b, memRows, false)
+	v := s.View()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		_ = v.Hash()
+	}
+}
+
 func BenchmarkMemoryPerRow(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		before := heapAfterGC()

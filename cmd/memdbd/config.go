@@ -75,6 +75,8 @@ type config struct {
 	streamWorkers         int
 	watchProgressInterval time.Duration
 	heapFloorBytes        int64
+	hashCheckEntries      uint64
+	consistencyInterval   time.Duration
 
 	tlsCertFile, tlsKeyFile, tlsCAFile             string
 	tlsClientAuth                                  bool
@@ -134,6 +136,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.watchProgressInterval, "watch-progress-interval", sd.WatchProgressInterval, "how often an idle watch stream reports its revision")
 	fs.Int64Var(&c.heapFloorBytes, "heap-floor-bytes", defaultHeapFloor, "heap the garbage collector lets the server reach before it collects, however small the data "+
 		"(fewer collections for up to this much more memory; 0: Go's default pacing)")
+	fs.Uint64Var(&c.hashCheckEntries, "hash-check-entries", nd.FSM.HashEvery, "record a state checkpoint (state hash) every this many log entries, for the consistency check (0: none)")
+	fs.DurationVar(&c.consistencyInterval, "consistency-check-interval", sd.ConsistencyInterval, "how often a member compares its state checkpoints with the other members' (0: never)")
 	fs.StringVar(&c.tlsCertFile, "tls-cert-file", "", "PEM certificate (chain) the gRPC port presents; with --tls-key-file it serves TLS only, and members call each other over TLS. Re-read on SIGHUP")
 	fs.StringVar(&c.tlsKeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file")
 	fs.StringVar(&c.tlsCAFile, "tls-ca-file", "", "PEM CA bundle trusted for client certificates and for other members' gRPC certificates (default: the system's roots)")
@@ -246,6 +250,7 @@ func (c *config) nodeConfig(version string) (node.Config, error) {
 	n.SnapshotThreshold, n.SnapshotInterval, n.TrailingLogs = c.snapshotThreshold, c.snapshotInterval, c.trailingLogs
 	n.RetainSnapshots, n.MaxPendingWrites = c.retainSnapshots, c.maxPendingWrites
 	n.ExpireInterval = c.expireInterval
+	n.FSM.HashEvery = c.hashCheckEntries
 	n.Watch.HistoryEvents, n.Watch.HistoryBytes, n.Watch.QueueEvents = c.watchHistoryEvents, c.watchHistoryBytes, c.watchQueueEvents
 	if err := n.Validate(); err != nil {
 		return n, flagError(err)
@@ -263,6 +268,7 @@ func (c *config) serverConfig(version string) (server.Config, error) {
 	s.DefaultTimeout, s.MaxInFlight = c.requestTimeout, c.maxInFlight
 	s.MaxWatchers, s.WatchProgressInterval = c.maxWatchers, c.watchProgressInterval
 	s.StreamWorkers = c.streamWorkers
+	s.ConsistencyInterval = c.consistencyInterval
 	s.Limits.MaxRequestBytes, s.Limits.MaxKeyBytes, s.Limits.MaxValueBytes, s.Limits.MaxOps = c.maxRequestBytes, c.maxKeyBytes, c.maxValueBytes, c.maxTxnOps
 	s.Limits.MaxDataBytes = c.dataQuotaBytes
 	if s.Limits.MaxRowBytes > s.Limits.MaxRequestBytes {
@@ -292,7 +298,7 @@ func flagError(err error) error {
 		{"max request bytes", "--max-request-bytes"}, {"max ops", "--max-txn-ops"}, {"data quota", "--data-quota-bytes"},
 		{"default timeout", "--request-timeout"}, {"max in-flight", "--max-in-flight"},
 		{"expire interval", "--expire-interval"}, {"watch: history of", "--watch-history-events or --watch-history-bytes"},
-		{"watch: queue", "--watch-queue-events"}, {"max watchers", "--max-watchers"}, {"watch progress interval", "--watch-progress-interval"},
+		{"watch: queue", "--watch-queue-events"}, {"consistency interval", "--consistency-check-interval"}, {"max watchers", "--max-watchers"}, {"watch progress interval", "--watch-progress-interval"},
 	} {
 		if strings.HasPrefix(msg, pair[0]) {
 			return fmt.Errorf("%s: %w", pair[1], err)

@@ -189,7 +189,7 @@ func run(ctx context.Context, c *config, reparse func() (*config, error)) error 
 	// 5. The admin HTTP endpoints.
 	var admin *http.Server
 	if c.adminAddr != "" {
-		admin = newAdmin(c.adminAddr, reg, n)
+		admin = newAdmin(c.adminAddr, reg, n, srv)
 		go func() {
 			if err := admin.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				lg.Error("admin HTTP server stopped", "err", err)
@@ -349,7 +349,7 @@ func reload(lg *slog.Logger, c *config, reparse func() (*config, error), level *
 const maxApplyLag = 1000
 
 // readiness runs the /readyz checks: each with its result.
-func readiness(n *node.Node) (ok bool, report string) {
+func readiness(n *node.Node, srv *server.Server) (ok bool, report string) {
 	var b strings.Builder
 	ok = true
 	check := func(name string, pass bool, detail string) {
@@ -383,6 +383,13 @@ func readiness(n *node.Node) (ok bool, report string) {
 	snapIdx, _, _ := n.LastSnapshot()
 	since := st.AppliedIndex - min(snapIdx, st.AppliedIndex)
 	check("snapshots", since <= bound, fmt.Sprintf("%d entries since the last snapshot at %d (bound %d)", since, snapIdx, bound))
+	div := srv.Divergence()
+	check("consistency", div == "", func() string {
+		if div != "" {
+			return div + "; replace this member (docs/operations.md, damaged data)"
+		}
+		return "no checkpoint differs from the other members'"
+	}())
 	return ok, b.String()
 }
 
@@ -406,12 +413,12 @@ func diskWritable(dir string) error {
 }
 
 // newAdmin serves metrics, liveness, readiness and pprof.
-func newAdmin(addr string, reg *prometheus.Registry, n *node.Node) *http.Server {
+func newAdmin(addr string, reg *prometheus.Registry, n *node.Node, srv *server.Server) *http.Server {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/livez", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		ok, report := readiness(n)
+		ok, report := readiness(n, srv)
 		if !ok {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}

@@ -101,8 +101,15 @@ type StatusResponse struct {
 	// voter has not registered). Rolling upgrades raise it.
 	MaxCommandVersion uint32 `protobuf:"varint,20,opt,name=max_command_version,json=maxCommandVersion" json:"max_command_version,omitempty"`
 	FeatureLevel      uint32 `protobuf:"varint,21,opt,name=feature_level,json=featureLevel" json:"feature_level,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The newest state checkpoints this node recorded (--hash-check-entries):
+	// the state hash as of revisions every replica passes through, which
+	// members compare with each other to detect divergence.
+	Checkpoints []*StateCheckpoint `protobuf:"bytes,22,rep,name=checkpoints" json:"checkpoints,omitempty"`
+	// Set when this node's state hash differed from the majority's at a
+	// checkpoint: its data cannot be trusted; replace it (docs/operations.md).
+	Divergence    string `protobuf:"bytes,23,opt,name=divergence" json:"divergence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -282,6 +289,73 @@ func (x *StatusResponse) GetFeatureLevel() uint32 {
 	return 0
 }
 
+func (x *StatusResponse) GetCheckpoints() []*StateCheckpoint {
+	if x != nil {
+		return x.Checkpoints
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetDivergence() string {
+	if x != nil {
+		return x.Divergence
+	}
+	return ""
+}
+
+// StateCheckpoint is the state hash as of a revision.
+type StateCheckpoint struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revision      uint64                 `protobuf:"varint,1,opt,name=revision" json:"revision,omitempty"`
+	Hash          uint64                 `protobuf:"varint,2,opt,name=hash" json:"hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StateCheckpoint) Reset() {
+	*x = StateCheckpoint{}
+	mi := &file_memdb_v1_cluster_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StateCheckpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StateCheckpoint) ProtoMessage() {}
+
+func (x *StateCheckpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_v1_cluster_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StateCheckpoint.ProtoReflect.Descriptor instead.
+func (*StateCheckpoint) Descriptor() ([]byte, []int) {
+	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *StateCheckpoint) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *StateCheckpoint) GetHash() uint64 {
+	if x != nil {
+		return x.Hash
+	}
+	return 0
+}
+
 type Member struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
@@ -299,7 +373,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_memdb_v1_cluster_proto_msgTypes[2]
+	mi := &file_memdb_v1_cluster_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -311,7 +385,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_cluster_proto_msgTypes[2]
+	mi := &file_memdb_v1_cluster_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -324,7 +398,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{2}
+	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Member) GetId() string {
@@ -384,7 +458,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_memdb_v1_cluster_proto_msgTypes[3]
+	mi := &file_memdb_v1_cluster_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -396,7 +470,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_cluster_proto_msgTypes[3]
+	mi := &file_memdb_v1_cluster_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -409,7 +483,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{3}
+	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{4}
 }
 
 type MembersResponse struct {
@@ -422,7 +496,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_memdb_v1_cluster_proto_msgTypes[4]
+	mi := &file_memdb_v1_cluster_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -434,7 +508,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_cluster_proto_msgTypes[4]
+	mi := &file_memdb_v1_cluster_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -447,7 +521,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{4}
+	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *MembersResponse) GetHeader() *ResponseHeader {
@@ -476,7 +550,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_memdb_v1_cluster_proto_msgTypes[5]
+	mi := &file_memdb_v1_cluster_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -488,7 +562,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_cluster_proto_msgTypes[5]
+	mi := &file_memdb_v1_cluster_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -501,7 +575,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{5}
+	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *JoinRequest) GetNodeId() string {
@@ -534,7 +608,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_memdb_v1_cluster_proto_msgTypes[6]
+	mi := &file_memdb_v1_cluster_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -546,7 +620,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_cluster_proto_msgTypes[6]
+	mi := &file_memdb_v1_cluster_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -559,7 +633,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{6}
+	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *JoinResponse) GetHeader() *ResponseHeader {
@@ -579,7 +653,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_memdb_v1_cluster_proto_msgTypes[7]
+	mi := &file_memdb_v1_cluster_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -591,7 +665,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_cluster_proto_msgTypes[7]
+	mi := &file_memdb_v1_cluster_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -604,7 +678,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{7}
+	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TransferLeadershipRequest) GetToNodeId() string {
@@ -624,7 +698,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_memdb_v1_cluster_proto_msgTypes[8]
+	mi := &file_memdb_v1_cluster_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -636,7 +710,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_cluster_proto_msgTypes[8]
+	mi := &file_memdb_v1_cluster_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -649,7 +723,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{8}
+	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TransferLeadershipResponse) GetHeader() *ResponseHeader {
@@ -677,7 +751,7 @@ type PromoteMemberRequest struct {
 
 func (x *PromoteMemberRequest) Reset() {
 	*x = PromoteMemberRequest{}
-	mi := &file_memdb_v1_cluster_proto_msgTypes[9]
+	mi := &file_memdb_v1_cluster_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +763,7 @@ func (x *PromoteMemberRequest) String() string {
 func (*PromoteMemberRequest) ProtoMessage() {}
 
 func (x *PromoteMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_cluster_proto_msgTypes[9]
+	mi := &file_memdb_v1_cluster_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +776,7 @@ func (x *PromoteMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteMemberRequest.ProtoReflect.Descriptor instead.
 func (*PromoteMemberRequest) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{9}
+	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PromoteMemberRequest) GetNodeId() string {
@@ -728,7 +802,7 @@ type PromoteMemberResponse struct {
 
 func (x *PromoteMemberResponse) Reset() {
 	*x = PromoteMemberResponse{}
-	mi := &file_memdb_v1_cluster_proto_msgTypes[10]
+	mi := &file_memdb_v1_cluster_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -740,7 +814,7 @@ func (x *PromoteMemberResponse) String() string {
 func (*PromoteMemberResponse) ProtoMessage() {}
 
 func (x *PromoteMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_cluster_proto_msgTypes[10]
+	mi := &file_memdb_v1_cluster_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -753,7 +827,7 @@ func (x *PromoteMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteMemberResponse.ProtoReflect.Descriptor instead.
 func (*PromoteMemberResponse) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{10}
+	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PromoteMemberResponse) GetHeader() *ResponseHeader {
@@ -774,7 +848,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_memdb_v1_cluster_proto_msgTypes[11]
+	mi := &file_memdb_v1_cluster_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -786,7 +860,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_cluster_proto_msgTypes[11]
+	mi := &file_memdb_v1_cluster_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -799,7 +873,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{11}
+	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RemoveMemberRequest) GetNodeId() string {
@@ -825,7 +899,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_memdb_v1_cluster_proto_msgTypes[12]
+	mi := &file_memdb_v1_cluster_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -837,7 +911,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_cluster_proto_msgTypes[12]
+	mi := &file_memdb_v1_cluster_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -850,7 +924,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{12}
+	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RemoveMemberResponse) GetHeader() *ResponseHeader {
@@ -868,7 +942,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_memdb_v1_cluster_proto_msgTypes[13]
+	mi := &file_memdb_v1_cluster_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -880,7 +954,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_cluster_proto_msgTypes[13]
+	mi := &file_memdb_v1_cluster_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -893,7 +967,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{13}
+	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{14}
 }
 
 type SnapshotResponse struct {
@@ -907,7 +981,7 @@ type SnapshotResponse struct {
 
 func (x *SnapshotResponse) Reset() {
 	*x = SnapshotResponse{}
-	mi := &file_memdb_v1_cluster_proto_msgTypes[14]
+	mi := &file_memdb_v1_cluster_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -919,7 +993,7 @@ func (x *SnapshotResponse) String() string {
 func (*SnapshotResponse) ProtoMessage() {}
 
 func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_cluster_proto_msgTypes[14]
+	mi := &file_memdb_v1_cluster_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -932,7 +1006,7 @@ func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{14}
+	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SnapshotResponse) GetHeader() *ResponseHeader {
@@ -957,7 +1031,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_memdb_v1_cluster_proto_msgTypes[15]
+	mi := &file_memdb_v1_cluster_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -969,7 +1043,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_cluster_proto_msgTypes[15]
+	mi := &file_memdb_v1_cluster_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -982,7 +1056,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{15}
+	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{16}
 }
 
 // BackupResponse is a piece of the backup; the first one also says what the
@@ -999,7 +1073,7 @@ type BackupResponse struct {
 
 func (x *BackupResponse) Reset() {
 	*x = BackupResponse{}
-	mi := &file_memdb_v1_cluster_proto_msgTypes[16]
+	mi := &file_memdb_v1_cluster_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1011,7 +1085,7 @@ func (x *BackupResponse) String() string {
 func (*BackupResponse) ProtoMessage() {}
 
 func (x *BackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_v1_cluster_proto_msgTypes[16]
+	mi := &file_memdb_v1_cluster_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1024,7 +1098,7 @@ func (x *BackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupResponse.ProtoReflect.Descriptor instead.
 func (*BackupResponse) Descriptor() ([]byte, []int) {
-	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{16}
+	return file_memdb_v1_cluster_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BackupResponse) GetData() []byte {
@@ -1054,7 +1128,7 @@ const file_memdb_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"\x16memdb/v1/cluster.proto\x12\bmemdb.v1\x1a\x14memdb/v1/types.proto\"=\n" +
 	"\rStatusRequest\x12,\n" +
-	"\x12include_state_hash\x18\x01 \x01(\bR\x10includeStateHash\"\xb8\x05\n" +
+	"\x12include_state_hash\x18\x01 \x01(\bR\x10includeStateHash\"\x95\x06\n" +
 	"\x0eStatusResponse\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.memdb.v1.ResponseHeaderR\x06header\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x12\n" +
@@ -1081,7 +1155,14 @@ const file_memdb_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"heap_bytes\x18\x13 \x01(\x04R\theapBytes\x12.\n" +
 	"\x13max_command_version\x18\x14 \x01(\rR\x11maxCommandVersion\x12#\n" +
-	"\rfeature_level\x18\x15 \x01(\rR\ffeatureLevel\"\xce\x01\n" +
+	"\rfeature_level\x18\x15 \x01(\rR\ffeatureLevel\x12;\n" +
+	"\vcheckpoints\x18\x16 \x03(\v2\x19.memdb.v1.StateCheckpointR\vcheckpoints\x12\x1e\n" +
+	"\n" +
+	"divergence\x18\x17 \x01(\tR\n" +
+	"divergence\"A\n" +
+	"\x0fStateCheckpoint\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x12\n" +
+	"\x04hash\x18\x02 \x01(\x04R\x04hash\"\xce\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vclient_addr\x18\x02 \x01(\tR\n" +
@@ -1148,57 +1229,59 @@ func file_memdb_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_memdb_v1_cluster_proto_rawDescData
 }
 
-var file_memdb_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_memdb_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_memdb_v1_cluster_proto_goTypes = []any{
 	(*StatusRequest)(nil),              // 0: memdb.v1.StatusRequest
 	(*StatusResponse)(nil),             // 1: memdb.v1.StatusResponse
-	(*Member)(nil),                     // 2: memdb.v1.Member
-	(*MembersRequest)(nil),             // 3: memdb.v1.MembersRequest
-	(*MembersResponse)(nil),            // 4: memdb.v1.MembersResponse
-	(*JoinRequest)(nil),                // 5: memdb.v1.JoinRequest
-	(*JoinResponse)(nil),               // 6: memdb.v1.JoinResponse
-	(*TransferLeadershipRequest)(nil),  // 7: memdb.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 8: memdb.v1.TransferLeadershipResponse
-	(*PromoteMemberRequest)(nil),       // 9: memdb.v1.PromoteMemberRequest
-	(*PromoteMemberResponse)(nil),      // 10: memdb.v1.PromoteMemberResponse
-	(*RemoveMemberRequest)(nil),        // 11: memdb.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),       // 12: memdb.v1.RemoveMemberResponse
-	(*SnapshotRequest)(nil),            // 13: memdb.v1.SnapshotRequest
-	(*SnapshotResponse)(nil),           // 14: memdb.v1.SnapshotResponse
-	(*BackupRequest)(nil),              // 15: memdb.v1.BackupRequest
-	(*BackupResponse)(nil),             // 16: memdb.v1.BackupResponse
-	(*ResponseHeader)(nil),             // 17: memdb.v1.ResponseHeader
+	(*StateCheckpoint)(nil),            // 2: memdb.v1.StateCheckpoint
+	(*Member)(nil),                     // 3: memdb.v1.Member
+	(*MembersRequest)(nil),             // 4: memdb.v1.MembersRequest
+	(*MembersResponse)(nil),            // 5: memdb.v1.MembersResponse
+	(*JoinRequest)(nil),                // 6: memdb.v1.JoinRequest
+	(*JoinResponse)(nil),               // 7: memdb.v1.JoinResponse
+	(*TransferLeadershipRequest)(nil),  // 8: memdb.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 9: memdb.v1.TransferLeadershipResponse
+	(*PromoteMemberRequest)(nil),       // 10: memdb.v1.PromoteMemberRequest
+	(*PromoteMemberResponse)(nil),      // 11: memdb.v1.PromoteMemberResponse
+	(*RemoveMemberRequest)(nil),        // 12: memdb.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),       // 13: memdb.v1.RemoveMemberResponse
+	(*SnapshotRequest)(nil),            // 14: memdb.v1.SnapshotRequest
+	(*SnapshotResponse)(nil),           // 15: memdb.v1.SnapshotResponse
+	(*BackupRequest)(nil),              // 16: memdb.v1.BackupRequest
+	(*BackupResponse)(nil),             // 17: memdb.v1.BackupResponse
+	(*ResponseHeader)(nil),             // 18: memdb.v1.ResponseHeader
 }
 var file_memdb_v1_cluster_proto_depIdxs = []int32{
-	17, // 0: memdb.v1.StatusResponse.header:type_name -> memdb.v1.ResponseHeader
-	17, // 1: memdb.v1.MembersResponse.header:type_name -> memdb.v1.ResponseHeader
-	2,  // 2: memdb.v1.MembersResponse.members:type_name -> memdb.v1.Member
-	17, // 3: memdb.v1.JoinResponse.header:type_name -> memdb.v1.ResponseHeader
-	17, // 4: memdb.v1.TransferLeadershipResponse.header:type_name -> memdb.v1.ResponseHeader
-	17, // 5: memdb.v1.PromoteMemberResponse.header:type_name -> memdb.v1.ResponseHeader
-	17, // 6: memdb.v1.RemoveMemberResponse.header:type_name -> memdb.v1.ResponseHeader
-	17, // 7: memdb.v1.SnapshotResponse.header:type_name -> memdb.v1.ResponseHeader
-	0,  // 8: memdb.v1.ClusterService.Status:input_type -> memdb.v1.StatusRequest
-	3,  // 9: memdb.v1.ClusterService.Members:input_type -> memdb.v1.MembersRequest
-	5,  // 10: memdb.v1.ClusterService.Join:input_type -> memdb.v1.JoinRequest
-	7,  // 11: memdb.v1.ClusterService.TransferLeadership:input_type -> memdb.v1.TransferLeadershipRequest
-	9,  // 12: memdb.v1.ClusterService.PromoteMember:input_type -> memdb.v1.PromoteMemberRequest
-	11, // 13: memdb.v1.ClusterService.RemoveMember:input_type -> memdb.v1.RemoveMemberRequest
-	13, // 14: memdb.v1.ClusterService.Snapshot:input_type -> memdb.v1.SnapshotRequest
-	15, // 15: memdb.v1.ClusterService.Backup:input_type -> memdb.v1.BackupRequest
-	1,  // 16: memdb.v1.ClusterService.Status:output_type -> memdb.v1.StatusResponse
-	4,  // 17: memdb.v1.ClusterService.Members:output_type -> memdb.v1.MembersResponse
-	6,  // 18: memdb.v1.ClusterService.Join:output_type -> memdb.v1.JoinResponse
-	8,  // 19: memdb.v1.ClusterService.TransferLeadership:output_type -> memdb.v1.TransferLeadershipResponse
-	10, // 20: memdb.v1.ClusterService.PromoteMember:output_type -> memdb.v1.PromoteMemberResponse
-	12, // 21: memdb.v1.ClusterService.RemoveMember:output_type -> memdb.v1.RemoveMemberResponse
-	14, // 22: memdb.v1.ClusterService.Snapshot:output_type -> memdb.v1.SnapshotResponse
-	16, // 23: memdb.v1.ClusterService.Backup:output_type -> memdb.v1.BackupResponse
-	16, // [16:24] is the sub-list for method output_type
-	8,  // [8:16] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	18, // 0: memdb.v1.StatusResponse.header:type_name -> memdb.v1.ResponseHeader
+	2,  // 1: memdb.v1.StatusResponse.checkpoints:type_name -> memdb.v1.StateCheckpoint
+	18, // 2: memdb.v1.MembersResponse.header:type_name -> memdb.v1.ResponseHeader
+	3,  // 3: memdb.v1.MembersResponse.members:type_name -> memdb.v1.Member
+	18, // 4: memdb.v1.JoinResponse.header:type_name -> memdb.v1.ResponseHeader
+	18, // 5: memdb.v1.TransferLeadershipResponse.header:type_name -> memdb.v1.ResponseHeader
+	18, // 6: memdb.v1.PromoteMemberResponse.header:type_name -> memdb.v1.ResponseHeader
+	18, // 7: memdb.v1.RemoveMemberResponse.header:type_name -> memdb.v1.ResponseHeader
+	18, // 8: memdb.v1.SnapshotResponse.header:type_name -> memdb.v1.ResponseHeader
+	0,  // 9: memdb.v1.ClusterService.Status:input_type -> memdb.v1.StatusRequest
+	4,  // 10: memdb.v1.ClusterService.Members:input_type -> memdb.v1.MembersRequest
+	6,  // 11: memdb.v1.ClusterService.Join:input_type -> memdb.v1.JoinRequest
+	8,  // 12: memdb.v1.ClusterService.TransferLeadership:input_type -> memdb.v1.TransferLeadershipRequest
+	10, // 13: memdb.v1.ClusterService.PromoteMember:input_type -> memdb.v1.PromoteMemberRequest
+	12, // 14: memdb.v1.ClusterService.RemoveMember:input_type -> memdb.v1.RemoveMemberRequest
+	14, // 15: memdb.v1.ClusterService.Snapshot:input_type -> memdb.v1.SnapshotRequest
+	16, // 16: memdb.v1.ClusterService.Backup:input_type -> memdb.v1.BackupRequest
+	1,  // 17: memdb.v1.ClusterService.Status:output_type -> memdb.v1.StatusResponse
+	5,  // 18: memdb.v1.ClusterService.Members:output_type -> memdb.v1.MembersResponse
+	7,  // 19: memdb.v1.ClusterService.Join:output_type -> memdb.v1.JoinResponse
+	9,  // 20: memdb.v1.ClusterService.TransferLeadership:output_type -> memdb.v1.TransferLeadershipResponse
+	11, // 21: memdb.v1.ClusterService.PromoteMember:output_type -> memdb.v1.PromoteMemberResponse
+	13, // 22: memdb.v1.ClusterService.RemoveMember:output_type -> memdb.v1.RemoveMemberResponse
+	15, // 23: memdb.v1.ClusterService.Snapshot:output_type -> memdb.v1.SnapshotResponse
+	17, // 24: memdb.v1.ClusterService.Backup:output_type -> memdb.v1.BackupResponse
+	17, // [17:25] is the sub-list for method output_type
+	9,  // [9:17] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_memdb_v1_cluster_proto_init() }
@@ -1213,7 +1296,7 @@ func file_memdb_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_memdb_v1_cluster_proto_rawDesc), len(file_memdb_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
