@@ -81,6 +81,7 @@ var reasonErrors = map[string]error{
 	pb.ReasonCorrupt:         ErrCorrupt,
 	pb.ReasonInternal:        ErrInternal,
 	pb.ReasonQuotaExceeded:   ErrQuotaExceeded,
+	pb.ReasonDiverged:        ErrUnavailable, // retried on another member
 	pb.ReasonWatchCompacted:  ErrCompacted,
 	pb.ReasonWatchTooSlow:    ErrWatchTooSlow,
 	pb.ReasonWatchEnded:      ErrWatchEnded,

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
 	"github.com/memdbd/memdbd/client"
 )
@@ -109,5 +111,80 @@ func TestDamagedSnapshotRefusesToStart(t *testing.T) {
 	row, err := cl.Get(ctx, "kv", client.String("k0399"), client.Stale())
 	if err != nil || row.Fields["n"] != client.Int(399) {
 		t.Fatalf("read after recovery: %v, %v", row, err)
+	}
+}
+
+// TestBitRotInTheLogIsDetected changes one byte of a committed write in a
+// stopped follower's log file (a value, so the entry still decodes: the
+// damage nothing else would notice). The follower replays its own copy on
+// restart and so holds a different row than the others; the consistency
+// check must find it at the next checkpoint: that member, and only that
+// one, reports itself divergent.
+func TestBitRotInTheLogIsDetected(t *testing.T) {
+	// No snapshots: the follower replays its whole log at restart.
+	c := newCluster(t, 3, "--hash-check-entries", "40", "--consistency-check-interval", "200ms", "--snapshot-threshold", "1000000")
+	cl := c.client()
+	c.createTable(cl, kvSchema("kv"))
+	ctx, cancel := c.callCtx(50 * time.Second)
+	defer cancel()
+	put := func(k, s string) {
+		t.Helper()
+		if _, err := cl.Upsert(ctx, "kv", client.Fields{"k": client.String(k), "s": client.String(s)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 150; i++ {
+		put(fmt.Sprintf("k%04d", i), "plain")
+	}
+	const marker, rotten = "MARKER-0123456789", "MARKER-0123456780"
+	put("marked", marker)
+	leader := c.waitLeader(5*time.Second, nil)
+	victim := c.others(leader)[0]
+	c.waitConverged(10 * time.Second)
+	c.stop(victim)
+	db := filepath.Join(c.nodes[victim].dataDir, "raft.db")
+	b, err := os.ReadFile(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(b), marker); n == 0 {
+		t.Fatalf("the marked write is not in %s", db)
+	}
+	if err := os.WriteFile(db, []byte(strings.ReplaceAll(string(b), marker, rotten)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.start(victim)
+	// Past the next checkpoints.
+	for i := 0; i < 100; i++ {
+		put(fmt.Sprintf("after%04d", i), "plain")
+	}
+	waitFor(t, 20*time.Second, "the damaged member to report itself divergent", func() error {
+		st, err := c.status(victim)
+		if err != nil {
+			return err
+		}
+		if st.Divergence == "" {
+			return fmt.Errorf("%s reports no divergence yet (checkpoints %v)", c.nodes[victim].id, st.Checkpoints)
+		}
+		return nil
+	})
+	for _, i := range c.others(victim) {
+		st, err := c.status(i)
+		if err != nil || st.Divergence != "" {
+			t.Fatalf("%s (undamaged): divergence %q, %v", c.nodes[i].id, st.GetDivergence(), err)
+		}
+	}
+	if !strings.Contains(c.logSince(victim, 0), "THIS MEMBER'S STATE DIVERGES") {
+		t.Fatal("the damaged member did not log its divergence")
+	}
+	// It serves no reads; the client, pointed at it first, reads the
+	// right value from another member.
+	_, err = c.data(victim).Get(ctx, &pb.GetRequest{Table: "kv", Key: &pb.Value{Kind: &pb.Value_StringValue{StringValue: "marked"}},
+		Read: &pb.ReadOptions{Consistency: pb.Consistency_CONSISTENCY_STALE}})
+	checkCode(t, "a read from the divergent member", err, codes.Unavailable, pb.ReasonDiverged)
+	vcl := c.client(c.nodes[victim].clientAddr)
+	row, err := vcl.Get(ctx, "kv", client.String("marked"), client.Stale())
+	if err != nil || row.Fields["s"] != client.String(marker) {
+		t.Fatalf("a client that starts at the divergent member: %v, %v; want the undamaged value", row, err)
 	}
 }

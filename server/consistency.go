@@ -20,7 +20,11 @@ import (
 // row. The member whose hash differs from the majority's at a checkpoint
 // marks itself divergent: it says so in its logs, its Status and the
 // memdb_state_divergent gauge, and fails /readyz, so that it is taken out
-// of rotation and replaced. With no majority (two members, or three
+// of rotation and replaced. It also stops serving reads (DIVERGED,
+// Unavailable: the Go client retries on another member) and hands
+// leadership to another member whenever it finds itself leader, so that
+// no reader sees its data. Writes through it are still forwarded to the
+// leader, which decides them. With no majority (two members, or three
 // different hashes) every member that differs from another reports it.
 
 // consistency holds what the last rounds found.
@@ -54,6 +58,13 @@ func (s *Server) consistencyLoop() {
 		case <-t.C:
 			ctx, cancel := context.WithTimeout(s.peers, s.cfg.ConsistencyInterval)
 			s.checkConsistency(ctx)
+			if s.Divergence() != "" && s.node.IsLeader() {
+				if err := s.node.TransferLeadership(ctx); err != nil {
+					s.log.Warn("consistency check: could not hand leadership over from a divergent member", "err", err)
+				} else {
+					s.log.Warn("consistency check: handed leadership over: this member's state diverged")
+				}
+			}
 			cancel()
 		}
 	}

@@ -98,6 +98,8 @@ func toStatus(err error) error {
 		return statusErr(pb.ReasonNotReady, err.Error(), nil, retryAfter)
 	case errors.Is(err, node.ErrFeatureLevel):
 		return statusErr(pb.ReasonUnsupported, err.Error(), nil, 0)
+	case errors.Is(err, errDiverged):
+		return statusErr(pb.ReasonDiverged, err.Error(), nil, 0)
 	case errors.Is(err, errQuotaExceeded):
 		return statusErr(pb.ReasonQuotaExceeded, err.Error(), nil, 0)
 	case errors.Is(err, errPrecondition):
@@ -115,6 +117,9 @@ var (
 	errOverloaded  = errors.New("server overloaded")
 	errStale       = errors.New("staleness bound not met")
 	errPageExpired = errors.New("page token expired")
+	// errDiverged: the consistency check found this member's state
+	// differs from the majority's.
+	errDiverged = errors.New("this member's state diverged from the other members'")
 	// errQuotaExceeded: the data reached Limits.MaxDataBytes.
 	errQuotaExceeded = errors.New("data quota exceeded")
 	// errPrecondition: an admin change the cluster's state does not allow

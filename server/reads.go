@@ -24,6 +24,9 @@ func (s *Server) readView(ctx context.Context, opts *pb.ReadOptions) (*store.Vie
 	if err := s.node.FSM().Halted(); err != nil {
 		return nil, err
 	}
+	if d := s.Divergence(); d != "" {
+		return nil, fmt.Errorf("%w (%s): read from another member", errDiverged, d)
+	}
 	switch opts.GetConsistency() {
 	case pb.Consistency_CONSISTENCY_STALE:
 		s.metrics.reads.WithLabelValues("stale").Inc()

@@ -58,6 +58,7 @@ const (
 	ReasonWatchEnded      = "WATCH_ENDED"      // the watched table or index was dropped
 	ReasonNotReady        = "NOT_READY"        // the cluster cannot take this yet (a member still registering); retry shortly
 	ReasonQuotaExceeded   = "QUOTA_EXCEEDED"   // the data reached the member's quota; delete rows or raise the quota
+	ReasonDiverged        = "DIVERGED"         // this member's state differs from the other members'; use another member
 )
 
 var reasonCodes = map[string]codes.Code{
@@ -90,6 +91,7 @@ var reasonCodes = map[string]codes.Code{
 	ReasonWatchEnded:      codes.FailedPrecondition,
 	ReasonNotReady:        codes.Unavailable,
 	ReasonQuotaExceeded:   codes.ResourceExhausted,
+	ReasonDiverged:        codes.Unavailable,
 }
 
 // CodeOf returns the gRPC code of a reason; Unknown for an unknown reason.
