@@ -1,7 +1,9 @@
 package fsm
 
 import (
+	"cmp"
 	"encoding/binary"
+	"slices"
 	"sync"
 
 	"github.com/cespare/xxhash/v2"
@@ -32,6 +34,8 @@ func (c *checkpoints) add(cp Checkpoint) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.list = append(c.list, cp)
+	// Hashes finish in any order; the list stays in revision order.
+	slices.SortFunc(c.list, func(a, b Checkpoint) int { return cmp.Compare(a.Revision, b.Revision) })
 	if n := len(c.list); n > keptCheckpoints {
 		c.list = append(c.list[:0:0], c.list[n-keptCheckpoints:]...)
 	}

@@ -1,0 +1,105 @@
+package fsm
+
+import (
+	"fmt"
+	"log/slog"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	cmdpb "github.com/memdbd/memdbd/api/proto/memdb/command/v1"
+)
+
+// waitCheckpoints waits for f's background hashes to finish.
+func waitCheckpoints(f *FSM) []Checkpoint {
+	f.ckptWG.Wait()
+	return f.Checkpoints()
+}
+
+// TestCheckpointsAgreeAcrossReplicas: replicas that apply the same log in
+// different batches, with entries Raft kept to itself (gaps in the
+// indexes), and one that started from a snapshot part way, record the same
+// checkpoints; a replica whose state differs records a different hash at
+// the first checkpoint after the difference.
+func TestCheckpointsAgreeAcrossReplicas(t *testing.T) {
+	const every = 10
+	h := newHarness(t)
+	h.createUsers()
+	var log []*raft.Log
+	for i := 0; i < 60; i++ {
+		if i%7 == 3 {
+			h.index++ // a no-op the state machine never sees
+		}
+		log = append(log, h.entry(&cmdpb.Envelope{Command: txn(upsert(fmt.Sprintf("u%d", i), fmt.Sprintf("e%d@x", i), int64(i)))}))
+	}
+	log = append(h.log[:1:1], log...) // the table first
+
+	replica := func(batches []int) *FSM {
+		cfg := DefaultConfig()
+		cfg.Logger, cfg.HashEvery = slog.New(slog.DiscardHandler), every
+		f, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rest := log
+		for _, n := range batches {
+			n = min(n, len(rest))
+			f.ApplyBatch(rest[:n])
+			rest = rest[n:]
+		}
+		if len(rest) > 0 {
+			f.ApplyBatch(rest)
+		}
+		return f
+	}
+	one := waitCheckpoints(replica(nil))
+	var revs []uint64
+	for _, cp := range one {
+		revs = append(revs, cp.Revision)
+	}
+	last := log[len(log)-1].Index
+	if want := last / every; uint64(len(one)) != want || revs[0] != every-1 {
+		t.Fatalf("checkpoints at %v for a log of %d entries, want one before every multiple of %d", revs, last, every)
+	}
+	for _, split := range [][]int{{1, 1, 1, 5, 50}, {3, 7, 11, 13, 2}, {9, 9, 9, 9, 9, 9, 9, 9}} {
+		if got := waitCheckpoints(replica(split)); !slices.Equal(got, one) {
+			t.Fatalf("batches %v: %v, want %v", split, got, one)
+		}
+	}
+
+	// From a snapshot taken part way: the checkpoints after it agree.
+	cfg := DefaultConfig()
+	cfg.Logger, cfg.HashEvery = slog.New(slog.DiscardHandler), every
+	src, _ := New(cfg)
+	src.ApplyBatch(log[:25])
+	restored, _ := New(cfg)
+	if err := restoreBytes(restored, snapshotBytes(t, src)); err != nil {
+		t.Fatal(err)
+	}
+	restored.ApplyBatch(log[25:])
+	after := waitCheckpoints(restored)
+	if len(after) == 0 || !slices.Equal(after, one[len(one)-len(after):]) {
+		t.Fatalf("restored replica: %v, want the tail of %v", after, one)
+	}
+
+	// A replica with one entry changed differs from the next checkpoint on.
+	bad := slices.Clone(log)
+	e := *bad[30]
+	b, err := Encode(&cmdpb.Envelope{Command: txn(upsert("u29", "rotten@x", 29))}, time.Unix(0, 0).Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Data = b
+	bad[30] = &e
+	f2, _ := New(cfg)
+	f2.ApplyBatch(bad)
+	got := waitCheckpoints(f2)
+	for i, cp := range got {
+		same := cp == one[i]
+		if before := cp.Revision < bad[30].Index; same != before {
+			t.Fatalf("checkpoint %d at %d: equal %v, want equal only before the changed entry %d", i, cp.Revision, same, bad[30].Index)
+		}
+	}
+}
