@@ -133,6 +133,10 @@ func (c *Cluster) args(n *procNode, initial string) []string {
 		"--heartbeat-timeout", et.String(), "--election-timeout", et.String(), "--leader-lease-timeout", (et / 2).String(),
 		"--snapshot-threshold", fmt.Sprint(c.cfg.SnapshotThreshold), "--trailing-logs", fmt.Sprint(c.cfg.TrailingLogs),
 		"--snapshot-interval", "500ms", "--shutdown-timeout", "3s", "--log-level", "info",
+		// State checkpoints often and compared every second: the
+		// consistency check runs through every fault, and a member that
+		// reports a divergence fails the run (Converged).
+		"--hash-check-entries", "500", "--consistency-check-interval", "1s",
 	}
 	if n.ip != "" {
 		args = append(args, "--raft-source-addr", n.ip)
@@ -385,7 +389,8 @@ func (c *Cluster) TransferLeadership(ctx context.Context, leader int) error {
 }
 
 // Converged waits until every node reports the same revision and state
-// hash, and returns them; an error says how they differ.
+// hash, and returns them; an error says how they differ, or names a node
+// whose consistency check reported a divergence.
 func (c *Cluster) Converged(ctx context.Context) (uint64, uint64, error) {
 	var last string
 	for {
@@ -400,6 +405,9 @@ func (c *Cluster) Converged(ctx context.Context) (uint64, uint64, error) {
 				ok = false
 				last = fmt.Sprintf("%s: %v", c.nodes[i].id, err)
 				break
+			}
+			if st.Divergence != "" {
+				return 0, 0, fmt.Errorf("%s reports its state diverged: %s", c.nodes[i].id, st.Divergence)
 			}
 			revs[i], hashes[i] = st.Header.Revision, st.StateHash
 		}
