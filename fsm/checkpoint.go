@@ -20,8 +20,12 @@ type Checkpoint struct {
 	Hash     uint64
 }
 
-// keptCheckpoints bounds the checkpoints a state machine remembers.
-const keptCheckpoints = 16
+// keptCheckpoints bounds the checkpoints a state machine remembers, and
+// maxHashing the hashes it computes at once.
+const (
+	keptCheckpoints = 16
+	maxHashing      = 4
+)
 
 // checkpoints records the newest checkpoints; hashes are computed off the
 // apply path.
@@ -70,15 +74,29 @@ func (f *FSM) checkpointAt(last, index uint64) uint64 {
 // committed, and hashes it in the background: the view is an immutable
 // copy, and the session table is encoded here, on the apply goroutine
 // that owns it.
+//
+// At most maxHashing hashes run at once, each holding its view (and so
+// the rows since replaced) in memory: beyond that (a large state and
+// checkpoints close together), a checkpoint is skipped rather than
+// letting hashes and the memory they pin pile up. The other replicas may
+// record it; the ones after it are compared as usual.
 func (f *FSM) recordCheckpoint(rev uint64) {
+	select {
+	case f.hashing <- struct{}{}:
+	default:
+		f.log.Debug("fsm: state checkpoint skipped: earlier hashes are still running", "revision", rev)
+		return
+	}
 	view := f.store.View()
 	sessions, err := encodeSessions(f.sessions)
 	if err != nil {
+		<-f.hashing
 		f.log.Error("fsm: state checkpoint not recorded", "revision", rev, "err", err)
 		return
 	}
 	members, err := f.members.Load().encode()
 	if err != nil {
+		<-f.hashing
 		f.log.Error("fsm: state checkpoint not recorded", "revision", rev, "err", err)
 		return
 	}
@@ -86,6 +104,7 @@ func (f *FSM) recordCheckpoint(rev uint64) {
 	go func() {
 		defer f.ckptWG.Done()
 		f.ckpts.add(Checkpoint{Revision: rev, Hash: stateHash(view, members, sessions)})
+		<-f.hashing
 	}()
 }
 

@@ -43,10 +43,13 @@ func TestCheckpointsAgreeAcrossReplicas(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Each batch crosses at most maxHashing checkpoints, and the
+		// hashes finish before the next: none is skipped.
 		rest := log
 		for _, n := range batches {
 			n = min(n, len(rest))
 			f.ApplyBatch(rest[:n])
+			f.ckptWG.Wait()
 			rest = rest[n:]
 		}
 		if len(rest) > 0 {
@@ -54,7 +57,7 @@ func TestCheckpointsAgreeAcrossReplicas(t *testing.T) {
 		}
 		return f
 	}
-	one := waitCheckpoints(replica(nil))
+	one := waitCheckpoints(replica([]int{20, 20, 21}))
 	var revs []uint64
 	for _, cp := range one {
 		revs = append(revs, cp.Revision)
@@ -63,7 +66,7 @@ func TestCheckpointsAgreeAcrossReplicas(t *testing.T) {
 	if want := last / every; uint64(len(one)) != want || revs[0] != every-1 {
 		t.Fatalf("checkpoints at %v for a log of %d entries, want one before every multiple of %d", revs, last, every)
 	}
-	for _, split := range [][]int{{1, 1, 1, 5, 50}, {3, 7, 11, 13, 2}, {9, 9, 9, 9, 9, 9, 9, 9}} {
+	for _, split := range [][]int{{1, 1, 1, 5, 25, 25}, {3, 7, 11, 13, 2, 25}, {9, 9, 9, 9, 9, 9, 9, 9}} {
 		if got := waitCheckpoints(replica(split)); !slices.Equal(got, one) {
 			t.Fatalf("batches %v: %v, want %v", split, got, one)
 		}
@@ -78,7 +81,9 @@ func TestCheckpointsAgreeAcrossReplicas(t *testing.T) {
 	if err := restoreBytes(restored, snapshotBytes(t, src)); err != nil {
 		t.Fatal(err)
 	}
-	restored.ApplyBatch(log[25:])
+	restored.ApplyBatch(log[25:45])
+	restored.ckptWG.Wait()
+	restored.ApplyBatch(log[45:])
 	after := waitCheckpoints(restored)
 	if len(after) == 0 || !slices.Equal(after, one[len(one)-len(after):]) {
 		t.Fatalf("restored replica: %v, want the tail of %v", after, one)
@@ -94,7 +99,10 @@ func TestCheckpointsAgreeAcrossReplicas(t *testing.T) {
 	e.Data = b
 	bad[30] = &e
 	f2, _ := New(cfg)
-	f2.ApplyBatch(bad)
+	for i := 0; i < len(bad); i += 20 {
+		f2.ApplyBatch(bad[i:min(i+20, len(bad))])
+		f2.ckptWG.Wait()
+	}
 	got := waitCheckpoints(f2)
 	for i, cp := range got {
 		same := cp == one[i]

@@ -104,8 +104,9 @@ type FSM struct {
 	halted   atomic.Pointer[error]
 	members  atomic.Pointer[membersState]
 
-	ckpts  checkpoints
-	ckptWG sync.WaitGroup // checkpoint hashes being computed
+	ckpts   checkpoints
+	ckptWG  sync.WaitGroup // checkpoint hashes being computed
+	hashing chan struct{}  // a slot per checkpoint hash being computed
 
 	// waitMu guards waitCh, which is closed and replaced after every batch.
 	waitMu sync.Mutex
@@ -127,7 +128,7 @@ func New(cfg Config) (*FSM, error) {
 	if lg == nil {
 		lg = slog.Default()
 	}
-	f := &FSM{cfg: cfg, log: lg, store: st, sessions: map[string]*session{}, waitCh: make(chan struct{})}
+	f := &FSM{cfg: cfg, log: lg, store: st, sessions: map[string]*session{}, waitCh: make(chan struct{}), hashing: make(chan struct{}, maxHashing)}
 	f.members.Store(&membersState{members: map[string]Member{}})
 	return f, nil
 }
