@@ -10,6 +10,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"io"
@@ -22,6 +24,7 @@ import (
 	"time"
 
 	"github.com/memdbd/memdbd/chaos"
+	"github.com/memdbd/memdbd/internal/tlsconf"
 	"github.com/memdbd/memdbd/loadtest"
 )
 
@@ -64,8 +67,32 @@ func run() error {
 		watchProg  = flag.Duration("watch-progress", 0, "progress notification interval of each watch stream (0: the server's default)")
 		watchIdle  = flag.Bool("watch-idle", false, "watch key ranges no write touches (the cost of holding the streams alone)")
 		rounds     = flag.Int("rounds", 3, "with -watchers: alternating rounds without and with the watchers")
+		tlsCA      = flag.String("tls-ca-file", "", "connect over TLS, verifying the members against this PEM CA bundle (not with -spawn)")
+		tlsCert    = flag.String("tls-cert-file", "", "PEM client certificate, for members that require one")
+		tlsKey     = flag.String("tls-key-file", "", "PEM private key of -tls-cert-file")
 	)
 	flag.Parse()
+	var tc *tls.Config
+	if *tlsCA != "" || *tlsCert != "" {
+		if *spawn {
+			return fmt.Errorf("-tls-* flags are for a cluster started with TLS, not -spawn")
+		}
+		var kp *tlsconf.KeyPair
+		if *tlsCert != "" {
+			var err error
+			if kp, err = tlsconf.LoadKeyPair(*tlsCert, *tlsKey); err != nil {
+				return fmt.Errorf("-tls-cert-file: %w", err)
+			}
+		}
+		var cas *x509.CertPool
+		if *tlsCA != "" {
+			var err error
+			if cas, err = tlsconf.LoadCAs(*tlsCA); err != nil {
+				return fmt.Errorf("-tls-ca-file: %w", err)
+			}
+		}
+		tc = tlsconf.Client(kp, cas)
+	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
@@ -110,7 +137,7 @@ func run() error {
 	}
 	setupCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	target, err := loadtest.NewMemdbTarget(setupCtx, eps, *conns, false, *noBatching)
+	target, err := loadtest.NewMemdbTargetTLS(setupCtx, eps, *conns, false, *noBatching, tc)
 	if err != nil {
 		return err
 	}
