@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/memdbd/memdbd/client"
 )
 
 var (
@@ -95,6 +97,51 @@ func TestFaultSuite(t *testing.T) {
 				t.Fatal("no follower installed a snapshot from the leader")
 			}
 		})
+	}
+}
+
+// TestLiveCluster checks a cluster the harness did not start, as an
+// operator would with -endpoints: every workload and checker passes, the
+// user's own table is untouched, and the workloads' tables are gone
+// afterwards.
+func TestLiveCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a real cluster; skipped in -short")
+	}
+	cl, err := StartCluster(ClusterConfig{Binary: memdbd(t), Dir: t.TempDir(), Nodes: 3, ElectionTimeout: 500 * time.Millisecond,
+		SnapshotThreshold: 1000, TrailingLogs: 500, Direct: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := client.New(ctx, client.Config{Endpoints: cl.Endpoints()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// A user's table with the name a workload uses without a prefix.
+	if _, err := c.CreateTable(ctx, client.TableSchema{Name: "bank", PrimaryKey: "id", Fields: []client.FieldSchema{{Name: "id", Type: client.TypeInt}}}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Run(ctx, Config{Seed: 3, Duration: 5 * time.Second, Endpoints: cl.Endpoints(), TablePrefix: "check3_", Log: testWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + rep.String())
+	if !rep.OK() || len(rep.Events) != 0 {
+		t.Fatalf("live check: OK %v, %d faults of its own", rep.OK(), len(rep.Events))
+	}
+	tables, err := c.ListTables(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tables) != 1 || tables[0].Schema.Name != "bank" {
+		t.Fatalf("tables after the check: %v, want the user's bank alone", tables)
+	}
+	if _, err := Run(ctx, Config{Endpoints: cl.Endpoints(), Nemeses: []string{"kill-leader"}}); err == nil {
+		t.Fatal("a nemesis against a live cluster was accepted")
 	}
 }
 

@@ -392,22 +392,28 @@ func (c *Cluster) TransferLeadership(ctx context.Context, leader int) error {
 // hash, and returns them; an error says how they differ, or names a node
 // whose consistency check reported a divergence.
 func (c *Cluster) Converged(ctx context.Context) (uint64, uint64, error) {
+	return converged(ctx, len(c.nodes), func(i int) string { return c.nodes[i].id },
+		func(ctx context.Context, i int) (*pb.StatusResponse, error) { return c.status(ctx, i, true) })
+}
+
+// converged is Converged over n members named by name and asked by status.
+func converged(ctx context.Context, n int, name func(int) string, status func(context.Context, int) (*pb.StatusResponse, error)) (uint64, uint64, error) {
 	var last string
 	for {
-		revs := make([]uint64, len(c.nodes))
-		hashes := make([]uint64, len(c.nodes))
+		revs := make([]uint64, n)
+		hashes := make([]uint64, n)
 		ok := true
-		for i := range c.nodes {
+		for i := 0; i < n; i++ {
 			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			st, err := c.status(cctx, i, true)
+			st, err := status(cctx, i)
 			cancel()
 			if err != nil {
 				ok = false
-				last = fmt.Sprintf("%s: %v", c.nodes[i].id, err)
+				last = fmt.Sprintf("%s: %v", name(i), err)
 				break
 			}
 			if st.Divergence != "" {
-				return 0, 0, fmt.Errorf("%s reports its state diverged: %s", c.nodes[i].id, st.Divergence)
+				return 0, 0, fmt.Errorf("%s reports its state diverged: %s", name(i), st.Divergence)
 			}
 			revs[i], hashes[i] = st.Header.Revision, st.StateHash
 		}

@@ -16,7 +16,10 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
+	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
 	"github.com/memdbd/memdbd/client"
 )
 
@@ -54,6 +57,14 @@ type Config struct {
 	// --read-lease=false, so that every linearizable read is confirmed by
 	// a round).
 	ExtraArgs []string
+	// Endpoints, when set, run the workloads and checkers against a live
+	// cluster at these client addresses (every member) instead of a
+	// cluster of its own, with no faults of its own: the operator brings
+	// them (a rolling upgrade, a machine pulled). The workloads' tables
+	// are created with TablePrefix in front of their names and dropped at
+	// the end.
+	Endpoints   []string
+	TablePrefix string
 }
 
 func (c *Config) defaults() {
@@ -78,7 +89,7 @@ func (c *Config) defaults() {
 	if len(c.Workloads) == 0 {
 		c.Workloads = []string{"register", "bank", "set", "counter", "ttl"}
 	}
-	if len(c.Nemeses) == 0 {
+	if len(c.Nemeses) == 0 && len(c.Endpoints) == 0 {
 		c.Nemeses = NemesisNames()
 	}
 }
@@ -169,20 +180,22 @@ type harness struct {
 // mark records that the fault takes effect now.
 func (h *harness) mark() { h.faultAt = h.rec.Now() }
 
-func workloadsFor(names []string, workers int) ([]Workload, error) {
+// workloadsFor builds the named workloads; their tables are named after
+// them, with prefix in front.
+func workloadsFor(names []string, workers int, prefix string) ([]Workload, error) {
 	var out []Workload
 	for _, n := range names {
 		switch n {
 		case "register":
-			out = append(out, registerWorkload{keys: 4})
+			out = append(out, registerWorkload{keys: 4, table: prefix + n})
 		case "bank":
-			out = append(out, &bankWorkload{accounts: 5, total: 500})
+			out = append(out, &bankWorkload{accounts: 5, total: 500, table: prefix + n})
 		case "set":
-			out = append(out, newSetWorkload(workers))
+			out = append(out, newSetWorkload(workers, prefix+n))
 		case "counter":
-			out = append(out, &counterWorkload{})
+			out = append(out, &counterWorkload{table: prefix + n})
 		case "ttl":
-			out = append(out, newTTLWorkload(workers))
+			out = append(out, newTTLWorkload(workers, prefix+n))
 		default:
 			return nil, fmt.Errorf("unknown workload %q (register, bank, set, counter, ttl)", n)
 		}
@@ -202,27 +215,36 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		nemeses = append(nemeses, nm)
 	}
-	workloads, err := workloadsFor(cfg.Workloads, cfg.Workers)
+	workloads, err := workloadsFor(cfg.Workloads, cfg.Workers, cfg.TablePrefix)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Dir == "" {
-		if cfg.Dir, err = os.MkdirTemp("", "memdb-chaos"); err != nil {
+	live := len(cfg.Endpoints) > 0
+	if live && len(nemeses) > 0 {
+		return nil, fmt.Errorf("nemeses need a cluster of the tool's own; against a live cluster the faults are the operator's")
+	}
+	var cl *Cluster // nil against a live cluster
+	endpoints := cfg.Endpoints
+	if !live {
+		if cfg.Dir == "" {
+			if cfg.Dir, err = os.MkdirTemp("", "memdb-chaos"); err != nil {
+				return nil, err
+			}
+			defer os.RemoveAll(cfg.Dir)
+		}
+		if cfg.Binary == "" {
+			if cfg.Binary, err = BuildBinary(cfg.ModuleRoot, cfg.Dir); err != nil {
+				return nil, err
+			}
+		}
+		cl, err = StartCluster(ClusterConfig{Binary: cfg.Binary, Dir: cfg.Dir, Nodes: 3, ElectionTimeout: cfg.ElectionTimeout, ExtraArgs: cfg.ExtraArgs,
+			SnapshotThreshold: 100, TrailingLogs: 50})
+		if err != nil {
 			return nil, err
 		}
-		defer os.RemoveAll(cfg.Dir)
+		defer cl.Close()
+		endpoints = cl.Endpoints()
 	}
-	if cfg.Binary == "" {
-		if cfg.Binary, err = BuildBinary(cfg.ModuleRoot, cfg.Dir); err != nil {
-			return nil, err
-		}
-	}
-	cl, err := StartCluster(ClusterConfig{Binary: cfg.Binary, Dir: cfg.Dir, Nodes: 3, ElectionTimeout: cfg.ElectionTimeout, ExtraArgs: cfg.ExtraArgs,
-		SnapshotThreshold: 100, TrailingLogs: 50})
-	if err != nil {
-		return nil, err
-	}
-	defer cl.Close()
 	h := &harness{cfg: cfg, c: cl, rec: newRecorder()}
 	for _, w := range workloads {
 		if r, ok := w.(registerWorkload); ok {
@@ -235,7 +257,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	newClient := func() (*client.Client, error) {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		return client.New(cctx, client.Config{Endpoints: cl.Endpoints(), RequestTimeout: 3 * time.Second,
+		return client.New(cctx, client.Config{Endpoints: endpoints, RequestTimeout: 3 * time.Second,
 			Logger: slog.New(slog.DiscardHandler)})
 	}
 	admin, err := newClient()
@@ -265,7 +287,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	defer stopWatches()
 	if set != nil {
 		var closeWatchers func()
-		if wc, closeWatchers, err = startWatchChecker(watchCtx, 2, newClient, "set"); err != nil {
+		if wc, closeWatchers, err = startWatchChecker(watchCtx, 2, newClient, set.table); err != nil {
 			return nil, err
 		}
 		defer closeWatchers()
@@ -300,9 +322,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 
-	// Faults, one at a time, until the duration is up.
+	// Faults, one at a time, until the duration is up; against a live
+	// cluster, only the workload.
 	faultEnd := time.Now().Add(cfg.Duration)
-	for time.Now().Before(faultEnd) && ctx.Err() == nil {
+	if live {
+		sleepCtx(ctx, cfg.Duration)
+	}
+	for !live && time.Now().Before(faultEnd) && ctx.Err() == nil {
 		sleepCtx(ctx, between(rng, cfg.Interval/2, cfg.Interval))
 		if !time.Now().Before(faultEnd) {
 			break
@@ -325,11 +351,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	// Recovery: heal, restart, resume; let the workload run on a healthy
 	// cluster for a while, then stop it.
-	cl.HealNetwork()
-	for i := range cl.nodes {
-		cl.Resume(i)
-		if !cl.Running(i) {
-			_ = cl.Start(i, "")
+	if cl != nil {
+		cl.HealNetwork()
+		for i := range cl.nodes {
+			cl.Resume(i)
+			if !cl.Running(i) {
+				_ = cl.Start(i, "")
+			}
 		}
 	}
 	sleepCtx(ctx, 3*time.Second)
@@ -345,10 +373,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	for n, c := range h.rec.counts {
 		report.Ops[n] = *c
 	}
-	report.LostReplys = cl.LostReplies()
-	report.SnapshotsTaken = cl.CountLog("snapshot complete up to")
-	report.SnapshotInstalls = cl.CountLog("Installed remote snapshot")
-	report.LeaseTerms = cl.CountLog("read lease acquired")
+	if cl != nil {
+		report.LostReplys = cl.LostReplies()
+		report.SnapshotsTaken = cl.CountLog("snapshot complete up to")
+		report.SnapshotInstalls = cl.CountLog("Installed remote snapshot")
+		report.LeaseTerms = cl.CountLog("read lease acquired")
+	}
 
 	// Checks.
 	checkCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
@@ -369,13 +399,26 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		set.mu.Lock()
 		acked := maps.Clone(set.acked)
 		set.mu.Unlock()
-		report.Verdicts = append(report.Verdicts, wc.check(checkCtx, admin, "set", acked))
+		report.Verdicts = append(report.Verdicts, wc.check(checkCtx, admin, set.table, acked))
 	}
-	rev, hash, err := cl.Converged(checkCtx)
+	var rev, hash uint64
+	if cl != nil {
+		rev, hash, err = cl.Converged(checkCtx)
+	} else {
+		rev, hash, err = liveConverged(checkCtx, endpoints)
+	}
 	if err != nil {
 		report.Verdicts = append(report.Verdicts, Verdict{Checker: "convergence", Detail: err.Error()})
 	} else {
-		report.Verdicts = append(report.Verdicts, Verdict{Checker: "convergence", OK: true, Detail: fmt.Sprintf("3 replicas at revision %d, state hash %016x", rev, hash)})
+		report.Verdicts = append(report.Verdicts, Verdict{Checker: "convergence", OK: true, Detail: fmt.Sprintf("%d replicas at revision %d, state hash %016x", len(endpoints), rev, hash)})
+	}
+	if live {
+		// The workloads' tables go; a failure here is reported, not fatal.
+		for _, w := range workloads {
+			if err := admin.DropTable(checkCtx, cfg.TablePrefix+w.Name()); err != nil {
+				logf("dropping %s%s: %v", cfg.TablePrefix, w.Name(), err)
+			}
+		}
 	}
 	if !report.OK() && cfg.Artifacts != "" {
 		report.Artifacts = h.saveArtifacts(cfg.Artifacts, info)
@@ -412,4 +455,21 @@ func (h *harness) saveArtifacts(dir string, info porcupine.LinearizationInfo) st
 		}
 	}
 	return out
+}
+
+// liveConverged is Cluster.Converged over the members at endpoints.
+func liveConverged(ctx context.Context, endpoints []string) (uint64, uint64, error) {
+	conns := make([]*grpc.ClientConn, len(endpoints))
+	for i, ep := range endpoints {
+		cc, err := grpc.NewClient(ep, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return 0, 0, err
+		}
+		defer cc.Close()
+		conns[i] = cc
+	}
+	return converged(ctx, len(endpoints), func(i int) string { return endpoints[i] },
+		func(ctx context.Context, i int) (*pb.StatusResponse, error) {
+			return pb.NewClusterServiceClient(conns[i]).Status(ctx, &pb.StatusRequest{IncludeStateHash: true})
+		})
 }

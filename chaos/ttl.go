@@ -20,6 +20,7 @@ import (
 // row must have been deleted by the log, whatever leader changes
 // happened in between.
 type ttlWorkload struct {
+	table      string
 	mu         sync.Mutex
 	keys       [][]ttlKey // per worker
 	violations []string
@@ -37,14 +38,14 @@ type ttlKey struct {
 // ttlMargin absorbs clock adjustments between the test and the members.
 const ttlMargin = 20 * time.Millisecond
 
-func newTTLWorkload(workers int) *ttlWorkload {
-	return &ttlWorkload{keys: make([][]ttlKey, workers), seq: make([]atomic.Int64, workers)}
+func newTTLWorkload(workers int, table string) *ttlWorkload {
+	return &ttlWorkload{table: table, keys: make([][]ttlKey, workers), seq: make([]atomic.Int64, workers)}
 }
 
 func (w *ttlWorkload) Name() string { return "ttl" }
 
 func (w *ttlWorkload) Setup(ctx context.Context, c *client.Client) error {
-	_, err := c.CreateTable(ctx, client.TableSchema{Name: "ttl", PrimaryKey: "k", Fields: []client.FieldSchema{{Name: "k", Type: client.TypeString}}})
+	_, err := c.CreateTable(ctx, client.TableSchema{Name: w.table, PrimaryKey: "k", Fields: []client.FieldSchema{{Name: "k", Type: client.TypeString}}})
 	return err
 }
 
@@ -82,7 +83,7 @@ func (w *ttlWorkload) Step(ctx context.Context, c *client.Client, worker int, rn
 	switch op {
 	case 0:
 		k := fmt.Sprintf("w%d-%06d", worker, w.seq[worker].Add(1))
-		m, err := c.Insert(ctx, "ttl", client.Fields{"k": client.String(k)}, client.WithTTL(ttl))
+		m, err := c.Insert(ctx, w.table, client.Fields{"k": client.String(k)}, client.WithTTL(ttl))
 		key := ttlKey{k: k, expires: m.ExpiresAt, certain: err == nil}
 		if err == nil && (m.ExpiresAt.Before(t0.Add(ttl-ttlMargin)) || m.ExpiresAt.After(time.Now().Add(ttl+ttlMargin))) {
 			w.violate("insert of %s with ttl %v between %v and %v got expiry %v", k, ttl, t0, time.Now(), m.ExpiresAt)
@@ -94,7 +95,7 @@ func (w *ttlWorkload) Step(ctx context.Context, c *client.Client, worker int, rn
 	case 1:
 		i := live[rng.IntN(len(live))]
 		k := mine[i]
-		m, err := c.Touch(ctx, "ttl", client.String(k.k), ttl)
+		m, err := c.Touch(ctx, w.table, client.String(k.k), ttl)
 		t1 := time.Now()
 		if errors.Is(err, client.ErrNotFound) && t1.Before(k.expires.Add(-ttlMargin)) {
 			w.violate("touch of %s found no row at %v, before its expiry %v", k.k, t1, k.expires)
@@ -115,7 +116,7 @@ func (w *ttlWorkload) Step(ctx context.Context, c *client.Client, worker int, rn
 		if !k.certain {
 			return
 		}
-		_, err := c.Get(ctx, "ttl", client.String(k.k))
+		_, err := c.Get(ctx, w.table, client.String(k.k))
 		t1 := time.Now()
 		switch {
 		case err == nil && t0.After(k.expires.Add(ttlMargin)):
@@ -147,7 +148,7 @@ func (w *ttlWorkload) Check(ctx context.Context, c *client.Client, _ *Recorder) 
 	// (plus the leader's sweep), the log must have deleted every one.
 	var stored int
 	for {
-		info, err := c.DescribeTable(ctx, "ttl")
+		info, err := c.DescribeTable(ctx, w.table)
 		if err == nil {
 			stored = info.Rows
 			if stored == 0 {

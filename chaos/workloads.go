@@ -42,7 +42,10 @@ func unknownErr(err error) bool {
 
 // --- register: read, write and compare-and-set on a few keys ---
 
-type registerWorkload struct{ keys int }
+type registerWorkload struct {
+	keys  int
+	table string
+}
 
 type regInput struct {
 	Op       string // "read", "write", "cas"
@@ -59,12 +62,12 @@ type regOutput struct {
 func (registerWorkload) Name() string { return "register" }
 
 func (w registerWorkload) Setup(ctx context.Context, c *client.Client) error {
-	if _, err := c.CreateTable(ctx, client.TableSchema{Name: "register", PrimaryKey: "k",
+	if _, err := c.CreateTable(ctx, client.TableSchema{Name: w.table, PrimaryKey: "k",
 		Fields: []client.FieldSchema{{Name: "k", Type: client.TypeInt}, {Name: "v", Type: client.TypeInt, Required: true}}}); err != nil {
 		return err
 	}
 	for k := 0; k < w.keys; k++ {
-		if _, err := c.Upsert(ctx, "register", client.Fields{"k": client.Int(int64(k)), "v": client.Int(0)}); err != nil {
+		if _, err := c.Upsert(ctx, w.table, client.Fields{"k": client.Int(int64(k)), "v": client.Int(0)}); err != nil {
 			return err
 		}
 	}
@@ -81,7 +84,7 @@ func (w registerWorkload) Step(ctx context.Context, c *client.Client, worker int
 	case r < 5:
 		in.Op = "read"
 		var row client.Row
-		row, err = c.Get(ctx, "register", key)
+		row, err = c.Get(ctx, w.table, key)
 		out.Value = row.Fields["v"].AsInt()
 		if err != nil {
 			rec.count("register", false, false)
@@ -89,12 +92,12 @@ func (w registerWorkload) Step(ctx context.Context, c *client.Client, worker int
 		}
 	case r < 8:
 		in.Op, in.Arg = "write", rng.Int64N(5)
-		_, err = c.Upsert(ctx, "register", client.Fields{"k": key, "v": client.Int(in.Arg)})
+		_, err = c.Upsert(ctx, w.table, client.Fields{"k": key, "v": client.Int(in.Arg)})
 	default:
 		in.Op, in.Arg, in.New = "cas", rng.Int64N(5), rng.Int64N(5)
 		var res client.TxnResult
-		res, err = c.Txn().If(client.FieldIs("register", key, "v", client.Equal, client.Int(in.Arg))).
-			Then(client.UpdateOp("register", key, client.Fields{"v": client.Int(in.New)}, nil)).Commit(ctx)
+		res, err = c.Txn().If(client.FieldIs(w.table, key, "v", client.Equal, client.Int(in.Arg))).
+			Then(client.UpdateOp(w.table, key, client.Fields{"v": client.Int(in.New)}, nil)).Commit(ctx)
 		out.OK = res.Succeeded
 	}
 	ret := rec.Now()
@@ -178,6 +181,7 @@ func (registerWorkload) Check(context.Context, *client.Client, *Recorder) Verdic
 type bankWorkload struct {
 	accounts int
 	total    int64
+	table    string
 
 	mu         sync.Mutex
 	violations []string
@@ -187,13 +191,13 @@ type bankWorkload struct {
 func (w *bankWorkload) Name() string { return "bank" }
 
 func (w *bankWorkload) Setup(ctx context.Context, c *client.Client) error {
-	if _, err := c.CreateTable(ctx, client.TableSchema{Name: "bank", PrimaryKey: "id",
+	if _, err := c.CreateTable(ctx, client.TableSchema{Name: w.table, PrimaryKey: "id",
 		Fields: []client.FieldSchema{{Name: "id", Type: client.TypeInt}, {Name: "balance", Type: client.TypeInt, Required: true}}}); err != nil {
 		return err
 	}
 	tx := c.Txn()
 	for a := 0; a < w.accounts; a++ {
-		tx.Then(client.InsertOp("bank", client.Fields{"id": client.Int(int64(a)), "balance": client.Int(w.total / int64(w.accounts))}))
+		tx.Then(client.InsertOp(w.table, client.Fields{"id": client.Int(int64(a)), "balance": client.Int(w.total / int64(w.accounts))}))
 	}
 	_, err := tx.Commit(ctx)
 	return err
@@ -212,7 +216,7 @@ func (w *bankWorkload) Step(ctx context.Context, c *client.Client, worker int, r
 	if to >= from {
 		to++
 	}
-	rows, err := c.BatchGet(ctx, "bank", []client.Value{client.Int(int64(from)), client.Int(int64(to))})
+	rows, err := c.BatchGet(ctx, w.table, []client.Value{client.Int(int64(from)), client.Int(int64(to))})
 	if err != nil || rows[0] == nil || rows[1] == nil {
 		rec.count("bank", false, false)
 		return
@@ -224,10 +228,10 @@ func (w *bankWorkload) Step(ctx context.Context, c *client.Client, worker int, r
 	}
 	call := rec.Now()
 	res, err := c.Txn().
-		If(client.FieldIs("bank", client.Int(int64(from)), "balance", client.Equal, client.Int(fb)),
-			client.FieldIs("bank", client.Int(int64(to)), "balance", client.Equal, client.Int(tb))).
-		Then(client.UpdateOp("bank", client.Int(int64(from)), client.Fields{"balance": client.Int(fb - amount)}, nil),
-			client.UpdateOp("bank", client.Int(int64(to)), client.Fields{"balance": client.Int(tb + amount)}, nil)).
+		If(client.FieldIs(w.table, client.Int(int64(from)), "balance", client.Equal, client.Int(fb)),
+			client.FieldIs(w.table, client.Int(int64(to)), "balance", client.Equal, client.Int(tb))).
+		Then(client.UpdateOp(w.table, client.Int(int64(from)), client.Fields{"balance": client.Int(fb - amount)}, nil),
+			client.UpdateOp(w.table, client.Int(int64(to)), client.Fields{"balance": client.Int(tb + amount)}, nil)).
 		Commit(ctx)
 	if err == nil && res.Succeeded {
 		rec.writeOK(call, rec.Now())
@@ -238,7 +242,7 @@ func (w *bankWorkload) Step(ctx context.Context, c *client.Client, worker int, r
 // audit reads every account in one scan (one revision) and checks the
 // invariant.
 func (w *bankWorkload) audit(ctx context.Context, c *client.Client, when string) error {
-	page, err := c.Scan(ctx, "bank", client.ScanOptions{})
+	page, err := c.Scan(ctx, w.table, client.ScanOptions{})
 	if err != nil {
 		return err
 	}
@@ -275,6 +279,7 @@ func (w *bankWorkload) Check(ctx context.Context, c *client.Client, _ *Recorder)
 // --- set: unique inserts, each acknowledged one present, none applied twice ---
 
 type setWorkload struct {
+	table    string
 	mu       sync.Mutex
 	acked    map[string]uint64 // key -> revision acknowledged
 	unknown  map[string]bool
@@ -282,21 +287,21 @@ type setWorkload struct {
 	sequence []atomic.Int64
 }
 
-func newSetWorkload(workers int) *setWorkload {
-	return &setWorkload{acked: map[string]uint64{}, unknown: map[string]bool{}, sequence: make([]atomic.Int64, workers)}
+func newSetWorkload(workers int, table string) *setWorkload {
+	return &setWorkload{table: table, acked: map[string]uint64{}, unknown: map[string]bool{}, sequence: make([]atomic.Int64, workers)}
 }
 
 func (w *setWorkload) Name() string { return "set" }
 
 func (w *setWorkload) Setup(ctx context.Context, c *client.Client) error {
-	_, err := c.CreateTable(ctx, client.TableSchema{Name: "set", PrimaryKey: "k", Fields: []client.FieldSchema{{Name: "k", Type: client.TypeString}}})
+	_, err := c.CreateTable(ctx, client.TableSchema{Name: w.table, PrimaryKey: "k", Fields: []client.FieldSchema{{Name: "k", Type: client.TypeString}}})
 	return err
 }
 
 func (w *setWorkload) Step(ctx context.Context, c *client.Client, worker int, _ *rand.Rand, rec *Recorder) {
 	k := fmt.Sprintf("w%d-%06d", worker, w.sequence[worker].Add(1))
 	call := rec.Now()
-	m, err := c.Insert(ctx, "set", client.Fields{"k": client.String(k)})
+	m, err := c.Insert(ctx, w.table, client.Fields{"k": client.String(k)})
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	switch {
@@ -315,7 +320,7 @@ func (w *setWorkload) Step(ctx context.Context, c *client.Client, worker int, _ 
 
 func (w *setWorkload) Check(ctx context.Context, c *client.Client, _ *Recorder) Verdict {
 	present := map[string]bool{}
-	for row, err := range c.ScanAll(ctx, "set", client.ScanOptions{Limit: 5000}) {
+	for row, err := range c.ScanAll(ctx, w.table, client.ScanOptions{Limit: 5000}) {
 		if err != nil {
 			return Verdict{Checker: "set", Detail: "final scan failed: " + err.Error()}
 		}
@@ -350,30 +355,31 @@ func (w *setWorkload) Check(ctx context.Context, c *client.Client, _ *Recorder) 
 // --- counter: compare-and-set increments, within bounds ---
 
 type counterWorkload struct {
+	table          string
 	acked, unknown atomic.Int64
 }
 
 func (w *counterWorkload) Name() string { return "counter" }
 
 func (w *counterWorkload) Setup(ctx context.Context, c *client.Client) error {
-	if _, err := c.CreateTable(ctx, client.TableSchema{Name: "counter", PrimaryKey: "k",
+	if _, err := c.CreateTable(ctx, client.TableSchema{Name: w.table, PrimaryKey: "k",
 		Fields: []client.FieldSchema{{Name: "k", Type: client.TypeString}, {Name: "n", Type: client.TypeInt, Required: true}}}); err != nil {
 		return err
 	}
-	_, err := c.Insert(ctx, "counter", client.Fields{"k": client.String("c"), "n": client.Int(0)})
+	_, err := c.Insert(ctx, w.table, client.Fields{"k": client.String("c"), "n": client.Int(0)})
 	return err
 }
 
 func (w *counterWorkload) Step(ctx context.Context, c *client.Client, _ int, _ *rand.Rand, rec *Recorder) {
-	row, err := c.Get(ctx, "counter", client.String("c"))
+	row, err := c.Get(ctx, w.table, client.String("c"))
 	if err != nil {
 		rec.count("counter", false, false)
 		return
 	}
 	n := row.Fields["n"].AsInt()
 	call := rec.Now()
-	res, err := c.Txn().If(client.VersionIs("counter", client.String("c"), client.Equal, row.Version)).
-		Then(client.UpdateOp("counter", client.String("c"), client.Fields{"n": client.Int(n + 1)}, nil)).Commit(ctx)
+	res, err := c.Txn().If(client.VersionIs(w.table, client.String("c"), client.Equal, row.Version)).
+		Then(client.UpdateOp(w.table, client.String("c"), client.Fields{"n": client.Int(n + 1)}, nil)).Commit(ctx)
 	switch {
 	case err != nil:
 		w.unknown.Add(1)
@@ -385,7 +391,7 @@ func (w *counterWorkload) Step(ctx context.Context, c *client.Client, _ int, _ *
 }
 
 func (w *counterWorkload) Check(ctx context.Context, c *client.Client, _ *Recorder) Verdict {
-	row, err := c.Get(ctx, "counter", client.String("c"))
+	row, err := c.Get(ctx, w.table, client.String("c"))
 	if err != nil {
 		return Verdict{Checker: "counter", Detail: "final read failed: " + err.Error()}
 	}

@@ -5,6 +5,13 @@
 //
 // It exits non-zero when any checker fails; the history, the node logs and
 // porcupine's visualization are then left in -artifacts.
+//
+// With -endpoints it checks a live cluster instead: the same workloads
+// and checkers through the members at those addresses, no faults of its
+// own (bring yours: a rolling upgrade, a machine pulled), in tables named
+// with -table-prefix, dropped at the end:
+//
+//	memdb-chaos -endpoints 10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000 -duration 5m
 package main
 
 import (
@@ -32,13 +39,15 @@ func main() {
 		artifact = flag.String("artifacts", "artifacts", "directory for histories and logs of failed runs")
 		quiet    = flag.Bool("q", false, "print only the summary")
 		extra    = flag.String("memdbd-args", "", "space-separated extra flags for every memdbd, e.g. --read-lease=false")
+		eps      = flag.String("endpoints", "", "check a live cluster at these client addresses (every member, comma-separated) instead of starting one; no nemeses")
+		prefix   = flag.String("table-prefix", "", "with -endpoints: prefix of the workloads' table names (default check<seed>_)")
 	)
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	wd, _ := os.Getwd()
 	root, err := chaos.ModuleRoot(wd)
-	if err != nil && *binary == "" {
+	if err != nil && *binary == "" && *eps == "" {
 		fmt.Fprintln(os.Stderr, "memdb-chaos: run inside the memdbd module or pass -binary:", err)
 		os.Exit(2)
 	}
@@ -48,7 +57,13 @@ func main() {
 		cfg.Log = nil
 	}
 	cfg.ExtraArgs = strings.Fields(*extra)
-	if *nemesis != "mix" {
+	if *eps != "" {
+		cfg.Endpoints = strings.Split(*eps, ",")
+		cfg.TablePrefix = *prefix
+		if cfg.TablePrefix == "" {
+			cfg.TablePrefix = fmt.Sprintf("check%d_", *seed%1_000_000)
+		}
+	} else if *nemesis != "mix" {
 		cfg.Nemeses = strings.Split(*nemesis, ",")
 	}
 	if *workload != "all" {
