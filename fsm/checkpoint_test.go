@@ -111,3 +111,41 @@ func TestCheckpointsAgreeAcrossReplicas(t *testing.T) {
 		}
 	}
 }
+
+// TestOlderSnapshotKeepsTheState: a follower asked to install a snapshot
+// older than what it applied (hashicorp/raft re-sends one after a rejected
+// append) keeps its state, never showing the older one, and skips the
+// entries up to it when Raft replays them: the result is the state of
+// applying every entry once.
+func TestOlderSnapshotKeepsTheState(t *testing.T) {
+	h := newHarness(t)
+	h.createUsers()
+	for i := 0; i < 40; i++ {
+		h.mustApply(&cmdpb.Envelope{Session: sess("c1", uint64(i+1), 1), Command: txn(upsert(fmt.Sprintf("u%d", i%7), fmt.Sprintf("e%d@x", i), int64(i)))})
+	}
+	log := h.log
+	cfg := DefaultConfig()
+	cfg.Logger = slog.New(slog.DiscardHandler)
+
+	// A snapshot at entry 20, from a replica that applied that far.
+	old, _ := New(cfg)
+	old.ApplyBatch(log[:20])
+	snap := snapshotBytes(t, old)
+
+	follower, _ := New(cfg)
+	follower.ApplyBatch(log[:30])
+	before, _ := follower.StateHash()
+	if err := restoreBytes(follower, snap); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := follower.StateHash(); after != before || follower.Applied() != log[29].Index {
+		t.Fatalf("after an older snapshot: hash %x (was %x), applied %d (was %d)", after, before, follower.Applied(), log[29].Index)
+	}
+	// Raft replays from the snapshot on.
+	follower.ApplyBatch(log[20:])
+	got, _ := follower.StateHash()
+	want, _ := h.f.StateHash()
+	if got != want || follower.Applied() != h.f.Applied() {
+		t.Fatalf("after the replay: hash %x applied %d, want %x applied %d", got, follower.Applied(), want, h.f.Applied())
+	}
+}

@@ -180,6 +180,13 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	b := f.store.Begin()
 	last := f.applied.Load()
 	for i, l := range logs {
+		if l.Index <= last && f.Halted() == nil {
+			// Already applied: Raft replays entries after installing a
+			// snapshot older than this state (Restore). Followers ignore
+			// results, and leaders never install snapshots.
+			out[i] = &cmdpb.Result{Revision: l.Index}
+			continue
+		}
 		if rev := f.checkpointAt(last, l.Index); rev != 0 && f.Halted() == nil {
 			// Commit what comes before the checkpoint so that its state
 			// can be captured, then go on in a new batch: once every

@@ -283,6 +283,18 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		f.log.Error("fsm: snapshot restore failed; state unchanged", "err", err)
 		return err
 	}
+	if applied := f.applied.Load(); st.meta.Revision < applied {
+		// hashicorp/raft installs whatever snapshot a leader sends, even
+		// one older than what this follower has applied (a leader that
+		// re-sends its snapshot after a rejected append did so, seen in
+		// e2e). Restoring it would take the state back to an earlier
+		// revision for a moment, under reads that already waited for the
+		// later one. The state at `applied` is the same committed prefix
+		// the snapshot plus the entries after it lead to, so it stays, and
+		// ApplyBatch skips the entries up to it when Raft replays them.
+		f.log.Info("snapshot older than the applied state; state kept", "snapshot_revision", st.meta.Revision, "applied", applied)
+		return nil
+	}
 	if err := f.store.Load(st.loader, st.meta.Revision); err != nil {
 		return fmt.Errorf("fsm: restoring snapshot: %w", err)
 	}
