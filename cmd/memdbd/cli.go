@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -82,21 +81,7 @@ func (t adminTarget) tlsConfig() (*tls.Config, error) {
 	if !t.tls && t.caFile == "" && t.certFile == "" && t.keyFile == "" {
 		return nil, nil
 	}
-	var kp *tlsconf.KeyPair
-	if t.certFile != "" || t.keyFile != "" {
-		var err error
-		if kp, err = tlsconf.LoadKeyPair(t.certFile, t.keyFile); err != nil {
-			return nil, fmt.Errorf("-tls-cert-file: %w", err)
-		}
-	}
-	var cas *x509.CertPool
-	if t.caFile != "" {
-		var err error
-		if cas, err = tlsconf.LoadCAs(t.caFile); err != nil {
-			return nil, fmt.Errorf("-tls-ca-file: %w", err)
-		}
-	}
-	return tlsconf.Client(kp, cas), nil
+	return tlsconf.ClientFromFiles(t.caFile, t.certFile, t.keyFile)
 }
 
 func dialAdmin(t adminTarget) (*grpc.ClientConn, error) {

@@ -95,3 +95,25 @@ func Client(kp *KeyPair, roots *x509.CertPool) *tls.Config {
 	}
 	return c
 }
+
+// ClientFromFiles is Client from PEM files: the CA bundle servers are
+// verified against (the system's roots when empty) and a client
+// certificate and key (none when both are empty). Errors name the flag
+// behind the file, as the command-line tools call them.
+func ClientFromFiles(caFile, certFile, keyFile string) (*tls.Config, error) {
+	var kp *KeyPair
+	if certFile != "" || keyFile != "" {
+		var err error
+		if kp, err = LoadKeyPair(certFile, keyFile); err != nil {
+			return nil, fmt.Errorf("-tls-cert-file: %w", err)
+		}
+	}
+	var cas *x509.CertPool
+	if caFile != "" {
+		var err error
+		if cas, err = LoadCAs(caFile); err != nil {
+			return nil, fmt.Errorf("-tls-ca-file: %w", err)
+		}
+	}
+	return Client(kp, cas), nil
+}

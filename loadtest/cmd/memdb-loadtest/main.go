@@ -11,7 +11,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"flag"
 	"fmt"
 	"io"
@@ -73,25 +72,14 @@ func run() error {
 	)
 	flag.Parse()
 	var tc *tls.Config
-	if *tlsCA != "" || *tlsCert != "" {
+	if *tlsCA != "" || *tlsCert != "" || *tlsKey != "" {
 		if *spawn {
 			return fmt.Errorf("-tls-* flags are for a cluster started with TLS, not -spawn")
 		}
-		var kp *tlsconf.KeyPair
-		if *tlsCert != "" {
-			var err error
-			if kp, err = tlsconf.LoadKeyPair(*tlsCert, *tlsKey); err != nil {
-				return fmt.Errorf("-tls-cert-file: %w", err)
-			}
+		var err error
+		if tc, err = tlsconf.ClientFromFiles(*tlsCA, *tlsCert, *tlsKey); err != nil {
+			return err
 		}
-		var cas *x509.CertPool
-		if *tlsCA != "" {
-			var err error
-			if cas, err = tlsconf.LoadCAs(*tlsCA); err != nil {
-				return fmt.Errorf("-tls-ca-file: %w", err)
-			}
-		}
-		tc = tlsconf.Client(kp, cas)
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
