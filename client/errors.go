@@ -52,40 +52,53 @@ var (
 	ErrWatchTooSlow = errors.New("memdb: watch fell behind")
 	// ErrWatchEnded: the watched table or index was dropped.
 	ErrWatchEnded = errors.New("memdb: watched table or index dropped")
+	// ErrResponseTooLarge: the answer would exceed the member's response
+	// size limit (--max-response-bytes); ask for fewer rows or keys.
+	ErrResponseTooLarge = errors.New("memdb: response too large")
+	// ErrOutcomeNotKept: a retried write had been applied (the error's
+	// Revision), but its read results were too large for the member to
+	// keep for retries; read them again.
+	ErrOutcomeNotKept = errors.New("memdb: write applied, its read results were not kept for the retry")
+	// ErrFutureRevision: a read's min_revision is beyond what the cluster
+	// has committed, so waiting for it could take forever.
+	ErrFutureRevision = errors.New("memdb: min_revision is beyond the committed revision")
 )
 
 // reasonErrors mirrors the server's reason table (memdbv1.CodeOf).
 var reasonErrors = map[string]error{
-	pb.ReasonInvalidArgument: ErrInvalidArgument,
-	pb.ReasonTypeMismatch:    ErrTypeMismatch,
-	pb.ReasonTableNotFound:   ErrTableNotFound,
-	pb.ReasonTableExists:     ErrTableExists,
-	pb.ReasonIndexNotFound:   ErrIndexNotFound,
-	pb.ReasonIndexExists:     ErrIndexExists,
-	pb.ReasonRowExists:       ErrRowExists,
-	pb.ReasonRowNotFound:     ErrNotFound,
-	pb.ReasonUniqueViolation: ErrUniqueViolation,
-	pb.ReasonVersionMismatch: ErrVersionMismatch,
-	pb.ReasonTooManyOps:      ErrTooManyOps,
-	pb.ReasonTooLarge:        ErrTooLarge,
-	pb.ReasonStaleSequence:   ErrOutcomeUnknown,
-	pb.ReasonSessionLimit:    ErrSessionLimit,
-	pb.ReasonUnsupported:     ErrHalted,
-	pb.ReasonHalted:          ErrHalted,
-	pb.ReasonNoLeader:        ErrUnavailable,
-	pb.ReasonNotLeader:       ErrUnavailable,
-	pb.ReasonStale:           ErrStale,
-	pb.ReasonOverloaded:      ErrOverloaded,
-	pb.ReasonPageExpired:     ErrPageExpired,
-	pb.ReasonPrecondition:    ErrPrecondition,
-	pb.ReasonCorrupt:         ErrCorrupt,
-	pb.ReasonInternal:        ErrInternal,
-	pb.ReasonQuotaExceeded:   ErrQuotaExceeded,
-	pb.ReasonDiverged:        ErrUnavailable, // retried on another member
-	pb.ReasonWatchCompacted:  ErrCompacted,
-	pb.ReasonWatchTooSlow:    ErrWatchTooSlow,
-	pb.ReasonWatchEnded:      ErrWatchEnded,
-	pb.ReasonNotReady:        ErrUnavailable,
+	pb.ReasonInvalidArgument:  ErrInvalidArgument,
+	pb.ReasonTypeMismatch:     ErrTypeMismatch,
+	pb.ReasonTableNotFound:    ErrTableNotFound,
+	pb.ReasonTableExists:      ErrTableExists,
+	pb.ReasonIndexNotFound:    ErrIndexNotFound,
+	pb.ReasonIndexExists:      ErrIndexExists,
+	pb.ReasonRowExists:        ErrRowExists,
+	pb.ReasonRowNotFound:      ErrNotFound,
+	pb.ReasonUniqueViolation:  ErrUniqueViolation,
+	pb.ReasonVersionMismatch:  ErrVersionMismatch,
+	pb.ReasonTooManyOps:       ErrTooManyOps,
+	pb.ReasonTooLarge:         ErrTooLarge,
+	pb.ReasonStaleSequence:    ErrOutcomeUnknown,
+	pb.ReasonSessionLimit:     ErrSessionLimit,
+	pb.ReasonUnsupported:      ErrHalted,
+	pb.ReasonHalted:           ErrHalted,
+	pb.ReasonNoLeader:         ErrUnavailable,
+	pb.ReasonNotLeader:        ErrUnavailable,
+	pb.ReasonStale:            ErrStale,
+	pb.ReasonOverloaded:       ErrOverloaded,
+	pb.ReasonPageExpired:      ErrPageExpired,
+	pb.ReasonPrecondition:     ErrPrecondition,
+	pb.ReasonCorrupt:          ErrCorrupt,
+	pb.ReasonInternal:         ErrInternal,
+	pb.ReasonQuotaExceeded:    ErrQuotaExceeded,
+	pb.ReasonDiverged:         ErrUnavailable, // retried on another member
+	pb.ReasonWatchCompacted:   ErrCompacted,
+	pb.ReasonWatchTooSlow:     ErrWatchTooSlow,
+	pb.ReasonWatchEnded:       ErrWatchEnded,
+	pb.ReasonNotReady:         ErrUnavailable,
+	pb.ReasonResponseTooLarge: ErrResponseTooLarge,
+	pb.ReasonOutcomeNotKept:   ErrOutcomeNotKept,
+	pb.ReasonFutureRevision:   ErrFutureRevision,
 }
 
 // Error is a failed call: the gRPC code, the server's reason and message.

@@ -2668,7 +2668,12 @@ type WatchResponse struct {
 	// sent: resume a broken stream with start_revision = this.
 	Revision uint64 `protobuf:"varint,6,opt,name=revision" json:"revision,omitempty"`
 	// True when the message is only a progress notification.
-	Progress      bool `protobuf:"varint,7,opt,name=progress" json:"progress,omitempty"`
+	Progress bool `protobuf:"varint,7,opt,name=progress" json:"progress,omitempty"`
+	// More messages with events of the same revision follow: the events of
+	// one transaction that do not fit in one message (the response size
+	// limit) are split over several, and the last has fragment unset. The
+	// Go client joins them; revision is set on the last only.
+	Fragment      bool `protobuf:"varint,8,opt,name=fragment" json:"fragment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2748,6 +2753,13 @@ func (x *WatchResponse) GetRevision() uint64 {
 func (x *WatchResponse) GetProgress() bool {
 	if x != nil {
 		return x.Progress
+	}
+	return false
+}
+
+func (x *WatchResponse) GetFragment() bool {
+	if x != nil {
+		return x.Fragment
 	}
 	return false
 }
@@ -3129,7 +3141,7 @@ const file_memdb_v1_data_proto_rawDesc = "" +
 	"\bsnapshot\x18\b \x01(\bR\bsnapshot\x120\n" +
 	"\x14progress_interval_ms\x18\t \x01(\rR\x12progressIntervalMs\x12)\n" +
 	"\x04read\x18\n" +
-	" \x01(\v2\x15.memdb.v1.ReadOptionsR\x04read\"\x96\x02\n" +
+	" \x01(\v2\x15.memdb.v1.ReadOptionsR\x04read\"\xb2\x02\n" +
 	"\rWatchResponse\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.memdb.v1.ResponseHeaderR\x06header\x12\x19\n" +
 	"\bwatch_id\x18\x02 \x01(\tR\awatchId\x12'\n" +
@@ -3137,7 +3149,8 @@ const file_memdb_v1_data_proto_rawDesc = "" +
 	"\rsnapshot_rows\x18\x04 \x03(\v2\r.memdb.v1.RowR\fsnapshotRows\x12#\n" +
 	"\rsnapshot_done\x18\x05 \x01(\bR\fsnapshotDone\x12\x1a\n" +
 	"\brevision\x18\x06 \x01(\x04R\brevision\x12\x1a\n" +
-	"\bprogress\x18\a \x01(\bR\bprogress\"\xd9\x01\n" +
+	"\bprogress\x18\a \x01(\bR\bprogress\x12\x1a\n" +
+	"\bfragment\x18\b \x01(\bR\bfragment\"\xd9\x01\n" +
 	"\x05Event\x12(\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x14.memdb.v1.Event.TypeR\x04type\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x1f\n" +

@@ -639,8 +639,13 @@ type Result struct {
 	ErrorReason  string `protobuf:"bytes,2,opt,name=error_reason,json=errorReason" json:"error_reason,omitempty"`
 	ErrorMessage string `protobuf:"bytes,3,opt,name=error_message,json=errorMessage" json:"error_message,omitempty"`
 	// Txn: whether the conditions held.
-	Succeeded     bool           `protobuf:"varint,4,opt,name=succeeded" json:"succeeded,omitempty"`
-	Results       []*v1.OpResult `protobuf:"bytes,5,rep,name=results" json:"results,omitempty"`
+	Succeeded bool           `protobuf:"varint,4,opt,name=succeeded" json:"succeeded,omitempty"`
+	Results   []*v1.OpResult `protobuf:"bytes,5,rep,name=results" json:"results,omitempty"`
+	// Set on the copy a session keeps when the full result was too large to
+	// keep for retries (fsm/session.go): it has the outcome (revision,
+	// error, succeeded) but no op results. A retry answered from it fails
+	// with OUTCOME_NOT_KEPT, naming the revision the write was applied at.
+	ReplayTrimmed bool `protobuf:"varint,6,opt,name=replay_trimmed,json=replayTrimmed" json:"replay_trimmed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -708,6 +713,13 @@ func (x *Result) GetResults() []*v1.OpResult {
 		return x.Results
 	}
 	return nil
+}
+
+func (x *Result) GetReplayTrimmed() bool {
+	if x != nil {
+		return x.ReplayTrimmed
+	}
+	return false
 }
 
 // Session is one client's entry in the deduplication table (snapshots).
@@ -1434,13 +1446,14 @@ const file_memdb_command_v1_command_proto_rawDesc = "" +
 	"\traft_addr\x18\x03 \x01(\tR\braftAddr\x12#\n" +
 	"\rcluster_token\x18\x04 \x01(\fR\fclusterToken\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\tR\aversion\x12.\n" +
-	"\x13max_command_version\x18\x06 \x01(\rR\x11maxCommandVersion\"\xb8\x01\n" +
+	"\x13max_command_version\x18\x06 \x01(\rR\x11maxCommandVersion\"\xdf\x01\n" +
 	"\x06Result\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12!\n" +
 	"\ferror_reason\x18\x02 \x01(\tR\verrorReason\x12#\n" +
 	"\rerror_message\x18\x03 \x01(\tR\ferrorMessage\x12\x1c\n" +
 	"\tsucceeded\x18\x04 \x01(\bR\tsucceeded\x12,\n" +
-	"\aresults\x18\x05 \x03(\v2\x12.memdb.v1.OpResultR\aresults\"\xa1\x02\n" +
+	"\aresults\x18\x05 \x03(\v2\x12.memdb.v1.OpResultR\aresults\x12%\n" +
+	"\x0ereplay_trimmed\x18\x06 \x01(\bR\rreplayTrimmed\"\xa1\x02\n" +
 	"\aSession\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\fR\bclientId\x120\n" +
 	"\x14first_incomplete_seq\x18\x02 \x01(\x04R\x12firstIncompleteSeq\x12/\n" +
