@@ -49,6 +49,10 @@ func toStatus(err error) error {
 	if _, ok := status.FromError(err); ok {
 		return err // already a status (a forwarded call's answer)
 	}
+	var le *limitError
+	if errors.As(err, &le) {
+		return withLimit(toStatus(le.err), le.flag)
+	}
 	var nl *node.NotLeaderError
 	var ce *fsm.CommandError
 	var wc *watch.ErrCompacted
@@ -111,6 +115,40 @@ func toStatus(err error) error {
 	}
 	reason := fsm.Reason(err)
 	return statusErr(reason, err.Error(), nil, 0)
+}
+
+// limitError is a refusal by a configured limit: toStatus maps the error
+// it wraps and names the limit's flag in the ErrorInfo metadata
+// (memdbv1.MetaLimit), so that a person knows which setting to look at.
+type limitError struct {
+	flag string // the command-line flag, without dashes
+	err  error
+}
+
+func (e *limitError) Error() string { return e.err.Error() + " (limit --" + e.flag + ")" }
+func (e *limitError) Unwrap() error { return e.err }
+
+// overLimit marks err as a refusal by the limit set with --flag.
+func overLimit(flag string, err error) error { return &limitError{flag: flag, err: err} }
+
+// withLimit adds the limit's flag to a status error's ErrorInfo.
+func withLimit(err error, flag string) error {
+	st := status.Convert(err)
+	p := st.Proto()
+	for _, a := range p.Details {
+		var info errdetails.ErrorInfo
+		if a.UnmarshalTo(&info) != nil {
+			continue
+		}
+		if info.Metadata == nil {
+			info.Metadata = map[string]string{}
+		}
+		info.Metadata[pb.MetaLimit] = flag
+		if a.MarshalFrom(&info) != nil {
+			return err
+		}
+	}
+	return status.ErrorProto(p)
 }
 
 var (
