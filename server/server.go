@@ -56,6 +56,14 @@ type Config struct {
 	Limits Limits
 	// MaxWatchers bounds the watch streams this member serves.
 	MaxWatchers int
+	// Conn are the per-connection shares of the member-wide bounds
+	// (conn.go).
+	Conn ConnLimits
+	// MaxConcurrentStreams is the HTTP/2 limit on streams one connection
+	// may have open at once (unary calls and watches alike); a client at
+	// the limit waits for a stream to end before it opens another, in its
+	// own process, instead of piling requests onto this member.
+	MaxConcurrentStreams uint32
 	// StreamWorkers is the number of long-lived goroutines that run
 	// requests; a request that finds them all busy gets a goroutine of its
 	// own. 0 gives every request a fresh goroutine.
@@ -89,6 +97,11 @@ func DefaultConfig() Config {
 		MaxPinnedViews: 256,
 		Limits:         DefaultLimits(),
 		MaxWatchers:    100_000,
+		Conn:           DefaultConnLimits(),
+		// Above the per-connection in-flight and watcher shares together,
+		// so that those shares, which answer with a clear error, are met
+		// first.
+		MaxConcurrentStreams: 2048,
 		// A fresh goroutine per request grows its stack from 2 KiB through
 		// the interceptor chain and the proposal path, copying it several
 		// times: runtime.newstack/copystack took 11% of a leader's CPU under
@@ -119,10 +132,15 @@ func (c Config) Validate() error {
 		return fmt.Errorf("stream workers %d must be between 0 and 65536", c.StreamWorkers)
 	case c.MaxWatchers < 1:
 		return fmt.Errorf("max watchers %d must be positive", c.MaxWatchers)
+	case c.MaxConcurrentStreams < 1:
+		return errors.New("max concurrent streams per connection must be positive")
 	case c.ConsistencyInterval < 0:
 		return fmt.Errorf("consistency interval %v must not be negative", c.ConsistencyInterval)
 	case c.WatchProgressInterval < minProgressInterval:
 		return fmt.Errorf("watch progress interval %v is below %v", c.WatchProgressInterval, minProgressInterval)
+	}
+	if err := c.Conn.Validate(); err != nil {
+		return err
 	}
 	return c.Limits.Validate()
 }
@@ -199,6 +217,8 @@ func New(cfg Config, n *node.Node) (*Server, error) {
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxRequestBytes),
 		grpc.NumStreamWorkers(uint32(cfg.StreamWorkers)),
+		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
+		grpc.StatsHandler(connTagger{}),
 		// The proto codec, plus a pass-through for watch events that are
 		// already in wire form (watchwire.go).
 		grpc.ForceServerCodecV2(newRawCodec()),
@@ -355,13 +375,31 @@ func (s *Server) admitUnary(ctx context.Context, req interface{}, info *grpc.Una
 	if err := ctx.Err(); err != nil {
 		return nil, status.FromContextError(err).Err()
 	}
+	conn := connOf(ctx)
+	if conn != nil && s.cfg.Conn.MaxInFlight > 0 {
+		if n := conn.inflight.Add(1); n > int64(s.cfg.Conn.MaxInFlight) {
+			conn.inflight.Add(-1)
+			s.metrics.rejected.WithLabelValues("in_flight_per_conn").Inc()
+			return nil, toStatus(overLimit("max-in-flight-per-conn",
+				fmt.Errorf("%w: this connection has %d requests in flight, its share; spread load over more connections or wait for answers", errOverloaded, n-1)))
+		}
+		defer conn.inflight.Add(-1)
+	}
 	select {
 	case s.inflight <- struct{}{}:
 	default:
 		s.metrics.rejected.WithLabelValues("in_flight").Inc()
-		return nil, toStatus(fmt.Errorf("%w: %d requests in flight", errOverloaded, cap(s.inflight)))
+		return nil, toStatus(overLimit("max-in-flight", fmt.Errorf("%w: %d requests in flight", errOverloaded, cap(s.inflight))))
 	}
 	defer func() { <-s.inflight }()
+	if w, ok := req.(interface{ GetSession() *pb.WriteSession }); ok && conn != nil {
+		if ws := w.GetSession(); ws != nil && len(ws.ClientId) > 0 && !conn.useClientID(string(ws.ClientId), s.cfg.Conn.MaxClientIDs) {
+			s.metrics.rejected.WithLabelValues("sessions_per_conn").Inc()
+			return nil, statusErr(pb.ReasonSessionLimit, fmt.Sprintf(
+				"this connection already wrote with %d client ids, its share (limit --max-sessions-per-conn); reuse one client per process", s.cfg.Conn.MaxClientIDs),
+				map[string]string{pb.MetaLimit: "max-sessions-per-conn"}, 0)
+		}
+	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.defaultTimeout())

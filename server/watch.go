@@ -72,6 +72,14 @@ func (s *Server) admitStream(srv interface{}, ss grpc.ServerStream, info *grpc.S
 			return toStatus(fmt.Errorf("%w: %d watch streams open on this member, limit %d", errOverloaded, n-1, s.cfg.MaxWatchers))
 		}
 		defer s.watchers.Add(-1)
+		if c := connOf(ss.Context()); c != nil && s.cfg.Conn.MaxWatchers > 0 {
+			if n := c.watchers.Add(1); n > int64(s.cfg.Conn.MaxWatchers) {
+				c.watchers.Add(-1)
+				s.metrics.rejected.WithLabelValues("watchers_per_conn").Inc()
+				return toStatus(overLimit("max-watchers-per-conn", fmt.Errorf("%w: this connection has %d watch streams open, its share", errOverloaded, n-1)))
+			}
+			defer c.watchers.Add(-1)
+		}
 	}
 	return h(srv, &idStream{ServerStream: ss, ctx: context.WithValue(ss.Context(), requestIDKey{}, id)})
 }

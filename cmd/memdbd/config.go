@@ -72,6 +72,8 @@ type config struct {
 	watchHistoryBytes     int64
 	watchQueueEvents      int
 	maxWatchers           int
+	connLimits            server.ConnLimits
+	maxStreamsPerConn     uint
 	streamWorkers         int
 	watchProgressInterval time.Duration
 	heapFloorBytes        int64
@@ -132,6 +134,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.Int64Var(&c.watchHistoryBytes, "watch-history-bytes", nd.Watch.HistoryBytes, "bytes of changes kept for watches")
 	fs.IntVar(&c.watchQueueEvents, "watch-queue-events", nd.Watch.QueueEvents, "events a watch stream may fall behind before it is cancelled (it can resume)")
 	fs.IntVar(&c.maxWatchers, "max-watchers", sd.MaxWatchers, "watch streams this member serves at once")
+	fs.IntVar(&c.connLimits.MaxInFlight, "max-in-flight-per-conn", sd.Conn.MaxInFlight, "requests one client connection may have in flight; more are refused with OVERLOADED (0: no per-connection share)")
+	fs.IntVar(&c.connLimits.MaxWatchers, "max-watchers-per-conn", sd.Conn.MaxWatchers, "watch streams one client connection may have open (0: no per-connection share)")
+	fs.IntVar(&c.connLimits.MaxClientIDs, "max-sessions-per-conn", sd.Conn.MaxClientIDs, "distinct write-session client ids one client connection may write with (0: no per-connection share)")
+	fs.UintVar(&c.maxStreamsPerConn, "max-streams-per-conn", uint(sd.MaxConcurrentStreams), "HTTP/2 streams one client connection may have open at once; a client at the limit waits in its own process")
 	fs.IntVar(&c.streamWorkers, "stream-workers", sd.StreamWorkers, "long-lived goroutines that run requests (0: a new goroutine per request)")
 	fs.DurationVar(&c.watchProgressInterval, "watch-progress-interval", sd.WatchProgressInterval, "how often an idle watch stream reports its revision")
 	fs.Int64Var(&c.heapFloorBytes, "heap-floor-bytes", defaultHeapFloor, "heap the garbage collector lets the server reach before it collects, however small the data "+
@@ -268,6 +274,11 @@ func (c *config) serverConfig(version string) (server.Config, error) {
 	s.DefaultTimeout, s.MaxInFlight = c.requestTimeout, c.maxInFlight
 	s.MaxWatchers, s.WatchProgressInterval = c.maxWatchers, c.watchProgressInterval
 	s.StreamWorkers = c.streamWorkers
+	s.Conn = c.connLimits
+	if c.maxStreamsPerConn > 1<<31 {
+		return s, fmt.Errorf("--max-streams-per-conn: %d is above %d", c.maxStreamsPerConn, 1<<31)
+	}
+	s.MaxConcurrentStreams = uint32(c.maxStreamsPerConn)
 	s.ConsistencyInterval = c.consistencyInterval
 	s.Limits.MaxRequestBytes, s.Limits.MaxKeyBytes, s.Limits.MaxValueBytes, s.Limits.MaxOps = c.maxRequestBytes, c.maxKeyBytes, c.maxValueBytes, c.maxTxnOps
 	s.Limits.MaxDataBytes = c.dataQuotaBytes
@@ -298,7 +309,7 @@ func flagError(err error) error {
 		{"max request bytes", "--max-request-bytes"}, {"max ops", "--max-txn-ops"}, {"data quota", "--data-quota-bytes"},
 		{"default timeout", "--request-timeout"}, {"max in-flight", "--max-in-flight"},
 		{"expire interval", "--expire-interval"}, {"watch: history of", "--watch-history-events or --watch-history-bytes"},
-		{"watch: queue", "--watch-queue-events"}, {"consistency interval", "--consistency-check-interval"}, {"max watchers", "--max-watchers"}, {"watch progress interval", "--watch-progress-interval"},
+		{"watch: queue", "--watch-queue-events"}, {"consistency interval", "--consistency-check-interval"}, {"max watchers", "--max-watchers"}, {"per-connection limits", "--max-*-per-conn"}, {"max concurrent streams", "--max-streams-per-conn"}, {"watch progress interval", "--watch-progress-interval"},
 	} {
 		if strings.HasPrefix(msg, pair[0]) {
 			return fmt.Errorf("%s: %w", pair[1], err)
