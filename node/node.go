@@ -37,6 +37,7 @@ type Node struct {
 	// (logstore.go); nil when Config.ParallelAppend is off.
 	plog  *parallelLog
 	trans *raft.NetworkTransport
+	peers *peerMux // the Raft port's stream layer; PeerListener, DialPeer
 	snaps *raft.FileSnapshotStore
 	token []byte
 
@@ -183,8 +184,10 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raft transport on %s: %w", cfg.RaftBind, err)
 	}
+	// The port also carries the members' peer service (mux.go).
+	n.peers = newPeerMux(stream, lg, firstByteTimeout)
 	nt := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream: stream, MaxPool: 3, Timeout: 10 * time.Second, Logger: newHclog(lg, "transport"),
+		Stream: n.peers, MaxPool: 3, Timeout: 10 * time.Second, Logger: newHclog(lg, "transport"),
 	})
 	n.trans = nt
 	var rtrans raft.Transport = nt // what Raft sends through

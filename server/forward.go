@@ -31,6 +31,14 @@ type forwarder struct {
 	conns map[string]*grpc.ClientConn
 }
 
+// peerConnectParams reconnect to a restarted member within a second:
+// gRPC's default backoff grows to two minutes, during which forwarding to
+// a leader that came back would fail.
+var peerConnectParams = grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+	MinConnectTimeout: time.Second,
+}
+
 // newForwarder dials peers with tc (plaintext when nil), unless opts are
 // given, which replace every default.
 func newForwarder(self string, tc *tls.Config, opts ...grpc.DialOption) *forwarder {
@@ -39,16 +47,7 @@ func newForwarder(self string, tc *tls.Config, opts ...grpc.DialOption) *forward
 		if tc != nil {
 			creds = credentials.NewTLS(tc)
 		}
-		opts = []grpc.DialOption{
-			grpc.WithTransportCredentials(creds),
-			// Reconnect to a restarted member within a second: gRPC's default
-			// backoff grows to two minutes, during which forwarding to a
-			// leader that came back would fail.
-			grpc.WithConnectParams(grpc.ConnectParams{
-				Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
-				MinConnectTimeout: time.Second,
-			}),
-		}
+		opts = []grpc.DialOption{grpc.WithTransportCredentials(creds), grpc.WithConnectParams(peerConnectParams)}
 	}
 	return &forwarder{self: self, opts: opts, conns: map[string]*grpc.ClientConn{}}
 }

@@ -21,16 +21,15 @@ func (p *peerService) LeaseProbe(_ context.Context, req *cmdpb.LeaseProbeRequest
 	return &cmdpb.LeaseProbeResponse{PromiseNanos: int64(promise), Follows: p.s.node.Follows(req.From, req.Term)}, nil
 }
 
-// probeLease asks member id, at the client address it registered,
-// whether it follows this node as leader of term and for its promise. A
-// member that predates probes answers Unimplemented
-// (node.ErrProbeUnsupported).
+// probeLease asks member id, on its Raft port's peer service, whether it
+// follows this node as leader of term and for its promise. A member that
+// predates probes answers Unimplemented (node.ErrProbeUnsupported).
 func (s *Server) probeLease(ctx context.Context, id string, term uint64) (node.LeaseAnswer, error) {
-	m, ok := s.node.FSM().Member(id)
-	if !ok || m.ClientAddr == "" {
-		return node.LeaseAnswer{}, fmt.Errorf("member %s has not registered its address", id)
+	addr, ok := s.node.PeerAddr(id)
+	if !ok {
+		return node.LeaseAnswer{}, fmt.Errorf("%s is not a member", id)
 	}
-	conn, err := s.fwd.conn(m.ClientAddr)
+	conn, err := s.peerConn(addr)
 	if err != nil {
 		return node.LeaseAnswer{}, err
 	}

@@ -40,7 +40,7 @@ func (s *Server) propose(ctx context.Context, env *cmdpb.Envelope) (*cmdpb.Resul
 		}
 		// Lost leadership before the entry was appended: forward instead.
 	}
-	conn, err := s.leaderConn(ctx)
+	conn, _, err := s.leaderPeerConn(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -77,6 +77,30 @@ func (s *Server) readIndex(ctx context.Context) (uint64, error) {
 func (s *Server) leaderConn(ctx context.Context) (grpc.ClientConnInterface, error) {
 	conn, _, err := s.leaderConnAddr(ctx)
 	return conn, err
+}
+
+// leaderPeerConn returns a connection to the leader's peer service, on
+// its Raft port, and the leader's Raft address; the same refusals as
+// leaderConn.
+func (s *Server) leaderPeerConn(ctx context.Context) (*grpc.ClientConn, string, error) {
+	id, addr := s.node.LeaderPeer()
+	if by := forwardedBy(ctx); by != "" || id == s.cfg.NodeID {
+		_, caddr := s.node.Leader()
+		return nil, "", &node.NotLeaderError{LeaderID: id, LeaderAddr: caddr}
+	}
+	if id == "" {
+		return nil, "", node.ErrNoLeader
+	}
+	conn, err := s.peerConn(addr)
+	return conn, addr, err
+}
+
+// peerConn returns the connection to the peer service at a member's Raft
+// address. The passthrough scheme hands the address to the dialer as
+// given, so that with TLS the certificate is checked against the name the
+// member advertises, as Raft's own dials do.
+func (s *Server) peerConn(raftAddr string) (*grpc.ClientConn, error) {
+	return s.peerFwd.conn("passthrough:///" + raftAddr)
 }
 
 // leaderConnAddr is leaderConn, with the leader's client address.

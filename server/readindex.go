@@ -43,7 +43,7 @@ type readIndexStream struct {
 // a time (readIndexes), which owns s.riStream, s.riNoStream and
 // s.riRetryStream.
 func (s *Server) fetchReadIndex(ctx context.Context) (uint64, error) {
-	conn, addr, err := s.leaderConnAddr(ctx)
+	conn, addr, err := s.leaderPeerConn(ctx)
 	if err != nil {
 		return 0, err
 	}

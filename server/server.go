@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
@@ -148,14 +149,18 @@ func (c Config) Validate() error {
 // Server is memdbd's gRPC front end: the v1 API, the peer service,
 // reflection and health, over one node.
 type Server struct {
-	cfg     Config
-	node    *node.Node
-	log     *slog.Logger
-	grpc    *grpc.Server
-	health  *health.Server
-	fwd     *forwarder
-	pages   *pageCache
-	metrics *metrics
+	cfg    Config
+	node   *node.Node
+	log    *slog.Logger
+	grpc   *grpc.Server
+	health *health.Server
+	fwd    *forwarder
+	// peerGRPC serves the peer service on the node's Raft port
+	// (node.PeerListener); peerFwd calls other members' peer services.
+	peerGRPC *grpc.Server
+	peerFwd  *forwarder
+	pages    *pageCache
+	metrics  *metrics
 
 	inflight chan struct{}
 	live     atomic.Pointer[liveSettings] // settings that change at run time
@@ -201,6 +206,12 @@ func New(cfg Config, n *node.Node) (*Server, error) {
 		pages: newPageCache(cfg.PageTTL, cfg.MaxPinnedViews), metrics: newMetrics(cfg.Registerer),
 		inflight: make(chan struct{}, cfg.MaxInFlight), fatal: make(chan error, 1), stop: make(chan struct{}),
 	}
+	s.peerFwd = newForwarder(cfg.NodeID, nil,
+		// The node dials as Raft does: from --raft-source-addr, with the
+		// Raft port's mutual TLS when it has TLS; gRPC adds nothing.
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return n.DialPeer(ctx, addr) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(peerConnectParams))
 	s.stopping, s.stopStream = context.WithCancel(context.Background())
 	s.peers, s.closePeers = context.WithCancel(context.Background())
 	s.live.Store(&liveSettings{limits: cfg.Limits, defaultTimeout: cfg.DefaultTimeout})
@@ -232,7 +243,14 @@ func New(cfg Config, n *node.Node) (*Server, error) {
 	pb.RegisterDataServiceServer(s.grpc, &dataService{s: s})
 	pb.RegisterSchemaServiceServer(s.grpc, &schemaService{s: s})
 	pb.RegisterClusterServiceServer(s.grpc, &clusterService{s: s})
-	cmdpb.RegisterPeerServiceServer(s.grpc, &peerService{s: s})
+	// Not on the client port: members call each other on the Raft port.
+	s.peerGRPC = grpc.NewServer(
+		grpc.MaxRecvMsgSize(cfg.Limits.MaxRequestBytes),
+		grpc.ForceServerCodecV2(newRawCodec()),
+		grpc.ChainUnaryInterceptor(s.recoverUnary, s.admitPeer),
+		grpc.ChainStreamInterceptor(s.recoverStream),
+	)
+	cmdpb.RegisterPeerServiceServer(s.peerGRPC, &peerService{s: s})
 	n.SetLeaseProber(s.probeLease)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
@@ -241,7 +259,12 @@ func New(cfg Config, n *node.Node) (*Server, error) {
 		cfg.Registerer.MustRegister(grpcMetrics, newNodeCollector(n))
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	s.wg.Add(2)
+	s.wg.Add(3)
+	go func() {
+		defer s.wg.Done()
+		// Ends when Stop stops peerGRPC (or the node's Raft port closes).
+		_ = s.peerGRPC.Serve(n.PeerListener())
+	}()
 	go s.watchHealth()
 	go s.registerLoop()
 	if cfg.ConsistencyInterval > 0 {
@@ -300,9 +323,36 @@ func (s *Server) Stop(ctx context.Context) {
 		s.grpc.Stop()
 		<-done
 	}
+	// After the drain: the requests drained on this member may need other
+	// members' peer services, and theirs this member's. Members' streams to
+	// this one (read indexes) never end by themselves, so no graceful stop.
+	s.peerGRPC.Stop()
 	s.wg.Wait()
 	s.closePeers()
 	s.fwd.close()
+	s.peerFwd.close()
+}
+
+// admitPeer bounds a member's call like a client's (the shared in-flight
+// limit, a default deadline), without the per-connection shares: all of a
+// follower's forwarded writes arrive on its one connection.
+func (s *Server) admitPeer(ctx context.Context, req interface{}, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (interface{}, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
+	select {
+	case s.inflight <- struct{}{}:
+	default:
+		s.metrics.rejected.WithLabelValues("in_flight").Inc()
+		return nil, toStatus(overLimit("max-in-flight", fmt.Errorf("%w: %d requests in flight", errOverloaded, cap(s.inflight))))
+	}
+	defer func() { <-s.inflight }()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.defaultTimeout())
+		defer cancel()
+	}
+	return h(ctx, req)
 }
 
 // recoverUnary turns a panic in a handler into Internal, so that one bad

@@ -419,7 +419,8 @@ func TestReadLeaseOverThePeerService(t *testing.T) {
 					continue
 				}
 				var promise int64
-				peer := cmdpb.NewPeerServiceClient(dial(t, m.Addr))
+				// The peer service is on the Raft port.
+				peer := cmdpb.NewPeerServiceClient(dial(t, m.NodeCfg.RaftBind))
 				// A follower promises once it has heard from the leader.
 				deadline := time.Now().Add(5 * time.Second)
 				for time.Now().Before(deadline) {
