@@ -88,7 +88,7 @@ func (f *FSM) recordCheckpoint(rev uint64) {
 		return
 	}
 	view := f.store.View()
-	sessions, err := encodeSessions(f.sessions)
+	_, sessions, err := encodeSessions(f.sessions)
 	if err != nil {
 		<-f.hashing
 		f.log.Error("fsm: state checkpoint not recorded", "revision", rev, "err", err)

@@ -22,13 +22,23 @@
 // remembered result for a retried sequence number. The session table is
 // replicated state: it travels in snapshots and expires idle clients by log
 // time, the maximum of the leaders' clocks carried in the entries, so every
-// replica forgets the same clients at the same index.
+// replica forgets the same clients at the same index. When the table is
+// full (MaxSessions), a new client evicts the least recently seen one.
+//
+// What a session remembers is bounded by constants, the same on every
+// replica: a result above 64 KiB, or one that would take the session's
+// kept results beyond 4 MiB, is kept without the rows its Gets read
+// (Result.replay_trimmed). Its caller gets the whole result; a retry gets
+// OUTCOME_NOT_KEPT with the revision the write was applied at
+// (ResultError).
 //
 // # Snapshots
 //
 // Snapshot captures the store's current View in O(1) and encodes the
 // (small) session table; Persist streams tables and rows to the sink while
 // writes go on. Restore verifies the checksum before it replaces anything.
+// The writer refuses to write a record the reader would refuse, so a
+// snapshot that could not be read back fails instead of being kept.
 // See snapshot.go for the format.
 //
 // # Goroutines

@@ -48,7 +48,7 @@ type Config struct {
 	// apply it twice.
 	SessionTTL time.Duration
 	// MaxSessions bounds the number of live sessions; a write opening one
-	// more fails with ReasonSessionLimit.
+	// more evicts the least recently seen session (evictIdlest).
 	MaxSessions int
 	// MaxResultsPerSession bounds the unacknowledged results kept for one
 	// client; a write beyond it fails with ReasonSessionLimit.
@@ -91,8 +91,15 @@ type FSM struct {
 
 	// Owned by the FSM goroutine (ApplyBatch, Snapshot, Restore).
 	sessions   map[string]*session
-	logTime    int64 // max leader clock seen, Unix nanos
-	nextExpiry int64 // log time of the next session expiry sweep
+	idle       idleHeap // the sessions, least recently seen first
+	logTime    int64    // max leader clock seen, Unix nanos
+	nextExpiry int64    // log time of the next session expiry sweep
+	// evictLogAt and evictLogged: when this node last logged evictions
+	// (its own clock) and the count it logged then (logEviction).
+	evictLogAt  time.Time
+	evictLogged uint64
+
+	evicted atomic.Uint64 // sessions evicted for room (SessionsEvicted)
 
 	applied atomic.Uint64 // index of the last entry applied
 	// clockLag is how far this node's clock was ahead of the leader's
@@ -360,12 +367,21 @@ func Encode(env *cmdpb.Envelope, now time.Time) ([]byte, error) {
 	return env.MarshalVT()
 }
 
-// ResultError returns the error a result carries, or nil.
+// ResultError returns the error a result carries, or nil. Every caller
+// that answers a client from a result goes through it: a session's
+// trimmed copy of a write's result (ReplayTrimmed, see keptForm), which a
+// retry of the write gets, is an error with reason OUTCOME_NOT_KEPT and
+// the revision the write was applied at, unless the write itself failed.
 func ResultError(r *cmdpb.Result) error {
-	if r == nil || r.ErrorReason == "" {
+	switch {
+	case r == nil:
 		return nil
+	case r.ErrorReason != "":
+		return &CommandError{Reason: r.ErrorReason, Message: r.ErrorMessage}
+	case r.ReplayTrimmed:
+		return notKeptError(r)
 	}
-	return &CommandError{Reason: r.ErrorReason, Message: r.ErrorMessage}
+	return nil
 }
 
 // CommandError is a command's failure as the log recorded it: a wire
@@ -373,6 +389,9 @@ func ResultError(r *cmdpb.Result) error {
 type CommandError struct {
 	Reason  string
 	Message string
+	// Revision, for OUTCOME_NOT_KEPT, is the revision the retried write
+	// was applied at (memdbv1.MetaRevision on the wire); 0 otherwise.
+	Revision uint64
 }
 
 func (e *CommandError) Error() string { return e.Message }
@@ -392,7 +411,7 @@ func (e *CommandError) Is(target error) bool {
 // equal hashes. It must be called from the FSM goroutine or while no entry
 // is being applied.
 func (f *FSM) StateHash() (uint64, error) {
-	sessions, err := encodeSessions(f.sessions)
+	_, sessions, err := encodeSessions(f.sessions)
 	if err != nil {
 		return 0, err
 	}

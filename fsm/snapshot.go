@@ -44,11 +44,33 @@ const (
 	recRow     byte = 4
 	recEnd     byte = 5
 	recMembers byte = 6
-
-	// maxRecord bounds a record's length so that a corrupt length cannot
-	// make Restore allocate without bound before the checksum fails.
-	maxRecord = 256 << 20
 )
+
+// maxRecord bounds a record's length so that a corrupt length cannot make
+// Restore allocate without bound before the checksum fails. The writer
+// refuses to write a longer record (snapWriter.record). A variable only so
+// that tests can lower it.
+var maxRecord = 256 << 20
+
+// recordNames name the record types in errors and logs.
+var recordNames = map[byte]string{recMeta: "meta", recSession: "session", recTable: "table", recRow: "row", recEnd: "end", recMembers: "members"}
+
+// ErrRecordTooLarge: a snapshot record is longer than a reader accepts
+// (maxRecord). The writer fails with it rather than write a snapshot no
+// member could restore.
+type ErrRecordTooLarge struct {
+	Type  string // "session", "row", ...
+	Label string // which one: a client id, a table
+	Size  int
+}
+
+func (e *ErrRecordTooLarge) Error() string {
+	what := e.Type + " record"
+	if e.Label != "" {
+		what += " " + e.Label
+	}
+	return fmt.Sprintf("%s of %d bytes is above the %d bytes a snapshot reader accepts", what, e.Size, maxRecord)
+}
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -58,6 +80,8 @@ type fsmSnapshot struct {
 	logTime  int64
 	members  []byte
 	sessions [][]byte
+	// sessionIDs are the client ids of sessions, in the same order.
+	sessionIDs []string
 }
 
 // Snapshot captures the current state: the store's view in O(1) and an
@@ -69,7 +93,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 		// let Raft compact entries this node still has to apply.
 		return nil, err
 	}
-	sessions, err := encodeSessions(f.sessions)
+	ids, sessions, err := encodeSessions(f.sessions)
 	if err != nil {
 		return nil, fmt.Errorf("fsm: encoding sessions: %w", err)
 	}
@@ -77,21 +101,34 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fsm: encoding members: %w", err)
 	}
-	return &fsmSnapshot{log: f.log, view: f.store.View(), logTime: f.logTime, members: members, sessions: sessions}, nil
+	return &fsmSnapshot{log: f.log, view: f.store.View(), logTime: f.logTime, members: members, sessions: sessions, sessionIDs: ids}, nil
 }
 
 // Persist streams the snapshot to the sink. It runs concurrently with
 // ApplyBatch and only reads the immutable view it captured.
+//
+// It writes nothing that Restore would refuse: a record above maxRecord
+// fails the snapshot (ErrRecordTooLarge), the sink is cancelled, so that
+// no unreadable snapshot is left behind, and the error goes back to Raft,
+// which reports the snapshot failed and keeps the log it would have
+// compacted.
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	start := time.Now()
 	cw := &countingWriter{w: sink}
 	if err := s.write(cw); err != nil {
 		_ = sink.Cancel()
-		s.log.Error("snapshot failed", "revision", s.view.Revision(), "err", err)
+		var big *ErrRecordTooLarge
+		if errors.As(err, &big) {
+			s.log.Error("snapshot failed: a record is too large to be read back; nothing was kept",
+				"revision", s.view.Revision(), "record", big.Type, "which", big.Label, "bytes", big.Size, "max_bytes", maxRecord)
+		} else {
+			s.log.Error("snapshot failed", "revision", s.view.Revision(), "err", err)
+		}
 		return err
 	}
 	if err := sink.Close(); err != nil {
-		return err
+		s.log.Error("snapshot failed: closing the sink", "revision", s.view.Revision(), "err", err)
+		return fmt.Errorf("fsm: closing snapshot: %w", err)
 	}
 	s.log.Info("snapshot persisted", "revision", s.view.Revision(), "bytes", cw.n, "took", time.Since(start))
 	return nil
@@ -126,7 +163,13 @@ func (w *snapWriter) write(p []byte) {
 	_, w.err = w.w.Write(p)
 }
 
-func (w *snapWriter) record(typ byte, payload []byte) {
+// record writes one record. One longer than a reader accepts fails the
+// snapshot instead: written, it would make the snapshot unreadable, on
+// this member at its next start and on every member it is sent to.
+func (w *snapWriter) record(typ byte, label string, payload []byte) {
+	if w.err == nil && len(payload) > maxRecord {
+		w.err = &ErrRecordTooLarge{Type: recordNames[typ], Label: label, Size: len(payload)}
+	}
 	var hdr [1 + binary.MaxVarintLen64]byte
 	hdr[0] = typ
 	n := binary.PutUvarint(hdr[1:], uint64(len(payload)))
@@ -134,12 +177,12 @@ func (w *snapWriter) record(typ byte, payload []byte) {
 	w.write(payload)
 }
 
-func (w *snapWriter) message(typ byte, m proto.Message) {
+func (w *snapWriter) message(typ byte, label string, m proto.Message) {
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
 	if err != nil && w.err == nil {
 		w.err = err
 	}
-	w.record(typ, b)
+	w.record(typ, label, b)
 }
 
 // write writes the snapshot in the format above.
@@ -151,27 +194,27 @@ func (s *fsmSnapshot) write(out io.Writer) error {
 	copy(hdr[:], snapshotMagic)
 	binary.BigEndian.PutUint32(hdr[8:], snapshotVersion)
 	w.write(hdr[:])
-	w.message(recMeta, &cmdpb.SnapshotMeta{
+	w.message(recMeta, "", &cmdpb.SnapshotMeta{
 		Revision: s.view.Revision(), LogUnixNanos: s.logTime,
 		Tables: uint32(len(tables)), Sessions: uint32(len(s.sessions)), StateHash: binary.BigEndian.AppendUint64(nil, hash),
 	})
-	w.record(recMembers, s.members)
-	for _, b := range s.sessions {
-		w.record(recSession, b)
+	w.record(recMembers, "", s.members)
+	for i, b := range s.sessions {
+		w.record(recSession, fmt.Sprintf("%q", s.sessionIDs[i]), b)
 	}
 	for _, t := range tables {
-		w.message(recTable, &cmdpb.SnapshotTable{Schema: convert.SchemaToPB(t.Schema), CreateRevision: t.CreateRevision, Rows: uint64(t.Rows)})
+		w.message(recTable, t.Schema.Name, &cmdpb.SnapshotTable{Schema: convert.SchemaToPB(t.Schema), CreateRevision: t.CreateRevision, Rows: uint64(t.Rows)})
 		err := s.view.Rows(t.Schema.Name, func(raw string) bool {
 			// The row is immutable; viewing its bytes in place avoids copying
 			// every row of the database once more.
-			w.record(recRow, unsafe.Slice(unsafe.StringData(raw), len(raw)))
+			w.record(recRow, "of table "+t.Schema.Name, unsafe.Slice(unsafe.StringData(raw), len(raw)))
 			return w.err == nil
 		})
 		if err != nil && w.err == nil {
 			w.err = err
 		}
 	}
-	w.record(recEnd, nil)
+	w.record(recEnd, "", nil)
 	if w.err != nil {
 		return fmt.Errorf("fsm: writing snapshot: %w", w.err)
 	}
@@ -241,20 +284,19 @@ func truncated(err error) error {
 	return err
 }
 
-// next reads one record; the payload is freshly allocated and owned by the
-// caller.
-func (r *snapReader) next() (byte, []byte, error) {
+// nextHeader reads the framing of the next record: its type and length.
+func (r *snapReader) nextHeader() (byte, int, error) {
 	var hdr [1 + binary.MaxVarintLen64]byte
 	if err := r.full(hdr[:1]); err != nil {
-		return 0, nil, err
+		return 0, 0, err
 	}
 	n := 0
 	for i := 1; ; i++ {
 		if i == len(hdr) {
-			return 0, nil, fmt.Errorf("%w: bad record length", ErrSnapshotCorrupt)
+			return 0, 0, fmt.Errorf("%w: bad record length", ErrSnapshotCorrupt)
 		}
 		if err := r.full(hdr[i : i+1]); err != nil {
-			return 0, nil, err
+			return 0, 0, err
 		}
 		if hdr[i] < 0x80 {
 			n = i + 1
@@ -262,14 +304,137 @@ func (r *snapReader) next() (byte, []byte, error) {
 		}
 	}
 	size, w := binary.Uvarint(hdr[1:n])
-	if w <= 0 || size > maxRecord {
-		return 0, nil, fmt.Errorf("%w: record of %d bytes", ErrSnapshotCorrupt, size)
+	if w <= 0 || size > uint64(maxRecord) {
+		name := recordNames[hdr[0]]
+		if name == "" {
+			name = fmt.Sprintf("type %d", hdr[0])
+		}
+		return 0, 0, fmt.Errorf("%w: %s record of %d bytes (at most %d are read)", ErrSnapshotCorrupt, name, size, maxRecord)
+	}
+	return hdr[0], int(size), nil
+}
+
+// next reads one record; the payload is freshly allocated and owned by the
+// caller.
+func (r *snapReader) next() (byte, []byte, error) {
+	typ, size, err := r.nextHeader()
+	if err != nil {
+		return 0, nil, err
 	}
 	payload := make([]byte, size)
 	if err := r.full(payload); err != nil {
 		return 0, nil, err
 	}
-	return hdr[0], payload, nil
+	return typ, payload, nil
+}
+
+// header reads and checks the snapshot's magic and format version.
+func (r *snapReader) header() error {
+	var hdr [12]byte
+	if err := r.full(hdr[:]); err != nil {
+		return err
+	}
+	if string(hdr[:8]) != snapshotMagic {
+		return fmt.Errorf("%w: not a memdbd snapshot", ErrSnapshotCorrupt)
+	}
+	if v := binary.BigEndian.Uint32(hdr[8:]); v != snapshotVersion {
+		return fmt.Errorf("%w: format version %d, this node reads %d", ErrSnapshotVersion, v, snapshotVersion)
+	}
+	return nil
+}
+
+// trailer reads what follows the end record, the checksum, and checks it
+// against everything before it, and that nothing follows.
+func (r *snapReader) trailer() error {
+	var trailer [4]byte
+	if _, err := io.ReadFull(r.r, trailer[:]); err != nil {
+		return truncated(err)
+	}
+	if _, err := r.r.ReadByte(); err != io.EOF {
+		return fmt.Errorf("%w: trailing bytes after the checksum", ErrSnapshotCorrupt)
+	}
+	// At end of stream the checksum reader holds exactly the trailer and
+	// has hashed everything before it.
+	if r.cs.n != 4 || r.cs.tail != trailer {
+		return fmt.Errorf("%w: framing does not end at the checksum", ErrSnapshotCorrupt)
+	}
+	if got, want := binary.BigEndian.Uint32(trailer[:]), r.cs.crc; got != want {
+		return fmt.Errorf("%w: checksum mismatch (stored %08x, computed %08x)", ErrSnapshotCorrupt, got, want)
+	}
+	return nil
+}
+
+// CheckSnapshot reads a snapshot stream to its end and reports what would
+// make Restore refuse it that can be seen without loading it: the magic
+// and format version, the record types, lengths (maxRecord) and order
+// (meta first, one member record, then sessions, tables and rows, then
+// the end), the session records (decodeSession) and the checksum. It
+// holds one meta, member or session record in memory at a time and skips
+// the rows; the rows against their tables and the state hash are checked
+// by Restore alone.
+//
+// The node runs it over every snapshot as it is written to disk, whether
+// this member took it or a leader sent it, so that a snapshot no member
+// could read is refused before it replaces an older one.
+func CheckSnapshot(in io.Reader) error {
+	r := newSnapReader(in)
+	if err := r.header(); err != nil {
+		return err
+	}
+	var meta, members bool
+	for {
+		typ, size, err := r.nextHeader()
+		if err != nil {
+			return err
+		}
+		if !meta && typ != recMeta {
+			return fmt.Errorf("%w: snapshot does not start with its meta record", ErrSnapshotCorrupt)
+		}
+		switch typ {
+		case recRow, recTable:
+			if _, err := r.r.Discard(size); err != nil {
+				return truncated(err)
+			}
+			continue
+		case recEnd:
+			if _, err := r.r.Discard(size); err != nil {
+				return truncated(err)
+			}
+			if !members {
+				return fmt.Errorf("%w: no member record", ErrSnapshotCorrupt)
+			}
+			return r.trailer()
+		case recMeta, recMembers, recSession:
+		default:
+			return fmt.Errorf("%w: unknown record type %d", ErrSnapshotCorrupt, typ)
+		}
+		payload := make([]byte, size)
+		if err := r.full(payload); err != nil {
+			return err
+		}
+		switch typ {
+		case recMeta:
+			if meta {
+				return fmt.Errorf("%w: two meta records", ErrSnapshotCorrupt)
+			}
+			meta = true
+			if err := proto.Unmarshal(payload, &cmdpb.SnapshotMeta{}); err != nil {
+				return fmt.Errorf("%w: meta: %v", ErrSnapshotCorrupt, err)
+			}
+		case recMembers:
+			if members {
+				return fmt.Errorf("%w: two member records", ErrSnapshotCorrupt)
+			}
+			members = true
+			if _, err := decodeMembers(payload); err != nil {
+				return fmt.Errorf("%w: members: %v", ErrSnapshotCorrupt, err)
+			}
+		case recSession:
+			if _, err := decodeSession(payload); err != nil {
+				return fmt.Errorf("%w: session: %v", ErrSnapshotCorrupt, err)
+			}
+		}
+	}
 }
 
 // Restore replaces the whole state with a snapshot's. It reads and checks
@@ -298,7 +463,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err := f.store.Load(st.loader, st.meta.Revision); err != nil {
 		return fmt.Errorf("fsm: restoring snapshot: %w", err)
 	}
-	f.sessions = st.sessions
+	f.setSessions(st.sessions)
 	f.members.Store(st.members)
 	f.logTime = st.meta.LogUnixNanos
 	// Every entry up to the snapshot ran the sweeps due at its log time
@@ -403,15 +568,8 @@ type restored struct {
 
 func (f *FSM) readSnapshot(in io.Reader) (*restored, error) {
 	r := newSnapReader(in)
-	var hdr [12]byte
-	if err := r.full(hdr[:]); err != nil {
+	if err := r.header(); err != nil {
 		return nil, err
-	}
-	if string(hdr[:8]) != snapshotMagic {
-		return nil, fmt.Errorf("%w: not a memdbd snapshot", ErrSnapshotCorrupt)
-	}
-	if v := binary.BigEndian.Uint32(hdr[8:]); v != snapshotVersion {
-		return nil, fmt.Errorf("%w: format version %d, this node reads %d", ErrSnapshotVersion, v, snapshotVersion)
 	}
 	st := &restored{sessions: map[string]*session{}, loader: f.store.NewLoader()}
 	pipe := newLoadPipe(st.loader)
@@ -455,14 +613,14 @@ func (f *FSM) readSnapshot(in io.Reader) (*restored, error) {
 				return nil, fmt.Errorf("%w: members: %v", ErrSnapshotCorrupt, err)
 			}
 		case recSession:
-			id, s, err := decodeSession(payload)
+			s, err := decodeSession(payload)
 			if err != nil {
 				return nil, fmt.Errorf("%w: session: %v", ErrSnapshotCorrupt, err)
 			}
-			if _, dup := st.sessions[id]; dup {
+			if _, dup := st.sessions[s.id]; dup {
 				return nil, fmt.Errorf("%w: session appears twice", ErrSnapshotCorrupt)
 			}
-			st.sessions[id] = s
+			st.sessions[s.id] = s
 		case recTable:
 			var pt cmdpb.SnapshotTable
 			if err := proto.Unmarshal(payload, &pt); err != nil {
@@ -488,20 +646,8 @@ func (f *FSM) readSnapshot(in io.Reader) (*restored, error) {
 			if err := pipe.finish(); err != nil {
 				return nil, fmt.Errorf("%w: %v", ErrSnapshotCorrupt, err)
 			}
-			var trailer [4]byte
-			if _, err := io.ReadFull(r.r, trailer[:]); err != nil {
-				return nil, truncated(err)
-			}
-			if _, err := r.r.ReadByte(); err != io.EOF {
-				return nil, fmt.Errorf("%w: trailing bytes after the checksum", ErrSnapshotCorrupt)
-			}
-			// At end of stream the checksum reader holds exactly the trailer
-			// and has hashed everything before it.
-			if r.cs.n != 4 || r.cs.tail != trailer {
-				return nil, fmt.Errorf("%w: framing does not end at the checksum", ErrSnapshotCorrupt)
-			}
-			if got, want := binary.BigEndian.Uint32(trailer[:]), r.cs.crc; got != want {
-				return nil, fmt.Errorf("%w: checksum mismatch (stored %08x, computed %08x)", ErrSnapshotCorrupt, got, want)
+			if err := r.trailer(); err != nil {
+				return nil, err
 			}
 			if st.members == nil {
 				return nil, fmt.Errorf("%w: no member record", ErrSnapshotCorrupt)

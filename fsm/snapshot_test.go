@@ -149,7 +149,7 @@ func TestSnapshotStateHashMismatch(t *testing.T) {
 	var buf bytes.Buffer
 	w := &snapWriter{w: bufio.NewWriter(&buf)}
 	w.write(data[:12])
-	w.message(recMeta, &meta)
+	w.message(recMeta, "", &meta)
 	framed := 1 + len(binary.AppendUvarint(nil, uint64(len(payload)))) + len(payload)
 	w.write(data[12+framed : len(data)-4])
 	if err := w.w.Flush(); err != nil || w.err != nil {
