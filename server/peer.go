@@ -8,8 +8,10 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/memdbd/memdbd/api/convert"
 	cmdpb "github.com/memdbd/memdbd/api/proto/memdb/command/v1"
 	"github.com/memdbd/memdbd/node"
+	"github.com/memdbd/memdbd/store"
 )
 
 // peerService serves other members: proposals and read indexes forwarded
@@ -23,11 +25,83 @@ func (p *peerService) Propose(ctx context.Context, req *cmdpb.ProposeRequest) (*
 	if req.Envelope == nil {
 		return nil, toStatus(fmt.Errorf("%w: no envelope", errInvalid))
 	}
+	if err := p.s.checkProposal(ctx, req.From, req.Envelope); err != nil {
+		p.s.metrics.rejected.WithLabelValues("peer_proposal").Inc()
+		return nil, toStatus(err)
+	}
 	res, err := p.s.node.Apply(ctx, req.Envelope)
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	return &cmdpb.ProposeResponse{Result: res, RaftTerm: p.s.node.Status().Term}, nil
+}
+
+// checkProposal gives a command a member forwards the checks the edge
+// gives a client's request, with this member's limits and quota: the
+// member that forwarded it checked it too, but with its own settings,
+// which may differ, and a proposal need not come from the edge at all.
+// What only a leader proposes (expiries) is refused, and a member may
+// register only itself, at the Raft address the configuration gives it.
+func (s *Server) checkProposal(ctx context.Context, from string, env *cmdpb.Envelope) error {
+	if err := checkSession(env.Session); err != nil {
+		return err
+	}
+	switch c := env.Command.(type) {
+	case *cmdpb.Envelope_Txn:
+		return s.checkWrite(ctx, c.Txn)
+	case *cmdpb.Envelope_CreateTable:
+		return s.checkCreateTable(ctx, c.CreateTable)
+	case *cmdpb.Envelope_DropTable:
+		return s.checkDropTable(ctx, c.DropTable.GetTable())
+	case *cmdpb.Envelope_CreateIndex:
+		return s.checkCreateIndex(ctx, c.CreateIndex.GetTable(), c.CreateIndex.GetIndex())
+	case *cmdpb.Envelope_DropIndex:
+		return s.checkDropIndex(ctx, c.DropIndex.GetTable(), c.DropIndex.GetIndex())
+	case *cmdpb.Envelope_Tick:
+		return nil
+	case *cmdpb.Envelope_RegisterMember:
+		r := c.RegisterMember
+		addr, ok := s.node.PeerAddr(r.NodeId)
+		switch {
+		case r.NodeId != from:
+			return fmt.Errorf("%w: member %q may not register member %q", errInvalid, from, r.NodeId)
+		case !ok:
+			return fmt.Errorf("%w: %q is not in the Raft configuration", errInvalid, r.NodeId)
+		case r.RaftAddr != addr:
+			return fmt.Errorf("%w: member %q registers Raft address %q, the configuration has %q", errInvalid, r.NodeId, r.RaftAddr, addr)
+		}
+		return nil
+	case nil:
+		return fmt.Errorf("%w: envelope without a command", errInvalid)
+	default:
+		return fmt.Errorf("%w: a member may not forward a %T", errInvalid, c)
+	}
+}
+
+// checkWrite is the edge's check of a transaction, before it is proposed:
+// value sizes, the data quota, and the transaction against the current
+// schema and limits.
+func (s *Server) checkWrite(ctx context.Context, txn *cmdpb.Txn) error {
+	if txn == nil {
+		return fmt.Errorf("%w: no transaction", errInvalid)
+	}
+	st, err := convert.Txn(txn.Conditions, txn.Then, txn.Else)
+	if err != nil {
+		return err
+	}
+	lim := s.limits()
+	if err := lim.checkValueSizes(st); err != nil {
+		return err
+	}
+	grows := addsData(st)
+	return s.checkFresh(ctx, func(v *store.View) error {
+		if grows {
+			if err := lim.checkQuota(v); err != nil {
+				return err
+			}
+		}
+		return v.CheckTxn(st, lim.store())
+	})
 }
 
 // propose applies a command through the leader: locally when this node

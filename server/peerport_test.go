@@ -1,6 +1,8 @@
 package server_test
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,5 +61,48 @@ func TestPeerServiceNotOnClientPort(t *testing.T) {
 	g, err := data.Get(ctxT(t, 5*time.Second), &pb.GetRequest{Table: "kv", Key: str("a")})
 	if err != nil || !g.Found {
 		t.Fatalf("linearizable read through a follower: %v %v", err, g)
+	}
+}
+
+// The leader checks a proposal a member forwards as the edge checks a
+// client's request, and a member may register only itself: nothing
+// refused reaches the log.
+func TestPeerProposalsAreChecked(t *testing.T) {
+	cl := testcluster.Start(t, 3, testcluster.Options{})
+	li := cl.Leader()
+	lcc := dial(t, cl.Members[li].Addr)
+	createKV(t, lcc, "kv")
+	ln := cl.Members[li].Node
+	peer := cmdpb.NewPeerServiceClient(dial(t, cl.Members[li].NodeCfg.RaftBind))
+	other := cl.Members[(li+1)%3].NodeCfg
+	manyOps := make([]*pb.Op, 1000)
+	for i := range manyOps {
+		manyOps[i] = &pb.Op{Op: &pb.Op_Upsert{Upsert: &pb.UpsertOp{Table: "kv", Fields: map[string]*pb.Value{"k": str(fmt.Sprint(i))}}}}
+	}
+	bigKey := &pb.Op{Op: &pb.Op_Upsert{Upsert: &pb.UpsertOp{Table: "kv", Fields: map[string]*pb.Value{"k": str(strings.Repeat("k", 4000))}}}}
+	for _, tc := range []struct {
+		name string
+		env  *cmdpb.Envelope
+		from string
+	}{
+		{"1000 ops", &cmdpb.Envelope{Command: &cmdpb.Envelope_Txn{Txn: &cmdpb.Txn{Then: manyOps}}}, other.ID},
+		{"4000-byte key", &cmdpb.Envelope{Command: &cmdpb.Envelope_Txn{Txn: &cmdpb.Txn{Then: []*pb.Op{bigKey}}}}, other.ID},
+		{"another member's address", &cmdpb.Envelope{Command: &cmdpb.Envelope_RegisterMember{RegisterMember: &cmdpb.RegisterMember{
+			NodeId: ln.ID(), ClientAddr: "127.0.0.1:1", RaftAddr: cl.Members[li].NodeCfg.RaftBind}}}, other.ID},
+		{"a wrong Raft address", &cmdpb.Envelope{Command: &cmdpb.Envelope_RegisterMember{RegisterMember: &cmdpb.RegisterMember{
+			NodeId: other.ID, ClientAddr: "127.0.0.1:1", RaftAddr: "127.0.0.1:1"}}}, other.ID},
+		{"an expiry", &cmdpb.Envelope{Command: &cmdpb.Envelope_Expire{Expire: &cmdpb.Expire{Table: "kv"}}}, other.ID},
+	} {
+		before := ln.FSM().Applied()
+		_, err := peer.Propose(ctxT(t, 5*time.Second), &cmdpb.ProposeRequest{Envelope: tc.env, From: tc.from})
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("%s: %v, want InvalidArgument", tc.name, err)
+		}
+		if after := ln.FSM().Applied(); after != before {
+			t.Errorf("%s: the leader applied entries %d to %d", tc.name, before+1, after)
+		}
+	}
+	if m, _ := ln.FSM().Member(ln.ID()); m.ClientAddr == "127.0.0.1:1" {
+		t.Fatal("a member re-registered the leader's client address")
 	}
 }

@@ -32,20 +32,66 @@ func (s *Server) admin(ctx context.Context, env *cmdpb.Envelope) (uint64, error)
 	return res.Revision, nil
 }
 
-func (sv *schemaService) CreateTable(ctx context.Context, req *pb.CreateTableRequest) (*pb.CreateTableResponse, error) {
-	sc, err := convert.Schema(req.Schema)
+// The checks of each schema change, before it is proposed: by the handler
+// for a client's request, and by the leader for a proposal a member
+// forwards (peer.go), so that no path into the log skips them.
+
+func (s *Server) checkCreateTable(ctx context.Context, schema *pb.TableSchema) error {
+	sc, err := convert.Schema(schema)
 	if err != nil {
-		return nil, toStatus(err)
+		return err
 	}
-	if err := store.CheckSchema(sc, sv.s.limits().store()); err != nil {
-		return nil, toStatus(err)
+	if err := store.CheckSchema(sc, s.limits().store()); err != nil {
+		return err
 	}
-	if err := sv.s.checkFresh(ctx, func(v *store.View) error {
+	return s.checkFresh(ctx, func(v *store.View) error {
 		if _, err := v.Table(sc.Name); err == nil {
 			return fmt.Errorf("%w: %s", store.ErrTableExists, sc.Name)
 		}
-		return sv.s.limits().checkQuota(v)
-	}); err != nil {
+		return s.limits().checkQuota(v)
+	})
+}
+
+func (s *Server) checkDropTable(ctx context.Context, table string) error {
+	return s.checkFresh(ctx, func(v *store.View) error { _, err := v.Table(table); return err })
+}
+
+func (s *Server) checkCreateIndex(ctx context.Context, table string, index *pb.IndexSchema) error {
+	if index == nil {
+		return fmt.Errorf("%w: index is required", errInvalid)
+	}
+	return s.checkFresh(ctx, func(v *store.View) error {
+		info, err := v.Table(table)
+		if err != nil {
+			return err
+		}
+		if _, exists := info.Schema.Index(index.Name); exists {
+			return fmt.Errorf("%w: %s.%s", store.ErrIndexExists, table, index.Name)
+		}
+		sc := info.Schema
+		sc.Indexes = append(sc.Indexes, convert.Index(index))
+		if err := store.CheckSchema(sc, s.limits().store()); err != nil {
+			return err
+		}
+		return s.limits().checkQuota(v)
+	})
+}
+
+func (s *Server) checkDropIndex(ctx context.Context, table, index string) error {
+	return s.checkFresh(ctx, func(v *store.View) error {
+		info, err := v.Table(table)
+		if err != nil {
+			return err
+		}
+		if _, ok := info.Schema.Index(index); !ok {
+			return fmt.Errorf("%w: %s.%s", store.ErrIndexNotFound, table, index)
+		}
+		return nil
+	})
+}
+
+func (sv *schemaService) CreateTable(ctx context.Context, req *pb.CreateTableRequest) (*pb.CreateTableResponse, error) {
+	if err := sv.s.checkCreateTable(ctx, req.Schema); err != nil {
 		return nil, toStatus(err)
 	}
 	rev, err := sv.s.admin(ctx, &cmdpb.Envelope{Session: req.Session, Command: &cmdpb.Envelope_CreateTable{CreateTable: req.Schema}})
@@ -56,7 +102,7 @@ func (sv *schemaService) CreateTable(ctx context.Context, req *pb.CreateTableReq
 }
 
 func (sv *schemaService) DropTable(ctx context.Context, req *pb.DropTableRequest) (*pb.DropTableResponse, error) {
-	if err := sv.s.checkFresh(ctx, func(v *store.View) error { _, err := v.Table(req.Table); return err }); err != nil {
+	if err := sv.s.checkDropTable(ctx, req.Table); err != nil {
 		return nil, toStatus(err)
 	}
 	rev, err := sv.s.admin(ctx, &cmdpb.Envelope{Session: req.Session, Command: &cmdpb.Envelope_DropTable{DropTable: &cmdpb.DropTable{Table: req.Table}}})
@@ -67,25 +113,7 @@ func (sv *schemaService) DropTable(ctx context.Context, req *pb.DropTableRequest
 }
 
 func (sv *schemaService) CreateIndex(ctx context.Context, req *pb.CreateIndexRequest) (*pb.CreateIndexResponse, error) {
-	if req.Index == nil {
-		return nil, toStatus(fmt.Errorf("%w: index is required", errInvalid))
-	}
-	err := sv.s.checkFresh(ctx, func(v *store.View) error {
-		info, err := v.Table(req.Table)
-		if err != nil {
-			return err
-		}
-		if _, exists := info.Schema.Index(req.Index.Name); exists {
-			return fmt.Errorf("%w: %s.%s", store.ErrIndexExists, req.Table, req.Index.Name)
-		}
-		sc := info.Schema
-		sc.Indexes = append(sc.Indexes, convert.Index(req.Index))
-		if err := store.CheckSchema(sc, sv.s.limits().store()); err != nil {
-			return err
-		}
-		return sv.s.limits().checkQuota(v)
-	})
-	if err != nil {
+	if err := sv.s.checkCreateIndex(ctx, req.Table, req.Index); err != nil {
 		return nil, toStatus(err)
 	}
 	rev, err := sv.s.admin(ctx, &cmdpb.Envelope{Session: req.Session, Command: &cmdpb.Envelope_CreateIndex{CreateIndex: &cmdpb.CreateIndex{Table: req.Table, Index: req.Index}}})
@@ -96,17 +124,7 @@ func (sv *schemaService) CreateIndex(ctx context.Context, req *pb.CreateIndexReq
 }
 
 func (sv *schemaService) DropIndex(ctx context.Context, req *pb.DropIndexRequest) (*pb.DropIndexResponse, error) {
-	err := sv.s.checkFresh(ctx, func(v *store.View) error {
-		info, err := v.Table(req.Table)
-		if err != nil {
-			return err
-		}
-		if _, ok := info.Schema.Index(req.Index); !ok {
-			return fmt.Errorf("%w: %s.%s", store.ErrIndexNotFound, req.Table, req.Index)
-		}
-		return nil
-	})
-	if err != nil {
+	if err := sv.s.checkDropIndex(ctx, req.Table, req.Index); err != nil {
 		return nil, toStatus(err)
 	}
 	rev, err := sv.s.admin(ctx, &cmdpb.Envelope{Session: req.Session, Command: &cmdpb.Envelope_DropIndex{DropIndex: &cmdpb.DropIndex{Table: req.Table, Index: req.Index}}})
