@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
@@ -19,7 +20,8 @@ import (
 //     load, the leader only confirms its leadership.
 //   - stale: this node's current view, refused when it has not heard from
 //     a leader within max_staleness, or waited for until it reaches
-//     min_revision within the deadline.
+//     min_revision within the deadline. A min_revision the cluster has
+//     not committed is refused at once (refuseFuture).
 func (s *Server) readView(ctx context.Context, opts *pb.ReadOptions) (*store.View, error) {
 	if err := s.node.FSM().Halted(); err != nil {
 		return nil, err
@@ -37,6 +39,9 @@ func (s *Server) readView(ctx context.Context, opts *pb.ReadOptions) (*store.Vie
 			}
 		}
 		if r := opts.GetMinRevision(); r > 0 {
+			if err := s.refuseFuture(ctx, "min_revision", r, r); err != nil {
+				return nil, err
+			}
 			// Give up a little before the caller's deadline, so that the caller
 			// learns why (STALE) rather than seeing its own deadline expire.
 			wctx := ctx
@@ -71,6 +76,58 @@ func (s *Server) readView(ctx context.Context, opts *pb.ReadOptions) (*store.Vie
 		return s.node.FSM().Store().View().At(s.node.Now()), nil
 	}
 	return nil, fmt.Errorf("%w: unknown consistency %d", errInvalid, opts.GetConsistency())
+}
+
+// refuseFuture fails fast when a read or a watch would wait for a revision
+// the cluster has not committed: need, asked for as field = asked. It is
+// FUTURE_REVISION (OutOfRange, not retried by the SDK), with the revision
+// this member has reached in the ErrorInfo metadata.
+//
+// Why: such a wait can only end at the caller's deadline (no write may
+// ever reach a revision like 2^64-1), and meanwhile it holds one of this
+// member's in-flight slots; enough of them refused every other request.
+//
+// What counts as committed: first this member's own commit index
+// (node.CommitIndex), which costs nothing and covers every read whose
+// revision came from this cluster once this member has heard of it; a
+// legitimate read-your-writes that is merely ahead of this member's apply
+// waits as before. A revision beyond it may still be committed (a
+// follower hears of a commit with the leader's next message; a new leader
+// learns its predecessor's commits once ready), so the leader is asked
+// for its commit index through the read-index machinery, which confirms
+// its leadership and is shared among concurrent callers (one request in
+// flight per follower, one leadership round per leader), so a flood of
+// such reads costs the leader one question per round trip, not one per
+// read. Only a revision beyond that too is refused. When the leader
+// cannot be asked the read fails STALE (Unavailable, retried elsewhere by
+// the SDK) rather than waiting: this member cannot tell whether the
+// revision exists.
+func (s *Server) refuseFuture(ctx context.Context, field string, asked, need uint64) error {
+	if need <= s.node.FSM().Applied() || need <= s.node.CommitIndex() {
+		return nil
+	}
+	idx, err := s.readIndex(ctx)
+	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
+		// %v, not %w: the cause (NOT_LEADER, NO_LEADER, ...) would
+		// otherwise decide the status, and this is a staleness refusal.
+		return fmt.Errorf("%w: %s %d is beyond revision %d, the newest this member knows to be committed, and the leader could not be asked for a newer one: %v",
+			errStale, field, asked, s.node.CommitIndex(), err)
+	}
+	// The commit index again: it may have advanced during the question, and
+	// the leader's answer leaves out entries not yet on its own disk, which
+	// a follower may already have applied and shown to a client.
+	committed := max(idx, s.node.CommitIndex())
+	if need <= committed {
+		return nil
+	}
+	reached := s.node.FSM().Applied()
+	return statusErr(pb.ReasonFutureRevision, fmt.Sprintf(
+		"%s %d is beyond revision %d, the newest the cluster has committed (this member has reached %d): no write has that revision yet, so waiting for it could take forever; "+
+			"pass a revision taken from a response header or a write result of this cluster", field, asked, committed, reached),
+		map[string]string{pb.MetaRevision: strconv.FormatUint(reached, 10)}, 0)
 }
 
 func roundDur(d time.Duration) time.Duration {
