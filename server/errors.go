@@ -106,6 +106,8 @@ func toStatus(err error) error {
 		return statusErr(pb.ReasonDiverged, err.Error(), nil, 0)
 	case errors.Is(err, errQuotaExceeded):
 		return statusErr(pb.ReasonQuotaExceeded, err.Error(), nil, 0)
+	case errors.Is(err, errResponseTooLarge):
+		return statusErr(pb.ReasonResponseTooLarge, err.Error(), nil, 0)
 	case errors.Is(err, errPrecondition):
 		return statusErr(pb.ReasonPrecondition, err.Error(), nil, 0)
 	case errors.Is(err, context.DeadlineExceeded):
@@ -160,6 +162,9 @@ var (
 	errDiverged = errors.New("this member's state diverged from the other members'")
 	// errQuotaExceeded: the data reached Limits.MaxDataBytes.
 	errQuotaExceeded = errors.New("data quota exceeded")
+	// errResponseTooLarge: the answer would exceed
+	// Limits.MaxResponseBytes.
+	errResponseTooLarge = errors.New("response too large")
 	// errPrecondition: an admin change the cluster's state does not allow
 	// now (an unready member, a quorum at risk).
 	errPrecondition = errors.New("precondition failed")

@@ -1,6 +1,10 @@
 package server
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // metrics are the server's own Prometheus metrics.
 type metrics struct {
@@ -14,7 +18,35 @@ type metrics struct {
 
 	checks    *prometheus.CounterVec
 	divergent prometheus.Gauge
+
+	// responseBytes is the member's budget of response bytes in flight
+	// (Limits.MaxResponseBytesInFlight, reserveResponse); it lives with
+	// the metrics, whose gauge reads it.
+	responseBytes responseBudget
+	// responseLimited counts refusals by a response limit, by its flag.
+	responseLimited *prometheus.CounterVec
 }
+
+// responseBudget counts the bytes of the responses being built; a
+// response reserves its size before it is built and releases it when
+// its handler returns.
+type responseBudget struct{ used atomic.Int64 }
+
+// reserve takes n bytes unless that would take the bytes in use over
+// limit; it returns whether it did and the bytes in use it saw.
+func (b *responseBudget) reserve(n, limit int64) (bool, int64) {
+	for {
+		cur := b.used.Load()
+		if cur+n > limit {
+			return false, cur
+		}
+		if b.used.CompareAndSwap(cur, cur+n) {
+			return true, cur + n
+		}
+	}
+}
+
+func (b *responseBudget) release(n int64) { b.used.Add(-n) }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
@@ -51,9 +83,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "memdb", Name: "state_divergent",
 			Help: "1 once this member's state hash differed from the majority's at a checkpoint: its data cannot be trusted; replace it.",
 		}),
+		responseLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "memdb", Name: "response_limit_refusals_total",
+			Help: "Requests refused by a response limit, by the limit's flag: max-response-bytes (RESPONSE_TOO_LARGE) or max-response-bytes-in-flight (OVERLOADED). " +
+				"memdb_rejected_requests_total counts them too, by reason.",
+		}, []string{"limit"}),
 	}
+	inFlight := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "memdb", Name: "response_bytes_in_flight",
+		Help: "Bytes reserved by the responses being built, against --max-response-bytes-in-flight (responses under 64 KiB reserve nothing).",
+	}, func() float64 { return float64(m.responseBytes.used.Load()) })
 	if reg != nil {
-		reg.MustRegister(m.forwarded, m.reads, m.rejected, m.watchEvents, m.watchEnded, m.watchDelay, m.checks, m.divergent)
+		reg.MustRegister(m.forwarded, m.reads, m.rejected, m.watchEvents, m.watchEnded, m.watchDelay, m.checks, m.divergent,
+			m.responseLimited, inFlight)
 	}
 	return m
 }

@@ -37,18 +37,23 @@ func withWire[M proto.Message](m M, b []byte) M {
 	return m
 }
 
-// appendHeader appends a ResponseHeader as field num.
-func appendHeader(b []byte, num protowire.Number, h *pb.ResponseHeader) []byte {
-	n := 0
-	if h.Revision != 0 {
-		n += protowire.SizeTag(wireHeaderRevision) + protowire.SizeVarint(h.Revision)
-	}
+// headerFieldsSize is the length of a ResponseHeader's fields.
+func headerFieldsSize(h *pb.ResponseHeader) int {
+	n := sizeUintField(wireHeaderRevision, h.Revision) + sizeUintField(wireHeaderTerm, h.RaftTerm)
 	if h.NodeId != "" {
 		n += protowire.SizeTag(wireHeaderNodeID) + protowire.SizeBytes(len(h.NodeId))
 	}
-	if h.RaftTerm != 0 {
-		n += protowire.SizeTag(wireHeaderTerm) + protowire.SizeVarint(h.RaftTerm)
-	}
+	return n
+}
+
+// sizeHeader is the length appendHeader writes for h as field num.
+func sizeHeader(num protowire.Number, h *pb.ResponseHeader) int {
+	return protowire.SizeTag(num) + protowire.SizeBytes(headerFieldsSize(h))
+}
+
+// appendHeader appends a ResponseHeader as field num.
+func appendHeader(b []byte, num protowire.Number, h *pb.ResponseHeader) []byte {
+	n := headerFieldsSize(h)
 	b = protowire.AppendTag(b, num, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(n))
 	b = appendUintField(b, wireHeaderRevision, h.Revision)
@@ -83,9 +88,11 @@ type batchGetWire struct {
 	b, result, row []byte
 }
 
-func newBatchGetWire(h *pb.ResponseHeader, n int) *batchGetWire {
-	// Room for n rows of a few hundred bytes; append grows it if need be.
-	w := &batchGetWire{b: make([]byte, 0, 64+n*320)}
+// newBatchGetWire starts a response with room for size bytes: its exact
+// size (sizeHeader and sizeBatchResult) when the rows are known, so that
+// a large answer is allocated once rather than regrown by doubling.
+func newBatchGetWire(h *pb.ResponseHeader, size int) *batchGetWire {
+	w := &batchGetWire{b: make([]byte, 0, size)}
 	w.b = appendHeader(w.b, wire.BatchHeader, h)
 	return w
 }
@@ -100,4 +107,52 @@ func (w *batchGetWire) add(r store.Row, found bool) {
 		w.result = appendMessage(w.result, wire.ResultRow, w.row)
 	}
 	w.b = appendMessage(w.b, wire.BatchResults, w.result)
+}
+
+// sizeBatchResult is the length batchGetWire.add appends for a result.
+func sizeBatchResult(r store.Row, found bool) int {
+	n := 0
+	if found {
+		n = protowire.SizeTag(wire.ResultFound) + 1 + protowire.SizeTag(wire.ResultRow) + protowire.SizeBytes(sizeRowFields(r))
+	}
+	return protowire.SizeTag(wire.BatchResults) + protowire.SizeBytes(n)
+}
+
+// sizeRowFields is the length appendRowFields writes for r, which is
+// also the size of the memdb.v1.Row the generated code would build from
+// it (the order of map entries changes nothing): responses are measured
+// against the response limit before they are built.
+func sizeRowFields(r store.Row) int {
+	n := 0
+	for _, f := range r.Fields {
+		n += sizeEntry(f.Name, f.Value)
+	}
+	n += sizeUintField(wire.RowCreate, r.CreateRevision) + sizeUintField(wire.RowMod, r.ModRevision) + sizeUintField(wire.RowVersion, r.Version)
+	if r.ExpiresAt != 0 {
+		n += protowire.SizeTag(wire.RowExpires) + protowire.SizeBytes(sizeTimestamp(r.ExpiresAt))
+	}
+	return n
+}
+
+// sizeEntry is the length appendEntry writes.
+func sizeEntry(name string, v store.Value) int {
+	n := protowire.SizeTag(wire.EntryKey) + protowire.SizeBytes(len(name)) + protowire.SizeTag(wire.EntryValue) + protowire.SizeBytes(sizeValue(v))
+	return protowire.SizeTag(wire.RowFields) + protowire.SizeBytes(n)
+}
+
+// sizeUintField is the length appendUintField writes.
+func sizeUintField(num protowire.Number, v uint64) int {
+	if v == 0 {
+		return 0
+	}
+	return protowire.SizeTag(num) + protowire.SizeVarint(v)
+}
+
+// sizeTimestamp is the length appendTimestamp writes.
+func sizeTimestamp(unixNanos int64) int {
+	sec, nsec := unixNanos/1e9, unixNanos%1e9
+	if nsec < 0 {
+		sec, nsec = sec-1, nsec+1e9
+	}
+	return sizeUintField(wire.TsSeconds, uint64(sec)) + sizeUintField(wire.TsNanos, uint64(nsec))
 }

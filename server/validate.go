@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
 	"github.com/memdbd/memdbd/store"
@@ -47,7 +48,32 @@ type Limits struct {
 	// writes already in flight when the quota is reached still land, so
 	// the data may end above it by up to the writes pending at that moment.
 	MaxDataBytes int64
+	// MaxResponseBytes bounds the encoded size of one response message
+	// (--max-response-bytes): a BatchGet whose rows would exceed it is
+	// refused with RESPONSE_TOO_LARGE, a Scan page ends early with a page
+	// token for the rest, a Txn whose Get operations would read more is
+	// refused before it is proposed, and a watch splits one transaction's
+	// events over several messages. It is at least MaxRowBytes plus
+	// responseFraming, so that a response of one row always fits.
+	MaxResponseBytes int
+	// MaxResponseBytesInFlight bounds the bytes of the large responses
+	// (responseReserveMin and over) this member builds at once
+	// (--max-response-bytes-in-flight): a BatchGet, Scan or Txn with Get
+	// operations that finds it exhausted is refused at once with
+	// OVERLOADED rather than queued. At least MaxResponseBytes, so that one
+	// response of the largest size can always be built on an idle member.
+	MaxResponseBytesInFlight int64
 }
+
+// responseFraming is the room a response needs beyond the stored size of
+// one row. A row's wire form spends more than its stored encoding on each
+// field: a map entry's tag and lengths, a value's tag, an int's ten-byte
+// varint where the store writes a zigzag varint, a timestamp message
+// where the store writes a varint; at most 28 bytes for each of the
+// store's 1024 fields (store.Limits.MaxFields), plus the primary key's
+// name, the revisions and expiry, the response header and the result's
+// own tags: about 30 KiB. 64 KiB leaves room.
+const responseFraming = 64 << 10
 
 // DefaultLimits returns the default edge limits.
 func DefaultLimits() Limits {
@@ -61,6 +87,16 @@ func DefaultLimits() Limits {
 		MaxBatchGet:      1000,
 		DefaultScanLimit: 1000,
 		MaxScanLimit:     10000,
+		// 64 MiB holds eight rows of the largest size, and the Go client
+		// accepts messages of twice that (client.MaxResponseBytes). Above
+		// it, the time to build and send one answer (a second or more)
+		// blocks the caller's other requests on its connection.
+		MaxResponseBytes: 64 << 20,
+		// Eight responses of the largest size at once. It bounds what
+		// answers pin beyond the data itself, which is what the member's
+		// memory has to be sized for; the default leaves most of a small
+		// (4 GiB) machine to the data.
+		MaxResponseBytesInFlight: 512 << 20,
 	}
 }
 
@@ -86,6 +122,11 @@ func (l Limits) Validate() error {
 		return fmt.Errorf("default scan limit %d must be 1 to the max scan limit %d", l.DefaultScanLimit, l.MaxScanLimit)
 	case l.MaxDataBytes < 0:
 		return fmt.Errorf("data quota %d must be 0 (none) or positive", l.MaxDataBytes)
+	case l.MaxResponseBytes < l.MaxRowBytes+responseFraming || l.MaxResponseBytes > math.MaxInt32:
+		return fmt.Errorf("max response bytes %d must be %d (the max row bytes %d and %d for framing, so that one row fits) to %d",
+			l.MaxResponseBytes, l.MaxRowBytes+responseFraming, l.MaxRowBytes, responseFraming, math.MaxInt32)
+	case l.MaxResponseBytesInFlight < int64(l.MaxResponseBytes):
+		return fmt.Errorf("max response bytes in flight %d must be at least the max response bytes %d", l.MaxResponseBytesInFlight, l.MaxResponseBytes)
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/memdbd/memdbd/api/convert"
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
@@ -22,13 +23,16 @@ import (
 const (
 	minProgressInterval = 50 * time.Millisecond
 	maxProgressInterval = time.Hour
-	// watchSnapshotPage is the rows per snapshot message.
+	// watchSnapshotPage is the most rows per snapshot message.
 	watchSnapshotPage = 256
-	// watchMessageBytes is the size a message of events aims at: events of
-	// whole revisions are packed until it is reached. Only a revision that
-	// is larger on its own (the deletes of a dropped table, with previous
-	// rows) spans messages, cut at twice this: clients receive messages of
-	// up to 4 MiB by default.
+	// watchMessageBytes is the size a message aims at: events of whole
+	// revisions are packed until it is reached, and snapshot rows up to
+	// it. Only a revision that is larger on its own (a transaction of many
+	// large rows, the deletes of a dropped table, with previous rows)
+	// spans messages, as fragments cut at twice this, or at the response
+	// limit (Limits.MaxResponseBytes) when that is lower: gRPC clients
+	// other than the Go SDK receive messages of up to 4 MiB by default.
+	// One event is never split: a message holds at least one.
 	watchMessageBytes = 1 << 20
 )
 
@@ -235,13 +239,21 @@ func watchEndReason(err error) string {
 }
 
 // sendWatchSnapshot sends the rows in range at the view's revision, in
-// pages over that one view; the last message says it is complete.
+// pages over that one view of up to watchSnapshotPage rows and about
+// watchMessageBytes (at least one row each); the last message says it is
+// complete.
 func (s *Server) sendWatchSnapshot(stream pb.DataService_WatchServer, first *pb.WatchResponse, v *store.View, table string, o store.ScanOptions) error {
 	msg := first
 	o.Limit = watchSnapshotPage
+	// The fields other than rows are a header, an id and a revision.
+	target := min(watchMessageBytes, s.limits().MaxResponseBytes) - 256
+	noToken := func([]byte) []byte { return nil }
 	for {
 		page, err := v.Scan(table, o)
 		if err != nil {
+			return toStatus(err)
+		}
+		if page, _, _, err = fitScanPage(v, table, o, page, 0, target, noToken); err != nil {
 			return toStatus(err)
 		}
 		msg.SnapshotRows = make([]*pb.Row, len(page.Rows))
@@ -261,40 +273,58 @@ func (s *Server) sendWatchSnapshot(stream pb.DataService_WatchServer, first *pb.
 	}
 }
 
-// sendWatchEvents sends a batch of events, packing whole revisions into
-// messages of about watchMessageBytes, encoded by hand (watchwire.go).
+// sendWatchEvents sends a batch of events, encoded by hand
+// (watchwire.go): whole revisions packed into messages of about
+// watchMessageBytes, and a revision too large for one message split over
+// several, every one but its last marked as a fragment.
 func (s *Server) sendWatchEvents(stream pb.DataService_WatchServer, b watch.Batch, pk string, prev bool) error {
 	now := time.Now()
-	from, size := 0, 0
-	send := func(to int, rev uint64) error {
-		buf, err := encodeWatchEvents(nil, b.Events[from:to], pk, prev, rev)
-		if err != nil {
-			return toStatus(err)
-		}
-		from, size = to, 0
+	limit := s.limits().MaxResponseBytes
+	soft, hard := min(watchMessageBytes, limit), min(2*watchMessageBytes, limit)-watchTrailerBytes
+	enc := watchEncoder{pk: pk, prev: prev}
+	rest := watchEventsSize(b.Events, prev) // to size the buffers
+	var msg []byte
+	var last uint64 // the revision of msg's last event
+	send := func(rev uint64, fragment bool) error {
+		buf := appendWatchTrailer(msg, rev, fragment)
+		// gRPC may still hold buf after SendMsg returns: the next message
+		// gets a buffer of its own.
+		msg = nil
 		return stream.SendMsg(&rawMessage{b: buf})
 	}
 	for i := range b.Events {
 		e := &b.Events[i]
-		// Split only between revisions, unless one revision alone is over
-		// the budget.
-		if newRev := i > from && b.Events[i-1].Rev != e.Rev; size >= watchMessageBytes && (newRev || size >= 2*watchMessageBytes) {
-			rev := b.Events[i-1].Rev
-			if !newRev {
-				rev = e.Rev - 1 // mid-revision: complete only before it
+		ev, err := enc.event(e)
+		if err != nil {
+			return toStatus(err)
+		}
+		n := protowire.SizeTag(wireRespEvents) + protowire.SizeBytes(len(ev))
+		if len(msg) > 0 {
+			over := len(msg)+n > hard
+			switch {
+			case e.Rev != last && (len(msg) >= soft || over):
+				err = send(last, false)
+			case e.Rev == last && over:
+				// Within one revision: the message is complete only up to
+				// the revision before, which the revision field cannot say
+				// once it holds a part of this one, so it is left unset.
+				err = send(0, true)
 			}
-			if err := send(i, rev); err != nil {
+			if err != nil {
 				return err
 			}
 		}
-		size += len(e.Row) + len(e.Key) + 32
-		if prev {
-			size += len(e.Prev)
+		if msg == nil {
+			msg = make([]byte, 0, max(min(rest, hard), n)+watchTrailerBytes)
 		}
+		msg = protowire.AppendTag(msg, wireRespEvents, protowire.BytesType)
+		msg = protowire.AppendBytes(msg, ev)
+		last = e.Rev
+		rest -= min(rest, 2*len(e.Row)+len(e.Key)+64+2*len(e.Prev))
 		s.metrics.watchDelay.Observe(now.Sub(e.At).Seconds())
 	}
 	s.metrics.watchEvents.Add(float64(len(b.Events)))
-	return send(len(b.Events), b.Rev)
+	return send(b.Rev, false)
 }
 
 func (d *dataService) WatchProgress(ctx context.Context, req *pb.WatchProgressRequest) (*pb.WatchProgressResponse, error) {

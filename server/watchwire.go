@@ -30,6 +30,7 @@ import (
 const (
 	wireRespEvents   = 3
 	wireRespRevision = 6
+	wireRespFragment = 8
 
 	wireEventType     = 1
 	wireEventRevision = 2
@@ -54,54 +55,93 @@ func (c rawCodec) Marshal(v any) (mem.BufferSlice, error) {
 	return c.CodecV2.Marshal(v)
 }
 
-// encodeWatchEvents returns the wire form of a WatchResponse holding these
-// events and revision.
-func encodeWatchEvents(dst []byte, evs []watch.Event, pk string, prev bool, rev uint64) ([]byte, error) {
-	n := 16
+// watchEncoder writes watch events in wire form, reusing its scratch
+// buffers from one event to the next.
+type watchEncoder struct {
+	pk      string // the primary key's name
+	prev    bool   // events carry the previous row
+	ev, row []byte
+}
+
+// event returns the wire form of e as a memdb.v1.Event, valid until the
+// next call.
+func (c *watchEncoder) event(e *watch.Event) ([]byte, error) {
+	var err error
+	ev := c.ev[:0]
+	if e.Row == "" {
+		ev = protowire.AppendTag(ev, wireEventType, protowire.VarintType)
+		ev = protowire.AppendVarint(ev, uint64(pb.Event_TYPE_DELETE))
+	}
+	ev = appendUintField(ev, wireEventRevision, e.Rev)
+	if e.Row != "" {
+		c.row, err = appendRow(c.row[:0], e.Row, c.pk)
+	} else {
+		c.row, err = appendKeyRow(c.row[:0], e.Key, c.pk)
+	}
+	if err != nil {
+		return nil, err
+	}
+	ev = protowire.AppendTag(ev, wireEventRow, protowire.BytesType)
+	ev = protowire.AppendBytes(ev, c.row)
+	if c.prev && e.Prev != "" {
+		if c.row, err = appendRow(c.row[:0], e.Prev, c.pk); err != nil {
+			return nil, err
+		}
+		ev = protowire.AppendTag(ev, wireEventPrev, protowire.BytesType)
+		ev = protowire.AppendBytes(ev, c.row)
+	}
+	if e.Expired {
+		ev = protowire.AppendTag(ev, wireEventExpired, protowire.VarintType)
+		ev = protowire.AppendVarint(ev, 1)
+	}
+	c.ev = ev
+	return ev, nil
+}
+
+// watchTrailerBytes bounds what appendWatchTrailer appends.
+const watchTrailerBytes = 16
+
+// appendWatchTrailer ends a WatchResponse of events: the revision
+// delivered through, and whether the next message holds more events of
+// the revision of its last event (then the revision is 0, unset: it is not
+// complete).
+func appendWatchTrailer(b []byte, rev uint64, fragment bool) []byte {
+	b = appendUintField(b, wireRespRevision, rev)
+	if fragment {
+		b = protowire.AppendTag(b, wireRespFragment, protowire.VarintType)
+		b = protowire.AppendVarint(b, 1)
+	}
+	return b
+}
+
+// watchEventsSize estimates the wire size of events, to size buffers.
+func watchEventsSize(evs []watch.Event, prev bool) int {
+	n := 0
 	for i := range evs {
 		n += 2*len(evs[i].Row) + len(evs[i].Key) + 64
 		if prev {
 			n += 2 * len(evs[i].Prev)
 		}
 	}
+	return n
+}
+
+// encodeWatchEvents returns the wire form of a WatchResponse holding these
+// events, revision and fragment flag.
+func encodeWatchEvents(dst []byte, evs []watch.Event, pk string, prev bool, rev uint64, fragment bool) ([]byte, error) {
 	if dst == nil {
-		dst = make([]byte, 0, n)
+		dst = make([]byte, 0, watchEventsSize(evs, prev)+watchTrailerBytes)
 	}
-	ev, row := make([]byte, 0, n), make([]byte, 0, n)
-	var err error
+	c := watchEncoder{pk: pk, prev: prev}
 	for i := range evs {
-		e := &evs[i]
-		ev = ev[:0]
-		if e.Row == "" {
-			ev = protowire.AppendTag(ev, wireEventType, protowire.VarintType)
-			ev = protowire.AppendVarint(ev, uint64(pb.Event_TYPE_DELETE))
-		}
-		ev = appendUintField(ev, wireEventRevision, e.Rev)
-		if e.Row != "" {
-			row, err = appendRow(row[:0], e.Row, pk)
-		} else {
-			row, err = appendKeyRow(row[:0], e.Key, pk)
-		}
+		ev, err := c.event(&evs[i])
 		if err != nil {
 			return nil, err
-		}
-		ev = protowire.AppendTag(ev, wireEventRow, protowire.BytesType)
-		ev = protowire.AppendBytes(ev, row)
-		if prev && e.Prev != "" {
-			if row, err = appendRow(row[:0], e.Prev, pk); err != nil {
-				return nil, err
-			}
-			ev = protowire.AppendTag(ev, wireEventPrev, protowire.BytesType)
-			ev = protowire.AppendBytes(ev, row)
-		}
-		if e.Expired {
-			ev = protowire.AppendTag(ev, wireEventExpired, protowire.VarintType)
-			ev = protowire.AppendVarint(ev, 1)
 		}
 		dst = protowire.AppendTag(dst, wireRespEvents, protowire.BytesType)
 		dst = protowire.AppendBytes(dst, ev)
 	}
-	return appendUintField(dst, wireRespRevision, rev), nil
+	return appendWatchTrailer(dst, rev, fragment), nil
 }
 
 func appendUintField(b []byte, num protowire.Number, v uint64) []byte {

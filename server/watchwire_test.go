@@ -96,7 +96,12 @@ func TestWatchWireMatchesProto(t *testing.T) {
 			evs[i] = watch.Event{Rev: c.Revision, Key: c.Key, Row: c.Row, Prev: c.Prev, Expired: round%5 == 0}
 		}
 		prev := round%2 == 0
-		buf, err := encodeWatchEvents(nil, evs, "id", prev, rev)
+		// A fragment leaves the revision unset.
+		fragment, msgRev := round%3 == 0, rev
+		if fragment {
+			msgRev = 0
+		}
+		buf, err := encodeWatchEvents(nil, evs, "id", prev, msgRev, fragment)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -104,7 +109,7 @@ func TestWatchWireMatchesProto(t *testing.T) {
 		if err := proto.Unmarshal(buf, &got); err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}
-		want := &pb.WatchResponse{Revision: rev}
+		want := &pb.WatchResponse{Revision: msgRev, Fragment: fragment}
 		for i := range evs {
 			e, err := eventToPB(&evs[i], "id", prev)
 			if err != nil {
@@ -139,7 +144,7 @@ func BenchmarkWatchEventEncoding(b *testing.B) {
 	b.Run("wire", func(b *testing.B) {
 		b.ReportAllocs()
 		for range b.N {
-			if _, err := encodeWatchEvents(nil, evs, "k", false, 2); err != nil {
+			if _, err := encodeWatchEvents(nil, evs, "k", false, 2, false); err != nil {
 				b.Fatal(err)
 			}
 		}
