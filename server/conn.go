@@ -34,19 +34,25 @@ type ConnLimits struct {
 	// hour, so a connection cycling through fresh ids would otherwise fill
 	// the session table for everyone.
 	MaxClientIDs int
+	// MaxPinnedViews bounds the scan views one connection keeps pinned
+	// for its later pages (--max-pinned-views-per-conn; pages.go): beyond
+	// it the connection's least recently used pin goes.
+	MaxPinnedViews int
 }
 
 // DefaultConnLimits returns the default per-connection shares: a tenth of
 // the member-wide in-flight default, enough watchers for a client that
-// watches a few hundred ranges, and enough client ids for a process with
-// a few dozen SDK clients sharing one connection.
+// watches a few hundred ranges, enough client ids for a process with a
+// few dozen SDK clients sharing one connection, and an eighth of the
+// member-wide pinned views, for a client paging through a few dozen scans
+// at once.
 func DefaultConnLimits() ConnLimits {
-	return ConnLimits{MaxInFlight: 1000, MaxWatchers: 1000, MaxClientIDs: 64}
+	return ConnLimits{MaxInFlight: 1000, MaxWatchers: 1000, MaxClientIDs: 64, MaxPinnedViews: 32}
 }
 
 // Validate checks the shares.
 func (l ConnLimits) Validate() error {
-	if l.MaxInFlight < 0 || l.MaxWatchers < 0 || l.MaxClientIDs < 0 {
+	if l.MaxInFlight < 0 || l.MaxWatchers < 0 || l.MaxClientIDs < 0 || l.MaxPinnedViews < 0 {
 		return fmt.Errorf("per-connection limits must not be negative: %+v", l)
 	}
 	return nil

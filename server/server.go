@@ -203,7 +203,7 @@ func New(cfg Config, n *node.Node) (*Server, error) {
 	}
 	s := &Server{
 		cfg: cfg, node: n, log: lg, health: health.NewServer(), fwd: newForwarder(cfg.NodeID, cfg.PeerTLS),
-		pages: newPageCache(cfg.PageTTL, cfg.MaxPinnedViews), metrics: newMetrics(cfg.Registerer),
+		pages: newPageCache(cfg.PageTTL, cfg.MaxPinnedViews, cfg.Conn.MaxPinnedViews), metrics: newMetrics(cfg.Registerer),
 		inflight: make(chan struct{}, cfg.MaxInFlight), fatal: make(chan error, 1), stop: make(chan struct{}),
 	}
 	s.peerFwd = newForwarder(cfg.NodeID, nil,

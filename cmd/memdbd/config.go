@@ -137,6 +137,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.IntVar(&c.connLimits.MaxInFlight, "max-in-flight-per-conn", sd.Conn.MaxInFlight, "requests one client connection may have in flight; more are refused with OVERLOADED (0: no per-connection share)")
 	fs.IntVar(&c.connLimits.MaxWatchers, "max-watchers-per-conn", sd.Conn.MaxWatchers, "watch streams one client connection may have open (0: no per-connection share)")
 	fs.IntVar(&c.connLimits.MaxClientIDs, "max-sessions-per-conn", sd.Conn.MaxClientIDs, "distinct write-session client ids one client connection may write with (0: no per-connection share)")
+	fs.IntVar(&c.connLimits.MaxPinnedViews, "max-pinned-views-per-conn", sd.Conn.MaxPinnedViews, "scan views one client connection may keep pinned for later pages; beyond it its least recently used scan expires (0: no per-connection share)")
 	fs.UintVar(&c.maxStreamsPerConn, "max-streams-per-conn", uint(sd.MaxConcurrentStreams), "HTTP/2 streams one client connection may have open at once; a client at the limit waits in its own process")
 	fs.IntVar(&c.streamWorkers, "stream-workers", sd.StreamWorkers, "long-lived goroutines that run requests (0: a new goroutine per request)")
 	fs.DurationVar(&c.watchProgressInterval, "watch-progress-interval", sd.WatchProgressInterval, "how often an idle watch stream reports its revision")
