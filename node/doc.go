@@ -22,6 +22,16 @@
 // Raft barriers), so WaitApplied can wait on the state machine's own
 // applied index.
 //
+// # Snapshots
+//
+// Every snapshot is checked as it is written, whether this member takes it
+// or a leader sends it (snapstore.go): one that no member could read is
+// refused before it replaces a readable one, a received snapshot that
+// fails to restore is removed, and unfinished snapshots of an earlier run
+// are removed at start. A leader whose sends fail keeps retrying with
+// hashicorp/raft's backoff (up to about 10 s between tries). At start,
+// Raft is offered only snapshots the log continues from (snapcheck.go).
+//
 // # Goroutines
 //
 // Open starts two goroutines (leadership watcher, ticker), and shared

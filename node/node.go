@@ -150,11 +150,16 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	// 2. Snapshots: files under DataDir/snapshots, a few kept.
+	// 2. Snapshots: files under DataDir/snapshots, a few kept, each checked
+	// as it is written (snapstore.go).
+	if err := removeTempSnapshots(cfg.DataDir, lg); err != nil {
+		return nil, err
+	}
 	n.snaps, err = raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, cfg.RetainSnapshots, newHclog(lg, "snapshots"))
 	if err != nil {
 		return nil, fmt.Errorf("opening snapshot store: %w", err)
 	}
+	checked := newCheckedSnapshots(n.snaps, cfg.DataDir, lg.With("component", "snapshots"))
 	// 3. Identity: refuse a data dir of another node or cluster.
 	n.stable = &closingStable{StableStore: n.bolt}
 	hasState, err := raft.HasExistingState(logs, n.stable, n.snaps)
@@ -220,11 +225,12 @@ func Open(cfg Config) (*Node, error) {
 	if err := raft.ValidateConfig(rc); err != nil {
 		return nil, fmt.Errorf("raft config: %w", err)
 	}
-	var rfsm raft.FSM = f
+	var rfsm raft.BatchingFSM = f
 	if n.plog != nil {
 		rfsm = gatedFSM{FSM: f, log: n.plog}
 	}
-	n.raft, err = raft.NewRaft(rc, rfsm, logs, n.stable, &usableSnapshots{SnapshotStore: n.snaps, logs: logs}, rtrans)
+	n.raft, err = raft.NewRaft(rc, snapshotFSM{BatchingFSM: rfsm, snaps: checked}, logs, n.stable,
+		&usableSnapshots{SnapshotStore: checked, logs: logs}, rtrans)
 	if err != nil {
 		// The library's words when every snapshot it was offered failed
 		// to open or restore; usableSnapshots offered only those the log
