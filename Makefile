@@ -67,7 +67,8 @@ lint:
 cluster: build
 	./deploy/local/cluster.sh
 
-# Short fuzz runs of every decoder of untrusted bytes.
+# Short fuzz runs of every decoder of untrusted bytes, and of the gRPC
+# handlers of a real one-member server.
 FUZZTIME ?= 20s
 fuzz:
 	$(GO) test ./fsm -run '^$$' -fuzz '^FuzzApply$$' -fuzztime $(FUZZTIME)
@@ -77,6 +78,7 @@ fuzz:
 	$(GO) test ./store -run '^$$' -fuzz '^FuzzLoaderAddRow$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./store -run '^$$' -fuzz '^FuzzKeyOrder$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./api/convert -run '^$$' -fuzz '^FuzzRequests$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./server -run '^$$' -fuzz '^FuzzHandlers$$' -fuzztime $(FUZZTIME)
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./store ./fsm ./node
