@@ -134,6 +134,18 @@ func DefaultDialOptions() []grpc.DialOption {
 	}
 }
 
+// maxRecvMsgSize is the largest message the client accepts unless
+// Config.DialOptions set grpc.MaxCallRecvMsgSize. gRPC's default, 4 MiB,
+// is below a single row of the members' default row limit (8 MiB), so a
+// Get of a large row failed in the client after the member had answered
+// it. It is twice the members' default response limit
+// (--max-response-bytes, 64 MiB): every answer of a member with default
+// limits fits, with room for a transaction whose rows grew between the
+// member's estimate of its answer and its apply (the member answers it
+// anyway, since the write is done), and for a member whose limit was
+// raised up to this. A member's limit above it needs the dial option.
+const maxRecvMsgSize = 128 << 20
+
 // Client is a connection to a memdbd cluster. It is safe for concurrent
 // use; create one per process and Close it when done.
 type Client struct {
@@ -195,8 +207,10 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 	if cc, ok := c.conns[addr]; ok {
 		return cc, nil
 	}
-	// The codec first, so that options the caller gives can still replace it.
-	opts := append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.ForceCodecV2(codec.New()))}, c.cfg.DialOptions...)
+	// The codec and the receive size first, so that options the caller
+	// gives can still replace them.
+	opts := append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.ForceCodecV2(codec.New()), grpc.MaxCallRecvMsgSize(maxRecvMsgSize))},
+		c.cfg.DialOptions...)
 	cc, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, err

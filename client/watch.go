@@ -61,7 +61,8 @@ type WatchEvent struct {
 // WatchResponse is one delivery of a watch.
 type WatchResponse struct {
 	// Events, in revision order; every event of one revision (one
-	// transaction) is in the same response.
+	// transaction) is in the same response, also when the member sent
+	// them in several messages for their size.
 	Events []WatchEvent
 	// Reset: Rows holds every matching row at Revision; replace whatever
 	// was built from earlier responses. It comes first with Snapshot, and
@@ -218,11 +219,17 @@ func (w *watchLoop) stream(ctx context.Context) error {
 			}
 			partial = append(partial, ev)
 		}
-		// A revision too large for one message (the deletes of a dropped
-		// table) arrives in parts, each saying it is complete only up to
-		// the revision before. Its events are held back until it is whole:
-		// delivered early, they would come again after a resume from the
-		// revision before, and split one transaction across responses.
+		// A revision too large for one message (a transaction of large
+		// rows, the deletes of a dropped table) arrives in parts. Its
+		// events are held back until it is whole: delivered early, they
+		// would come again after a resume from the revision before, and
+		// split one transaction across responses. Every part but the last
+		// is a fragment, with no revision; members before fragments said
+		// instead that each part is complete only up to the revision
+		// before, which the trimming below holds back the same way.
+		if m.Fragment {
+			continue
+		}
 		n := len(partial)
 		for n > 0 && partial[n-1].Revision > m.Revision {
 			n--

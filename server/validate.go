@@ -88,9 +88,10 @@ func DefaultLimits() Limits {
 		DefaultScanLimit: 1000,
 		MaxScanLimit:     10000,
 		// 64 MiB holds eight rows of the largest size, and the Go client
-		// accepts messages of twice that (client.MaxResponseBytes). Above
-		// it, the time to build and send one answer (a second or more)
-		// blocks the caller's other requests on its connection.
+		// accepts messages of twice that (client/client.go). A larger
+		// answer takes long to send (half a second for 64 MiB at 1 Gbit/s)
+		// and holds its memory, twice over while gRPC has a marshaled copy,
+		// all that time.
 		MaxResponseBytes: 64 << 20,
 		// Eight responses of the largest size at once. It bounds what
 		// answers pin beyond the data itself, which is what the member's
