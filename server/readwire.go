@@ -64,20 +64,23 @@ func appendHeader(b []byte, num protowire.Number, h *pb.ResponseHeader) []byte {
 	return appendUintField(b, wireHeaderTerm, h.RaftTerm)
 }
 
-// appendMessage appends the message in msg as field num.
-func appendMessage(b []byte, num protowire.Number, msg []byte) []byte {
-	b = protowire.AppendTag(b, num, protowire.BytesType)
-	return protowire.AppendBytes(b, msg)
-}
-
 // encodeGet returns the wire form of a GetResponse.
 func encodeGet(h *pb.ResponseHeader, r store.Row, found bool) []byte {
-	b := make([]byte, 0, 512)
+	// Measured first, the response is allocated once and the row written
+	// in place: a large row is neither regrown nor copied.
+	n, rowSize := sizeHeader(wireGetHeader, h), 0
+	if found {
+		rowSize = sizeRowFields(r)
+		n += protowire.SizeTag(wireGetFound) + 1 + protowire.SizeTag(wireGetRow) + protowire.SizeBytes(rowSize)
+	}
+	b := make([]byte, 0, n)
 	b = appendHeader(b, wireGetHeader, h)
 	if found {
 		b = protowire.AppendTag(b, wireGetFound, protowire.VarintType)
 		b = protowire.AppendVarint(b, 1)
-		b = appendMessage(b, wireGetRow, appendRowFields(nil, r))
+		b = protowire.AppendTag(b, wireGetRow, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(rowSize))
+		b = appendRowFields(b, r)
 	}
 	return b
 }
@@ -85,7 +88,7 @@ func encodeGet(h *pb.ResponseHeader, r store.Row, found bool) []byte {
 // batchGetWire builds the wire form of a BatchGetResponse, result by
 // result.
 type batchGetWire struct {
-	b, result, row []byte
+	b []byte
 }
 
 // newBatchGetWire starts a response with room for size bytes: its exact
@@ -97,23 +100,34 @@ func newBatchGetWire(h *pb.ResponseHeader, size int) *batchGetWire {
 	return w
 }
 
-// add appends the next result.
+// add appends the next result. The lengths are measured first, so that
+// the row is written in place rather than built aside and copied.
 func (w *batchGetWire) add(r store.Row, found bool) {
-	w.result = w.result[:0]
-	if found {
-		w.result = protowire.AppendTag(w.result, wire.ResultFound, protowire.VarintType)
-		w.result = protowire.AppendVarint(w.result, 1)
-		w.row = appendRowFields(w.row[:0], r)
-		w.result = appendMessage(w.result, wire.ResultRow, w.row)
+	w.b = protowire.AppendTag(w.b, wire.BatchResults, protowire.BytesType)
+	if !found {
+		w.b = protowire.AppendVarint(w.b, 0)
+		return
 	}
-	w.b = appendMessage(w.b, wire.BatchResults, w.result)
+	rowSize := sizeRowFields(r)
+	w.b = protowire.AppendVarint(w.b, uint64(resultSize(rowSize)))
+	w.b = protowire.AppendTag(w.b, wire.ResultFound, protowire.VarintType)
+	w.b = protowire.AppendVarint(w.b, 1)
+	w.b = protowire.AppendTag(w.b, wire.ResultRow, protowire.BytesType)
+	w.b = protowire.AppendVarint(w.b, uint64(rowSize))
+	w.b = appendRowFields(w.b, r)
+}
+
+// resultSize is the length of a found GetResult's fields for a row of
+// rowSize bytes.
+func resultSize(rowSize int) int {
+	return protowire.SizeTag(wire.ResultFound) + 1 + protowire.SizeTag(wire.ResultRow) + protowire.SizeBytes(rowSize)
 }
 
 // sizeBatchResult is the length batchGetWire.add appends for a result.
 func sizeBatchResult(r store.Row, found bool) int {
 	n := 0
 	if found {
-		n = protowire.SizeTag(wire.ResultFound) + 1 + protowire.SizeTag(wire.ResultRow) + protowire.SizeBytes(sizeRowFields(r))
+		n = resultSize(sizeRowFields(r))
 	}
 	return protowire.SizeTag(wire.BatchResults) + protowire.SizeBytes(n)
 }
