@@ -437,3 +437,24 @@ func TestWatchSplitsLargeTransactions(t *testing.T) {
 		t.Fatalf("%d events in %d messages, want %d in 3 or more", events, msgs, rows)
 	}
 }
+
+// The response limits change at run time with Reload.
+func TestResponseLimitsReload(t *testing.T) {
+	m, data, _, _ := limitsMember(t)
+	seedRows(t, data, 3)
+	keys := []*pb.Value{str(rowKey(0)), str(rowKey(1)), str(rowKey(2))}
+	if _, err := data.BatchGet(ctxT(t, 5*time.Second), &pb.BatchGetRequest{Table: "kv", Keys: keys}); err != nil {
+		t.Fatal(err)
+	}
+	lim := m.ServerCfg.Limits
+	lim.MaxResponseBytes = lim.MaxRowBytes + 64<<10 // one row and its framing, not three
+	if err := m.Server.Reload(lim, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	_, err := data.BatchGet(ctxT(t, 5*time.Second), &pb.BatchGetRequest{Table: "kv", Keys: keys})
+	refusedBy(t, "three rows after the limit was lowered", err, codes.ResourceExhausted, pb.ReasonResponseTooLarge, "max-response-bytes")
+	lim.MaxResponseBytes--
+	if err := m.Server.Reload(lim, 10*time.Second); err == nil || !strings.HasPrefix(err.Error(), "max response bytes") {
+		t.Fatalf("a limit below one row and its framing: %v", err)
+	}
+}

@@ -67,6 +67,9 @@ type config struct {
 	maxTxnOps       int
 	dataQuotaBytes  int64
 
+	maxResponseBytes         int
+	maxResponseBytesInFlight int64
+
 	expireInterval        time.Duration
 	watchHistoryEvents    int
 	watchHistoryBytes     int64
@@ -129,6 +132,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.IntVar(&c.maxValueBytes, "max-value-bytes", sd.Limits.MaxValueBytes, "largest string or bytes value")
 	fs.IntVar(&c.maxTxnOps, "max-txn-ops", sd.Limits.MaxOps, "most operations in one transaction branch")
 	fs.Int64Var(&c.dataQuotaBytes, "data-quota-bytes", sd.Limits.MaxDataBytes, "once the tables' row data (memdb_table_bytes) reaches this, writes that add data are refused with QUOTA_EXCEEDED; deletes still pass (0: no quota)")
+	fs.IntVar(&c.maxResponseBytes, "max-response-bytes", sd.Limits.MaxResponseBytes, "largest response message: a BatchGet or a Txn's Gets reading more are refused with RESPONSE_TOO_LARGE, "+
+		"a Scan page ends early, a watch splits a transaction's events (at least the largest row, 8 MiB or --max-request-bytes if lower, plus 64 KiB; the Go client accepts up to 128 MiB)")
+	fs.Int64Var(&c.maxResponseBytesInFlight, "max-response-bytes-in-flight", sd.Limits.MaxResponseBytesInFlight, "bytes of responses of 64 KiB or more this member builds at once; "+
+		"beyond it BatchGet, Scan and Txn with Gets are refused with OVERLOADED (at least --max-response-bytes)")
 	fs.DurationVar(&c.expireInterval, "expire-interval", nd.ExpireInterval, "how often the leader deletes expired rows through the log (reads hide them at once)")
 	fs.IntVar(&c.watchHistoryEvents, "watch-history-events", nd.Watch.HistoryEvents, "changes kept in memory for watches to start or resume from")
 	fs.Int64Var(&c.watchHistoryBytes, "watch-history-bytes", nd.Watch.HistoryBytes, "bytes of changes kept for watches")
@@ -283,6 +290,7 @@ func (c *config) serverConfig(version string) (server.Config, error) {
 	s.ConsistencyInterval = c.consistencyInterval
 	s.Limits.MaxRequestBytes, s.Limits.MaxKeyBytes, s.Limits.MaxValueBytes, s.Limits.MaxOps = c.maxRequestBytes, c.maxKeyBytes, c.maxValueBytes, c.maxTxnOps
 	s.Limits.MaxDataBytes = c.dataQuotaBytes
+	s.Limits.MaxResponseBytes, s.Limits.MaxResponseBytesInFlight = c.maxResponseBytes, c.maxResponseBytesInFlight
 	if s.Limits.MaxRowBytes > s.Limits.MaxRequestBytes {
 		s.Limits.MaxRowBytes = s.Limits.MaxRequestBytes
 	}
@@ -308,6 +316,7 @@ func flagError(err error) error {
 		{"max pending writes", "--max-pending-writes"}, {"initial cluster", "--initial-cluster"},
 		{"max key bytes", "--max-key-bytes"}, {"max value bytes", "--max-value-bytes"},
 		{"max request bytes", "--max-request-bytes"}, {"max ops", "--max-txn-ops"}, {"data quota", "--data-quota-bytes"},
+		{"max response bytes in flight", "--max-response-bytes-in-flight"}, {"max response bytes", "--max-response-bytes"},
 		{"default timeout", "--request-timeout"}, {"max in-flight", "--max-in-flight"},
 		{"expire interval", "--expire-interval"}, {"watch: history of", "--watch-history-events or --watch-history-bytes"},
 		{"watch: queue", "--watch-queue-events"}, {"consistency interval", "--consistency-check-interval"}, {"max watchers", "--max-watchers"}, {"per-connection limits", "--max-*-per-conn"}, {"max concurrent streams", "--max-streams-per-conn"}, {"watch progress interval", "--watch-progress-interval"},
