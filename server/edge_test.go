@@ -150,3 +150,57 @@ func TestFutureRevisionFloodLeavesRoomForOtherRequests(t *testing.T) {
 	wg.Wait()
 	t.Logf("%d reads of revision 2^64-1: the slowest answered in %v", 4*slots, slowest)
 }
+
+// A watch from a revision beyond the next one the cluster will commit
+// fails at once too; one from the next revision still waits for it, and
+// streams the changes after it.
+func TestWatchFromFutureRevisionFailsFast(t *testing.T) {
+	cl := testcluster.Start(t, 3, testcluster.Options{})
+	cc := dial(t, cl.Members[0].Addr)
+	createKV(t, cc, "kv")
+	w, err := pb.NewDataServiceClient(cc).Upsert(ctxT(t, 5*time.Second), &pb.UpsertRequest{Table: "kv", Fields: map[string]*pb.Value{"k": str("a")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := w.Header.Revision
+	for _, m := range cl.Members {
+		data := pb.NewDataServiceClient(dial(t, m.Addr))
+		for _, rev := range []uint64{math.MaxUint64, last + 1000} {
+			start := time.Now()
+			st, err := data.Watch(ctxT(t, 15*time.Second), &pb.WatchRequest{Table: "kv", StartRevision: rev})
+			if err == nil {
+				_, err = st.Recv()
+			}
+			if status.Code(err) != codes.OutOfRange || reason(err) != pb.ReasonFutureRevision || time.Since(start) > time.Second {
+				t.Fatalf("watch on %s from revision %d: %v after %v, want FUTURE_REVISION at once", m.NodeCfg.ID, rev, err, time.Since(start))
+			}
+		}
+	}
+	next, err := pb.NewDataServiceClient(dial(t, cl.Members[1].Addr)).Watch(ctxT(t, 15*time.Second), &pb.WatchRequest{Table: "kv", StartRevision: last + 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	var second uint64
+	for _, k := range []string{"b", "c"} {
+		w, err := pb.NewDataServiceClient(cc).Upsert(ctxT(t, 5*time.Second), &pb.UpsertRequest{Table: "kv", Fields: map[string]*pb.Value{"k": str(k)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		second = w.Header.Revision
+	}
+	for {
+		m, err := next.Recv()
+		if err != nil {
+			t.Fatalf("watch from the next revision: %v", err)
+		}
+		for _, e := range m.Events {
+			if e.Revision <= last+1 {
+				t.Fatalf("event at revision %d in a watch of the changes after %d", e.Revision, last+1)
+			}
+			if e.Revision == second {
+				return
+			}
+		}
+	}
+}

@@ -85,7 +85,8 @@ func (s *Server) readView(ctx context.Context, opts *pb.ReadOptions) (*store.Vie
 //
 // Why: such a wait can only end at the caller's deadline (no write may
 // ever reach a revision like 2^64-1), and meanwhile it holds one of this
-// member's in-flight slots; enough of them refused every other request.
+// member's in-flight slots (a watch: one of its watch streams); enough of
+// them refused every other request.
 //
 // What counts as committed: first this member's own commit index
 // (node.CommitIndex), which costs nothing and covers every read whose

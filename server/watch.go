@@ -122,7 +122,14 @@ func (s *Server) watchStart(ctx context.Context, req *pb.WatchRequest) (*store.V
 		// This member is behind the start: a snapshot asked for at a later
 		// revision, a watch resumed on a lagging follower, or one on a
 		// table created a moment ago through another member, which this
-		// one would not know yet. It catches up first.
+		// one would not know yet. It catches up first, unless the start is
+		// more than one revision beyond what the cluster has committed
+		// (one beyond is the next write, which a client may know of from
+		// another member): such a wait would hold the stream until the
+		// deadline for nothing.
+		if err := s.refuseFuture(rctx, "start_revision", req.StartRevision, req.StartRevision-1); err != nil {
+			return nil, 0, err
+		}
 		if err := s.node.WaitApplied(rctx, req.StartRevision); err != nil {
 			return nil, 0, err
 		}
