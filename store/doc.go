@@ -28,6 +28,14 @@
 // the memory overhead near 1.2x the raw data size, and the same bytes are
 // what snapshots write and restore.
 //
+// # Negative zero
+//
+// A double -0.0 is stored as 0.0, in keys and in row values alike (Double),
+// and reads back as 0. In index entries and range bounds this is inherent
+// to the ordered key encoding: -0.0 and 0.0 are equal and must be one key. In row
+// values it is kept for replication: see Double for why, and for what
+// keeping the sign would take.
+//
 // # Revisions
 //
 // The caller supplies a revision (the Raft index) with every command. A row

@@ -18,7 +18,8 @@ import (
 //	bool               nothing (false and true have their own tags)
 //	int64, timestamp   8 bytes big-endian with the sign bit flipped
 //	double             8 bytes big-endian: the sign bit flipped for
-//	                   positives, every bit flipped for negatives
+//	                   positives, every bit flipped for negatives;
+//	                   negative zero as zero (below)
 //	string, bytes      the bytes with 0x00 escaped as 0x00 0xFF, then 0x00
 //
 // A tuple is the concatenation of its values. Every encoded value is
@@ -28,6 +29,13 @@ import (
 // (06 61 00) is a byte prefix of "a\x00" (06 61 00 FF 00). A whole value is
 // followed by a tag byte (below 0xFF) or nothing, so the tuples that start
 // with an encoded tuple p are exactly the keys in [p, p+0xFF) (tupleEnd).
+//
+// Negative zero is inherent loss here: -0.0 and +0.0 are equal numbers
+// (Compare says so), so a key or an index entry must have one encoding
+// for both, or a unique index would hold both and a lookup of one would
+// miss the other. appendKey encodes -0.0 as +0.0 whatever Value it is
+// given, and such a key decodes to +0.0. (Primary keys cannot be doubles;
+// index entries and range bounds can.)
 const (
 	tagNull byte = 0x01 + iota
 	tagFalse
@@ -40,6 +48,9 @@ const (
 )
 
 var errCorrupt = errors.New("corrupt encoding")
+
+// negZeroBits is the IEEE 754 encoding of -0.0.
+const negZeroBits = 1 << 63
 
 // appendKey appends the order-preserving encoding of v.
 func appendKey(dst []byte, v Value) []byte {
@@ -60,6 +71,9 @@ func appendKey(dst []byte, v Value) []byte {
 	case KindDouble:
 		dst = append(dst, tagDouble)
 		b := v.n
+		if b == negZeroBits {
+			b = 0 // one key for -0.0 and +0.0
+		}
 		if b&(1<<63) != 0 {
 			b = ^b
 		} else {

@@ -56,9 +56,24 @@ func Bool(b bool) Value {
 // Int returns an int64 value.
 func Int(i int64) Value { return Value{kind: KindInt, n: uint64(i)} }
 
-// Double returns a double value. Negative zero is stored as zero so that
-// equal numbers have one encoding. NaN is representable here but refused by
+// Double returns a double value. NaN is representable here but refused by
 // Validate.
+//
+// Negative zero becomes zero, in row values as well as in keys, so that a
+// client that writes -0.0 reads back 0 (0.0). In a key that is inherent
+// (see the key encoding in encoding.go). In a row value it is a choice
+// this constructor makes, and why it is kept: the state machine builds
+// every stored value through here as it applies the log, on every
+// replica, so whether the sign survives is part of the replicated
+// semantics of a command. A binary that kept it would hold different
+// bytes from one that did not for the same log, and in a cluster during
+// a rolling upgrade the consistency check would find the members'
+// checkpoints differ and mark one divergent; older members also refuse a
+// snapshot holding -0.0 (Loader). Keeping the sign in row values needs a
+// new command format (a log entry that says its doubles keep their sign,
+// written only once every voter applies it), a constructor that keeps it
+// for those entries, and the checks that compare values with Equal (bits)
+// where they mean numbers (an update's primary key) to compare keys.
 func Double(f float64) Value {
 	if f == 0 {
 		f = 0
