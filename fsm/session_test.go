@@ -475,3 +475,29 @@ func TestKeptFormOutcomeOnly(t *testing.T) {
 		t.Fatalf("a failed write's result: %+v", k)
 	}
 }
+
+// BenchmarkSessionEviction opens a new session per write on a full table
+// of 100,000 sessions: each write evicts the least recently seen one.
+func BenchmarkSessionEviction(b *testing.B) {
+	h := newHarness(b)
+	h.createUsers()
+	h.f.cfg.MaxSessions = 100_000
+	var ls []*raft.Log
+	for i := range h.f.cfg.MaxSessions + b.N {
+		if i%1000 == 0 {
+			h.now = h.now.Add(time.Millisecond)
+		}
+		ls = append(ls, h.entry(&cmdpb.Envelope{Session: sess(fmt.Sprintf("client-%08d", i), 1, 1), Command: txn()}))
+	}
+	for i := 0; i < h.f.cfg.MaxSessions; i += 1000 {
+		h.f.ApplyBatch(ls[i : i+1000])
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		h.f.ApplyBatch(ls[h.f.cfg.MaxSessions+i : h.f.cfg.MaxSessions+i+1])
+	}
+	b.StopTimer()
+	if len(h.f.sessions) != h.f.cfg.MaxSessions || h.f.SessionsEvicted() != uint64(b.N) {
+		b.Fatalf("%d sessions, %d evicted", len(h.f.sessions), h.f.SessionsEvicted())
+	}
+}
