@@ -30,11 +30,11 @@ const (
 
 // responseReserveMin is the size from which a response reserves its bytes
 // against Limits.MaxResponseBytesInFlight. Why not every response: the
-// budget is one counter every reserving request updates, and point Gets
-// and writes, the bulk of the traffic, would contend on it for answers of
-// a few hundred bytes that no number of could exhaust a member's memory
-// before the in-flight request limit (--max-in-flight) stops them: 10,000
-// requests under 64 KiB pin at most 640 MiB, the order of the budget.
+// budget is one counter, and point Gets and writes, nearly all of the
+// traffic, would contend on it from every core for answers of a few
+// hundred bytes. Small answers need no share of it: the in-flight request
+// limit (--max-in-flight, 10,000) bounds them, at 640 MiB for 10,000
+// answers just under 64 KiB, the order of the budget itself.
 const responseReserveMin = 64 << 10
 
 // reserveResponse reserves n bytes of the member's budget of response
@@ -262,8 +262,18 @@ func (d *dataService) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetRespo
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	resp := withWire(&pb.GetResponse{}, encodeGet(d.s.header(v), row, ok))
-	return resp, nil
+	// A Get is answered whatever its size: the response limit has room
+	// for one row (Limits.Validate). But many Gets of large rows at once
+	// are as many large answers, and those reserve like any; the others,
+	// nearly all, only pay for the measuring, which encodeGet needs
+	// anyway.
+	h := d.s.header(v)
+	release, err := d.s.reserveResponse(sizeGet(h, row, ok))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	defer release()
+	return withWire(&pb.GetResponse{}, encodeGet(h, row, ok)), nil
 }
 
 func (d *dataService) BatchGet(ctx context.Context, req *pb.BatchGetRequest) (*pb.BatchGetResponse, error) {
@@ -418,7 +428,7 @@ func fitScanPage(v *store.View, table string, o store.ScanOptions, res store.Sca
 			return store.ScanResult{}, nil, 0, err
 		}
 		if len(page.Rows) != keep {
-			return store.ScanResult{}, nil, 0, fmt.Errorf("a scan of the same view returned %d rows, then %d", len(res.Rows), len(page.Rows))
+			return store.ScanResult{}, nil, 0, fmt.Errorf("a scan of one view returned %d rows where it had returned %d", len(page.Rows), keep)
 		}
 	}
 }

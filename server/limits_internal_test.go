@@ -38,6 +38,9 @@ func TestResponseSizesAreExact(t *testing.T) {
 		if got, want := sizeHeader(wire.BatchHeader, h), len(w.b); got != want {
 			t.Fatalf("round %d: sizeHeader %d, written %d", round, got, want)
 		}
+		if got, want := sizeGet(h, row, found), len(encodeGet(h, row, found)); got != want {
+			t.Fatalf("round %d: sizeGet %d, written %d", round, got, want)
+		}
 		before := len(w.b)
 		w.add(row, found)
 		if got, want := sizeBatchResult(row, found), len(w.b)-before; got != want {

@@ -289,14 +289,18 @@ func TestEmptyTxnRefused(t *testing.T) {
 }
 
 // With the budget of response bytes in flight exhausted, large answers
-// (BatchGet, Scan, a Txn with Gets) are refused at once with OVERLOADED
-// naming the limit, and change nothing; small ones and point Gets, which
-// do not reserve, pass. Once the budget is released they pass again.
+// (BatchGet, Scan, a Txn with Gets, a Get of a large row) are refused at
+// once with OVERLOADED naming the limit, and change nothing; small ones,
+// which do not reserve, pass. Once the budget is released they pass
+// again.
 func TestResponseBytesInFlight(t *testing.T) {
 	m, data, cc, _ := limitsMember(t)
 	seedRows(t, data, 3)
+	if _, err := data.Txn(ctxT(t, 5*time.Second), &pb.TxnRequest{Then: []*pb.Op{upsertOp("small", 10)}}); err != nil {
+		t.Fatal(err)
+	}
 	rev, hash := memberState(t, cc)
-	const held = testBudgetBytes - 150<<10
+	const held = testBudgetBytes - 80<<10 // less than one large row left
 	release, err := server.HoldResponseBytes(m.Server, held)
 	if err != nil {
 		t.Fatal(err)
@@ -321,15 +325,20 @@ func TestResponseBytesInFlight(t *testing.T) {
 	if r2, h2 := memberState(t, cc); r2 != rev || h2 != hash {
 		t.Fatalf("refused requests changed the state: revision %d -> %d, hash %x -> %x", rev, r2, hash, h2)
 	}
-	if n := server.ResponseLimitRefusals(m.Server, "max-response-bytes-in-flight"); n != 3 {
-		t.Fatalf("%v refusals counted, want 3", n)
+	_, err = data.Get(ctxT(t, 5*time.Second), &pb.GetRequest{Table: "kv", Key: str(rowKey(0))})
+	refusedBy(t, "Get of a large row", err, codes.ResourceExhausted, pb.ReasonOverloaded, "max-response-bytes-in-flight")
+	if n := server.ResponseLimitRefusals(m.Server, "max-response-bytes-in-flight"); n != 4 {
+		t.Fatalf("%v refusals counted, want 4", n)
 	}
-	// A point Get of a large row, and a small Scan, do not reserve.
-	if g, err := data.Get(ctxT(t, 5*time.Second), &pb.GetRequest{Table: "kv", Key: str(rowKey(0))}); err != nil || !g.Found {
-		t.Fatalf("Get: %v", err)
+	// Small answers do not reserve.
+	if g, err := data.Get(ctxT(t, 5*time.Second), &pb.GetRequest{Table: "kv", Key: str("small")}); err != nil || !g.Found {
+		t.Fatalf("Get of a small row: %v", err)
 	}
 	if _, err := data.Scan(ctxT(t, 5*time.Second), &pb.ScanRequest{Table: "kv", KeysOnly: true}); err != nil {
 		t.Fatalf("a keys-only Scan: %v", err)
+	}
+	if _, err := data.Txn(ctxT(t, 5*time.Second), &pb.TxnRequest{Then: []*pb.Op{getOp("small")}}); err != nil {
+		t.Fatalf("a Txn reading a small row: %v", err)
 	}
 
 	release()

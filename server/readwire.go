@@ -68,12 +68,11 @@ func appendHeader(b []byte, num protowire.Number, h *pb.ResponseHeader) []byte {
 func encodeGet(h *pb.ResponseHeader, r store.Row, found bool) []byte {
 	// Measured first, the response is allocated once and the row written
 	// in place: a large row is neither regrown nor copied.
-	n, rowSize := sizeHeader(wireGetHeader, h), 0
+	rowSize := 0
 	if found {
 		rowSize = sizeRowFields(r)
-		n += protowire.SizeTag(wireGetFound) + 1 + protowire.SizeTag(wireGetRow) + protowire.SizeBytes(rowSize)
 	}
-	b := make([]byte, 0, n)
+	b := make([]byte, 0, getSize(h, rowSize, found))
 	b = appendHeader(b, wireGetHeader, h)
 	if found {
 		b = protowire.AppendTag(b, wireGetFound, protowire.VarintType)
@@ -83,6 +82,22 @@ func encodeGet(h *pb.ResponseHeader, r store.Row, found bool) []byte {
 		b = appendRowFields(b, r)
 	}
 	return b
+}
+
+// sizeGet is the length encodeGet writes.
+func sizeGet(h *pb.ResponseHeader, r store.Row, found bool) int {
+	if !found {
+		return getSize(h, 0, false)
+	}
+	return getSize(h, sizeRowFields(r), true)
+}
+
+func getSize(h *pb.ResponseHeader, rowSize int, found bool) int {
+	n := sizeHeader(wireGetHeader, h)
+	if found {
+		n += protowire.SizeTag(wireGetFound) + 1 + protowire.SizeTag(wireGetRow) + protowire.SizeBytes(rowSize)
+	}
+	return n
 }
 
 // batchGetWire builds the wire form of a BatchGetResponse, result by

@@ -58,9 +58,9 @@ type Limits struct {
 	MaxResponseBytes int
 	// MaxResponseBytesInFlight bounds the bytes of the large responses
 	// (responseReserveMin and over) this member builds at once
-	// (--max-response-bytes-in-flight): a BatchGet, Scan or Txn with Get
-	// operations that finds it exhausted is refused at once with
-	// OVERLOADED rather than queued. At least MaxResponseBytes, so that one
+	// (--max-response-bytes-in-flight): a Get, BatchGet, Scan or Txn with
+	// Get operations whose answer would take more than is left is refused
+	// at once with OVERLOADED rather than queued. At least MaxResponseBytes, so that one
 	// response of the largest size can always be built on an idle member.
 	MaxResponseBytesInFlight int64
 }

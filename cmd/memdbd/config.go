@@ -135,7 +135,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.IntVar(&c.maxResponseBytes, "max-response-bytes", sd.Limits.MaxResponseBytes, "largest response message: a BatchGet or a Txn's Gets reading more are refused with RESPONSE_TOO_LARGE, "+
 		"a Scan page ends early, a watch splits a transaction's events (at least the largest row, 8 MiB or --max-request-bytes if lower, plus 64 KiB; the Go client accepts up to 128 MiB)")
 	fs.Int64Var(&c.maxResponseBytesInFlight, "max-response-bytes-in-flight", sd.Limits.MaxResponseBytesInFlight, "bytes of responses of 64 KiB or more this member builds at once; "+
-		"beyond it BatchGet, Scan and Txn with Gets are refused with OVERLOADED (at least --max-response-bytes)")
+		"a read or a Txn with Gets whose answer would take more than is left is refused with OVERLOADED (at least --max-response-bytes)")
 	fs.DurationVar(&c.expireInterval, "expire-interval", nd.ExpireInterval, "how often the leader deletes expired rows through the log (reads hide them at once)")
 	fs.IntVar(&c.watchHistoryEvents, "watch-history-events", nd.Watch.HistoryEvents, "changes kept in memory for watches to start or resume from")
 	fs.Int64Var(&c.watchHistoryBytes, "watch-history-bytes", nd.Watch.HistoryBytes, "bytes of changes kept for watches")
