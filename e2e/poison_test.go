@@ -144,10 +144,19 @@ func TestLargeSessionReadsDoNotPoisonSnapshots(t *testing.T) {
 	nd.args = slices.Concat(nd.args[:i], nd.args[i+2:], []string{"--join", c.nodes[leader].clientAddr})
 	off = c.logSize(victim)
 	c.start(victim)
+	// Why wait for the restore before waitConverged: a member at revision
+	// 0 (not caught up yet) does not count as different there.
+	waitFor(t, 40*time.Second, nd.id+" to restore a snapshot from the leader", func() error {
+		log := c.logSince(victim, off)
+		if strings.Contains(log, "snapshot corrupt") || strings.Contains(log, "snapshot refused") {
+			t.Fatalf("the rejoined member was sent an unreadable snapshot; log:\n%s", log)
+		}
+		if !strings.Contains(log, "snapshot restored") {
+			return fmt.Errorf("no snapshot restored yet")
+		}
+		return nil
+	})
 	rev, _ := c.waitConverged(40 * time.Second)
-	if log := c.logSince(victim, off); !strings.Contains(log, "snapshot restored") || strings.Contains(log, "snapshot corrupt") {
-		t.Fatalf("the rejoined member did not catch up from a snapshot; log:\n%s", log)
-	}
 	for _, i := range c.others() {
 		st, err := c.status(i)
 		if err != nil || st.GetRows() != 1+2*trailingLogs || st.GetHeader().GetRevision() < rev {
