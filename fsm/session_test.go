@@ -231,7 +231,7 @@ func TestSnapshotRefusesUnreadableRecord(t *testing.T) {
 	}
 	var sink memSink
 	err = snap.Persist(&sink)
-	var big *ErrRecordTooLarge
+	var big *RecordTooLargeError
 	if !errors.As(err, &big) || big.Type != "session" || !strings.Contains(big.Label, "heavy") || big.Size <= 32<<10 {
 		t.Fatalf("Persist: %v, want a too-large session record", err)
 	}

@@ -55,16 +55,16 @@ var maxRecord = 256 << 20
 // recordNames name the record types in errors and logs.
 var recordNames = map[byte]string{recMeta: "meta", recSession: "session", recTable: "table", recRow: "row", recEnd: "end", recMembers: "members"}
 
-// ErrRecordTooLarge: a snapshot record is longer than a reader accepts
+// RecordTooLargeError is a snapshot record longer than a reader accepts
 // (maxRecord). The writer fails with it rather than write a snapshot no
 // member could restore.
-type ErrRecordTooLarge struct {
+type RecordTooLargeError struct {
 	Type  string // "session", "row", ...
 	Label string // which one: a client id, a table
 	Size  int
 }
 
-func (e *ErrRecordTooLarge) Error() string {
+func (e *RecordTooLargeError) Error() string {
 	what := e.Type + " record"
 	if e.Label != "" {
 		what += " " + e.Label
@@ -108,7 +108,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 // ApplyBatch and only reads the immutable view it captured.
 //
 // It writes nothing that Restore would refuse: a record above maxRecord
-// fails the snapshot (ErrRecordTooLarge), the sink is cancelled, so that
+// fails the snapshot (RecordTooLargeError), the sink is cancelled, so that
 // no unreadable snapshot is left behind, and the error goes back to Raft,
 // which reports the snapshot failed and keeps the log it would have
 // compacted.
@@ -117,7 +117,7 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	cw := &countingWriter{w: sink}
 	if err := s.write(cw); err != nil {
 		_ = sink.Cancel()
-		var big *ErrRecordTooLarge
+		var big *RecordTooLargeError
 		if errors.As(err, &big) {
 			s.log.Error("snapshot failed: a record is too large to be read back; nothing was kept",
 				"revision", s.view.Revision(), "record", big.Type, "which", big.Label, "bytes", big.Size, "max_bytes", maxRecord)
@@ -168,7 +168,7 @@ func (w *snapWriter) write(p []byte) {
 // this member at its next start and on every member it is sent to.
 func (w *snapWriter) record(typ byte, label string, payload []byte) {
 	if w.err == nil && len(payload) > maxRecord {
-		w.err = &ErrRecordTooLarge{Type: recordNames[typ], Label: label, Size: len(payload)}
+		w.err = &RecordTooLargeError{Type: recordNames[typ], Label: label, Size: len(payload)}
 	}
 	var hdr [1 + binary.MaxVarintLen64]byte
 	hdr[0] = typ
