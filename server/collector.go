@@ -15,8 +15,8 @@ import (
 type nodeCollector struct {
 	n *node.Node
 
-	state, term, commit, applied, lag, logPending, contact, snapIndex, snapAge, snapBytes, halted, rows, bytes                         *prometheus.Desc
-	watchers, histEvents, histBytes, histOldest, clockLag, nextExpiry, leaderRounds, readShortcuts, leaseReads, leaseProbes, leaseLeft *prometheus.Desc
+	state, term, commit, applied, lag, logPending, contact, snapIndex, snapAge, snapBytes, halted, rows, bytes                                  *prometheus.Desc
+	watchers, histEvents, histBytes, histOldest, clockLag, nextExpiry, leaderRounds, readShortcuts, leaseReads, leaseProbes, leaseLeft, evicted *prometheus.Desc
 }
 
 func newNodeCollector(n *node.Node) *nodeCollector {
@@ -51,13 +51,15 @@ func newNodeCollector(n *node.Node) *nodeCollector {
 			"(followers had promised not to elect another leader; see --read-lease)."),
 		leaseProbes: d("read_lease_probes_total", "Rounds of lease probes this node sent to the other voters as leader."),
 		leaseLeft:   d("read_lease_remaining_seconds", "How long the read lease this node holds as leader has left (0: none; reads take a round)."),
-		nextExpiry:  d("ttl_next_expiry_seconds", "Seconds until the earliest row expiry (negative: overdue for the leader's sweep)."),
+		evicted: d("sessions_evicted_total", "Write sessions the state machine forgot to make room for a new client while its session table was full, "+
+			"oldest idle first (those clients lose exactly-once for writes they retry later)."),
+		nextExpiry: d("ttl_next_expiry_seconds", "Seconds until the earliest row expiry (negative: overdue for the leader's sweep)."),
 	}
 }
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.state, c.term, c.commit, c.applied, c.lag, c.logPending, c.contact, c.snapIndex, c.snapAge, c.snapBytes, c.halted, c.rows, c.bytes,
-		c.watchers, c.histEvents, c.histBytes, c.histOldest, c.clockLag, c.nextExpiry, c.leaderRounds, c.readShortcuts, c.leaseReads, c.leaseProbes, c.leaseLeft} {
+		c.watchers, c.histEvents, c.histBytes, c.histOldest, c.clockLag, c.nextExpiry, c.leaderRounds, c.readShortcuts, c.leaseReads, c.leaseProbes, c.leaseLeft, c.evicted} {
 		ch <- d
 	}
 }
@@ -105,6 +107,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.leaseReads, prometheus.CounterValue, float64(leased))
 	ch <- prometheus.MustNewConstMetric(c.leaseProbes, prometheus.CounterValue, float64(probes))
 	gauge(c.leaseLeft, c.n.LeaseRemaining().Seconds())
+	ch <- prometheus.MustNewConstMetric(c.evicted, prometheus.CounterValue, float64(c.n.FSM().SessionsEvicted()))
 	v := c.n.FSM().Store().View()
 	if next := v.NextExpiry(); next != 0 {
 		gauge(c.nextExpiry, time.Duration(next-time.Now().UnixNano()).Seconds())

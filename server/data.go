@@ -109,21 +109,23 @@ func hasGets(txn store.Txn) bool {
 	return false
 }
 
-// write validates a transaction at the edge, proposes it and returns its
-// result; a command the state machine refused comes back as its error.
-// A refusal at the edge proposes nothing, so it changes no state.
-func (s *Server) write(ctx context.Context, ws *pb.WriteSession, txn *cmdpb.Txn) (*cmdpb.Result, error) {
-	if len(txn.Conditions) == 0 && len(txn.Then) == 0 && len(txn.Else) == 0 {
+// checkWrite is the edge's check of a transaction before it is proposed,
+// for a client's request and for a proposal a member forwards (peer.go):
+// not empty, value sizes, the data quota, the transaction against the
+// current schema and limits, and its answer against the response limit.
+// It returns the estimated size of the answer.
+func (s *Server) checkWrite(ctx context.Context, txn *cmdpb.Txn) (int, error) {
+	if txn == nil || (len(txn.Conditions) == 0 && len(txn.Then) == 0 && len(txn.Else) == 0) {
 		// It would succeed and change nothing, at the price of a log entry
 		// on every member.
-		return nil, fmt.Errorf("%w: the transaction has no conditions and no operations; there is nothing to do", errInvalid)
+		return 0, fmt.Errorf("%w: the transaction has no conditions and no operations; there is nothing to do", errInvalid)
 	}
 	st, err := convert.Txn(txn.Conditions, txn.Then, txn.Else)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	if err := s.limits().checkValueSizes(st); err != nil {
-		return nil, err
+		return 0, err
 	}
 	lim := s.limits()
 	grows, gets := addsData(st), hasGets(st)
@@ -148,7 +150,7 @@ func (s *Server) write(ctx context.Context, ws *pb.WriteSession, txn *cmdpb.Txn)
 		// between this check and the apply, by at most MaxRowBytes per Get,
 		// and a Get of a row the transaction itself writes reads what it
 		// writes, not what is here. Such a response is answered over the
-		// limit (see below) rather than refused.
+		// limit (see write) rather than refused.
 		estimate = txnResponseBytes(v, st)
 		if estimate > lim.MaxResponseBytes {
 			return tooLarge("the answer of this transaction (the rows its Get operations read)", estimate, lim.MaxResponseBytes,
@@ -159,6 +161,17 @@ func (s *Server) write(ctx context.Context, ws *pb.WriteSession, txn *cmdpb.Txn)
 		if errors.Is(err, errResponseTooLarge) {
 			s.metrics.responseLimited.WithLabelValues(flagMaxResponseBytes).Inc()
 		}
+		return 0, err
+	}
+	return estimate, nil
+}
+
+// write validates a transaction at the edge, proposes it and returns its
+// result; a command the state machine refused comes back as its error.
+// A refusal at the edge proposes nothing, so it changes no state.
+func (s *Server) write(ctx context.Context, ws *pb.WriteSession, txn *cmdpb.Txn) (*cmdpb.Result, error) {
+	estimate, err := s.checkWrite(ctx, txn)
+	if err != nil {
 		return nil, err
 	}
 	if err := checkSession(ws); err != nil {
@@ -176,7 +189,7 @@ func (s *Server) write(ctx context.Context, ws *pb.WriteSession, txn *cmdpb.Txn)
 	if err := fsm.ResultError(res); err != nil {
 		return nil, err
 	}
-	if gets {
+	if lim := s.limits(); estimate > 0 {
 		if n := res.SizeVT(); n > lim.MaxResponseBytes {
 			// The write is done: refusing now would tell the caller it
 			// was not.

@@ -69,7 +69,11 @@ func toStatus(err error) error {
 	case errors.Is(err, watch.ErrClosed):
 		return statusErr(pb.ReasonNotLeader, "the node is shutting down; resume the watch on another member", nil, retryAfter)
 	case errors.As(err, &ce):
-		return statusErr(ce.Reason, ce.Message, nil, 0)
+		var meta map[string]string
+		if ce.Reason == pb.ReasonOutcomeNotKept {
+			meta = map[string]string{pb.MetaRevision: strconv.FormatUint(ce.Revision, 10)}
+		}
+		return statusErr(ce.Reason, ce.Message, meta, 0)
 	case errors.Is(err, node.ErrOutcomeUnknown):
 		meta := map[string]string{pb.MetaOutcome: "unknown"}
 		if errors.As(err, &nl) {

@@ -8,10 +8,8 @@ import (
 
 	"google.golang.org/grpc"
 
-	"github.com/memdbd/memdbd/api/convert"
 	cmdpb "github.com/memdbd/memdbd/api/proto/memdb/command/v1"
 	"github.com/memdbd/memdbd/node"
-	"github.com/memdbd/memdbd/store"
 )
 
 // peerService serves other members: proposals and read indexes forwarded
@@ -48,7 +46,8 @@ func (s *Server) checkProposal(ctx context.Context, from string, env *cmdpb.Enve
 	}
 	switch c := env.Command.(type) {
 	case *cmdpb.Envelope_Txn:
-		return s.checkWrite(ctx, c.Txn)
+		_, err := s.checkWrite(ctx, c.Txn)
+		return err
 	case *cmdpb.Envelope_CreateTable:
 		return s.checkCreateTable(ctx, c.CreateTable)
 	case *cmdpb.Envelope_DropTable:
@@ -76,32 +75,6 @@ func (s *Server) checkProposal(ctx context.Context, from string, env *cmdpb.Enve
 	default:
 		return fmt.Errorf("%w: a member may not forward a %T", errInvalid, c)
 	}
-}
-
-// checkWrite is the edge's check of a transaction, before it is proposed:
-// value sizes, the data quota, and the transaction against the current
-// schema and limits.
-func (s *Server) checkWrite(ctx context.Context, txn *cmdpb.Txn) error {
-	if txn == nil {
-		return fmt.Errorf("%w: no transaction", errInvalid)
-	}
-	st, err := convert.Txn(txn.Conditions, txn.Then, txn.Else)
-	if err != nil {
-		return err
-	}
-	lim := s.limits()
-	if err := lim.checkValueSizes(st); err != nil {
-		return err
-	}
-	grows := addsData(st)
-	return s.checkFresh(ctx, func(v *store.View) error {
-		if grows {
-			if err := lim.checkQuota(v); err != nil {
-				return err
-			}
-		}
-		return v.CheckTxn(st, lim.store())
-	})
 }
 
 // propose applies a command through the leader: locally when this node

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -134,7 +135,7 @@ func TestNoQuorumFailsFast(t *testing.T) {
 	}
 	_, err = data.Get(ctxT(t, 300*time.Millisecond), &pb.GetRequest{Table: "kv", Key: str("x"), Read: &pb.ReadOptions{Consistency: pb.Consistency_CONSISTENCY_STALE, MinRevision: 1 << 40}})
 	if status.Code(err) != codes.Unavailable || reason(err) != pb.ReasonStale {
-		t.Fatalf("unreachable min_revision: %v", err)
+		t.Fatalf("unreachable min_revision without a leader: %v", err)
 	}
 }
 
@@ -143,32 +144,25 @@ func TestOverloadIsRefused(t *testing.T) {
 	cl := testcluster.Start(t, 1, testcluster.Options{TuneServer: func(c *server.Config) { c.MaxInFlight = 1 }})
 	cc := dial(t, cl.Members[0].Addr)
 	createKV(t, cc, "kv")
-	data := pb.NewDataServiceClient(cc)
-	// Hold the one slot with a read waiting for a revision far ahead. The
-	// probes below may take the slot first and get this read refused; it
-	// tries again until it is admitted.
-	held := make(chan error, 1)
+	// Hold the one slot with a request that waits until released.
+	held, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
 	go func() {
-		for {
-			_, err := data.Get(ctxT(t, 3*time.Second), &pb.GetRequest{Table: "kv", Key: str("x"), Read: &pb.ReadOptions{Consistency: pb.Consistency_CONSISTENCY_STALE, MinRevision: 1 << 40}})
-			if status.Code(err) != codes.ResourceExhausted {
-				held <- err
-				return
-			}
-		}
+		done <- server.Admit(cl.Members[0].Server, context.Background(), func(context.Context) error {
+			close(held)
+			<-release
+			return nil
+		})
 	}()
-	var err error
-	deadline := time.Now().Add(3 * time.Second)
-	for time.Now().Before(deadline) {
-		start := time.Now()
-		_, err = data.Get(ctxT(t, time.Second), &pb.GetRequest{Table: "kv", Key: str("x")})
-		if status.Code(err) == codes.ResourceExhausted {
-			if time.Since(start) > 200*time.Millisecond {
-				t.Fatalf("refusal took %v", time.Since(start))
-			}
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+	<-held
+	start := time.Now()
+	_, err := pb.NewDataServiceClient(cc).Get(ctxT(t, 5*time.Second), &pb.GetRequest{Table: "kv", Key: str("x")})
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("refusal took %v", d)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 	st, _ := status.FromError(err)
 	hint := false
@@ -180,41 +174,9 @@ func TestOverloadIsRefused(t *testing.T) {
 	if status.Code(err) != codes.ResourceExhausted || reason(err) != pb.ReasonOverloaded || !hint {
 		t.Fatalf("overload: %v (reason %q, retry hint %v)", err, reason(err), hint)
 	}
-	<-held
-}
-
-// Page tokens: consistent pages; a token of another scan, a malformed one
-// or one whose view expired are refused with a clear error.
-func TestPageTokens(t *testing.T) {
-	cl := testcluster.Start(t, 1, testcluster.Options{TuneServer: func(c *server.Config) { c.PageTTL = time.Second }})
-	cc := dial(t, cl.Members[0].Addr)
-	createKV(t, cc, "kv")
-	data := pb.NewDataServiceClient(cc)
-	for i := 0; i < 10; i++ {
-		if _, err := data.Upsert(ctxT(t, 5*time.Second), &pb.UpsertRequest{Table: "kv", Fields: map[string]*pb.Value{"k": str(fmt.Sprint(i))}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	first, err := data.Scan(ctxT(t, 5*time.Second), &pb.ScanRequest{Table: "kv", Limit: 4})
-	if err != nil || len(first.Rows) != 4 || len(first.NextPageToken) == 0 {
-		t.Fatalf("first page: %v %d", err, len(first.GetRows()))
-	}
-	_, err = data.Scan(ctxT(t, 5*time.Second), &pb.ScanRequest{Table: "kv", Limit: 4, Reverse: true, PageToken: first.NextPageToken})
-	if status.Code(err) != codes.InvalidArgument {
-		t.Fatalf("token of another scan: %v", err)
-	}
-	_, err = data.Scan(ctxT(t, 5*time.Second), &pb.ScanRequest{Table: "kv", Limit: 4, PageToken: []byte("garbage")})
-	if status.Code(err) != codes.InvalidArgument {
-		t.Fatalf("malformed token: %v", err)
-	}
-	second, err := data.Scan(ctxT(t, 5*time.Second), &pb.ScanRequest{Table: "kv", Limit: 4, PageToken: first.NextPageToken})
-	if err != nil || len(second.Rows) != 4 || second.Header.Revision != first.Header.Revision {
-		t.Fatalf("second page: %v", err)
-	}
-	time.Sleep(1500 * time.Millisecond)
-	_, err = data.Scan(ctxT(t, 5*time.Second), &pb.ScanRequest{Table: "kv", Limit: 4, PageToken: second.NextPageToken})
-	if status.Code(err) != codes.FailedPrecondition || reason(err) != pb.ReasonPageExpired {
-		t.Fatalf("expired token: %v", err)
+	// The slot is free again.
+	if _, err := pb.NewDataServiceClient(cc).Get(ctxT(t, 5*time.Second), &pb.GetRequest{Table: "kv", Key: str("x")}); err != nil {
+		t.Fatalf("after the overload: %v", err)
 	}
 }
 
@@ -222,12 +184,16 @@ func TestPageTokens(t *testing.T) {
 // waiting forever.
 func TestDefaultDeadline(t *testing.T) {
 	cl := testcluster.Start(t, 1, testcluster.Options{TuneServer: func(c *server.Config) { c.DefaultTimeout = 200 * time.Millisecond }})
-	cc := dial(t, cl.Members[0].Addr)
-	createKV(t, cc, "kv")
 	start := time.Now()
-	_, err := pb.NewDataServiceClient(cc).Get(context.Background(), &pb.GetRequest{Table: "kv", Key: str("x"),
-		Read: &pb.ReadOptions{Consistency: pb.Consistency_CONSISTENCY_STALE, MinRevision: 1 << 40}})
-	if status.Code(err) != codes.Unavailable || time.Since(start) > 2*time.Second {
+	err := server.Admit(cl.Members[0].Server, context.Background(), func(ctx context.Context) error {
+		dl, ok := ctx.Deadline()
+		if !ok || time.Until(dl) > 200*time.Millisecond {
+			return fmt.Errorf("deadline %v (set %v)", time.Until(dl), ok)
+		}
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 2*time.Second {
 		t.Fatalf("no-deadline request: %v after %v", err, time.Since(start))
 	}
 }

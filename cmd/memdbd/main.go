@@ -291,6 +291,7 @@ func joinCluster(ctx context.Context, lg *slog.Logger, addrs []string, tc *tls.C
 var reloadable = map[string]bool{
 	"log-level": true, "snapshot-threshold": true, "snapshot-interval": true, "trailing-logs": true,
 	"max-key-bytes": true, "max-value-bytes": true, "max-txn-ops": true, "request-timeout": true, "data-quota-bytes": true,
+	"max-response-bytes": true, "max-response-bytes-in-flight": true,
 }
 
 // reload applies the settings that changed and can change at run time,
