@@ -73,7 +73,7 @@ func (s *Server) admitStream(srv interface{}, ss grpc.ServerStream, info *grpc.S
 		if n := s.watchers.Add(1); n > int64(s.cfg.MaxWatchers) {
 			s.watchers.Add(-1)
 			s.metrics.rejected.WithLabelValues("max_watchers").Inc()
-			return toStatus(fmt.Errorf("%w: %d watch streams open on this member, limit %d", errOverloaded, n-1, s.cfg.MaxWatchers))
+			return toStatus(overLimit("max-watchers", fmt.Errorf("%w: %d watch streams open on this member, limit %d", errOverloaded, n-1, s.cfg.MaxWatchers)))
 		}
 		defer s.watchers.Add(-1)
 		if c := connOf(ss.Context()); c != nil && s.cfg.Conn.MaxWatchers > 0 {
