@@ -15,9 +15,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -109,7 +111,7 @@ func printJSON(w io.Writer, m proto.Message) {
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	var hash bool
 	addr, timeout, ok := adminFlags("status", args, stderr, func(fs *flag.FlagSet) {
-		fs.BoolVar(&hash, "hash", false, "include the state hash (a pass over all rows)")
+		fs.BoolVar(&hash, "hash", false, "include the state hash at the member's current revision (a pass over all rows, within a CPU budget)")
 	})
 	if !ok {
 		return 2
@@ -123,6 +125,18 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	st, err := pb.NewClusterServiceClient(conn).Status(ctx, &pb.StatusRequest{IncludeStateHash: hash})
+	// A member computes the state hash within a CPU budget and refuses the
+	// pass with OVERLOADED while over it: wait and ask again, within the
+	// timeout.
+	for hash && status.Code(err) == codes.ResourceExhausted {
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+			st, err = pb.NewClusterServiceClient(conn).Status(ctx, &pb.StatusRequest{IncludeStateHash: hash})
+			continue
+		}
+		break
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "memdbd status:", err)
 		return 1
