@@ -23,7 +23,11 @@ const (
 
 type StatusRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Compute the state hash of the store (costs a pass over all rows).
+	// Include the state hash of the store at the member's current revision
+	// (header.revision). It costs a pass over all rows: a member shares one
+	// pass among concurrent callers at the same revision and runs passes
+	// within a CPU budget, refusing others with OVERLOADED (retry after the
+	// RetryInfo delay). The checkpoints in every response cost nothing.
 	IncludeStateHash bool `protobuf:"varint,1,opt,name=include_state_hash,json=includeStateHash" json:"include_state_hash,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache

@@ -282,6 +282,9 @@ type Value_IntValue struct {
 
 type Value_DoubleValue struct {
 	// IEEE-754 double. NaN is refused: it has no place in an ordered index.
+	// -0.0 is stored, and read back, as 0.0: in the ordered key encoding
+	// the two are equal and one key, and row values do the same so that
+	// replicas of every version store the same bytes.
 	DoubleValue float64 `protobuf:"fixed64,4,opt,name=double_value,json=doubleValue,oneof"`
 }
 
