@@ -92,7 +92,7 @@ func TestCheckpointsAgreeAcrossReplicas(t *testing.T) {
 	// A replica with one entry changed differs from the next checkpoint on.
 	bad := slices.Clone(log)
 	e := *bad[30]
-	b, err := Encode(&cmdpb.Envelope{Command: txn(upsert("u29", "rotten@x", 29))}, time.Unix(0, 0).Add(time.Hour))
+	b, err := Encode(&cmdpb.Envelope{Command: txn(upsert("u29", "rotten@x", 29))}, time.Unix(0, 0).Add(time.Hour), MaxCommandVersion)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,9 +23,21 @@ import (
 // touch in transactions. An envelope carries the version its command needs
 // (RequiredVersion), so a version-1 replica halts on it rather than
 // applying it without the expiry and diverging.
+//
+// Version 3 changed what a write session does, not what it can say: a
+// session keeps large results trimmed (keptForm), and a write opening a
+// session on a full table evicts the least recently seen one instead of
+// failing. Replicas that applied the same entry differently would
+// diverge, so the new rules apply to entries of version 3 only, and a
+// leader writes version 3 on session writes only once every voter applies
+// it (the feature level, Encode); until then sessions keep version 2's
+// rules on every replica.
 const (
 	CommandVersion    = 1
-	MaxCommandVersion = 2
+	MaxCommandVersion = 3
+	// sessionRulesVersion is the first version with version 3's session
+	// rules.
+	sessionRulesVersion = 3
 )
 
 // ChangeSink receives the row changes of every applied batch, in log
@@ -360,9 +372,16 @@ func (f *FSM) execute(b *store.Batch, index uint64, env *cmdpb.Envelope) *cmdpb.
 	return errResult(index, err)
 }
 
-// Encode builds the bytes of a log entry. now is the proposer's clock.
-func Encode(env *cmdpb.Envelope, now time.Time) ([]byte, error) {
+// Encode builds the bytes of a log entry. now is the proposer's clock;
+// level is the cluster's feature level (the highest version every voter
+// applies): a session write is written at version 3 once the level
+// allows, so that it gets version 3's session rules (see the versions
+// above). The caller checks RequiredVersion against the level first.
+func Encode(env *cmdpb.Envelope, now time.Time, level uint32) ([]byte, error) {
 	env.Version = max(CommandVersion, RequiredVersion(env))
+	if env.Session != nil && len(env.Session.ClientId) > 0 && level >= sessionRulesVersion {
+		env.Version = max(env.Version, sessionRulesVersion)
+	}
 	env.UnixNanos = now.UnixNano()
 	return env.MarshalVT()
 }

@@ -24,6 +24,9 @@ type harness struct {
 	index uint64
 	now   time.Time
 	log   []*raft.Log // every entry built, for replay on another replica
+	// level is the feature level entries are encoded at
+	// (MaxCommandVersion unless a test sets it).
+	level uint32
 }
 
 func newHarness(t testing.TB) *harness {
@@ -34,12 +37,12 @@ func newHarness(t testing.TB) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &harness{t: t, f: f, now: logTime0}
+	return &harness{t: t, f: f, now: logTime0, level: MaxCommandVersion}
 }
 
 func (h *harness) entry(env *cmdpb.Envelope) *raft.Log {
 	h.t.Helper()
-	b, err := Encode(env, h.now)
+	b, err := Encode(env, h.now, h.level)
 	if err != nil {
 		h.t.Fatal(err)
 	}

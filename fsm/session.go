@@ -57,9 +57,13 @@ func (f *FSM) applySession(b *store.Batch, index uint64, env *cmdpb.Envelope) *c
 	if ws.Seq == 0 {
 		return fail(pb.ReasonInvalidArgument, "session seq must be at least 1")
 	}
+	rules3 := env.Version >= sessionRulesVersion
 	s, ok := f.sessions[id]
 	if !ok {
 		if len(f.sessions) >= f.cfg.MaxSessions {
+			if !rules3 {
+				return fail(pb.ReasonSessionLimit, "%d client sessions are live, the limit; retry after idle ones expire", len(f.sessions))
+			}
 			f.evictIdlest()
 		}
 		s = &session{id: id, results: map[uint64]*cmdpb.Result{}}
@@ -88,7 +92,10 @@ func (f *FSM) applySession(b *store.Batch, index uint64, env *cmdpb.Envelope) *c
 		return fail(pb.ReasonSessionLimit, "session has %d unacknowledged writes, the limit", len(s.results))
 	}
 	r := f.execute(b, index, env)
-	kept, n := keptForm(r, s.kept)
+	kept, n := r, r.SizeVT()
+	if rules3 {
+		kept, n = keptForm(r, s.kept)
+	}
 	s.results[ws.Seq] = kept
 	s.kept += n
 	// The caller gets the whole result; only the remembered copy may be

@@ -501,3 +501,28 @@ func BenchmarkSessionEviction(b *testing.B) {
 		b.Fatalf("%d sessions, %d evicted", len(h.f.sessions), h.f.SessionsEvicted())
 	}
 }
+
+// Before every voter applies version 3 (feature level 2), session writes
+// are written at an older version and keep version 2's rules on every
+// replica: a full table refuses a new client, and a large result is kept
+// whole. A replica of either version applying these entries ends in the
+// same state.
+func TestSessionRulesFollowTheEntryVersion(t *testing.T) {
+	h := blobHarness(t, 100<<10)
+	h.level = 2
+	first := h.mustApply(&cmdpb.Envelope{Session: sess("c", 1, 1), Command: gets("big", 2)})
+	retry := h.apply(&cmdpb.Envelope{Session: sess("c", 1, 1), Command: gets("big", 2)})
+	if retry.ReplayTrimmed || retry.Revision != first.Revision || len(retry.Results[0].GetGet().GetRow().GetFields()["v"].GetBytesValue()) != 100<<10 || ResultError(retry) != nil {
+		t.Fatalf("at level 2 the session kept a trimmed copy: %v", ResultError(retry))
+	}
+	h.f.cfg.MaxSessions = 1
+	r := h.apply(&cmdpb.Envelope{Session: sess("d", 1, 1), Command: txn(putBlob("d", 8))})
+	if r.ErrorReason != pb.ReasonSessionLimit || h.f.SessionsEvicted() != 0 {
+		t.Fatalf("a new client on a full table at level 2: %q, %d evicted", r.ErrorReason, h.f.SessionsEvicted())
+	}
+	// Once the level allows, the same write evicts.
+	h.level = MaxCommandVersion
+	if r := h.apply(&cmdpb.Envelope{Session: sess("d", 1, 1), Command: txn(putBlob("d", 8))}); r.ErrorReason != "" || h.f.SessionsEvicted() != 1 {
+		t.Fatalf("a new client on a full table at level 3: %q, %d evicted", r.ErrorReason, h.f.SessionsEvicted())
+	}
+}

@@ -41,13 +41,32 @@ func TestRequiredVersionOfExpiryCommands(t *testing.T) {
 		if got := RequiredVersion(c.env); got != c.want {
 			t.Errorf("case %d: RequiredVersion = %d, want %d", i, got, c.want)
 		}
-		b, err := Encode(c.env, logTime0)
+		// At any feature level, an envelope without a session is written at
+		// the version its command needs.
+		for _, level := range []uint32{0, 2, MaxCommandVersion} {
+			b, err := Encode(c.env, logTime0, level)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var back cmdpb.Envelope
+			if err := proto.Unmarshal(b, &back); err != nil || back.Version != c.want {
+				t.Errorf("case %d at level %d: encoded version %d (%v), want %d", i, level, back.Version, err, c.want)
+			}
+		}
+	}
+	// A session write is written at version 3, for version 3's session
+	// rules, once the feature level allows, and not before.
+	ws := &pb.WriteSession{ClientId: []byte("c"), Seq: 1}
+	for _, c := range []struct {
+		level, want uint32
+	}{{0, 1}, {2, 1}, {3, 3}} {
+		b, err := Encode(&cmdpb.Envelope{Session: ws, Command: txn(upsert("a", "a@", 1))}, logTime0, c.level)
 		if err != nil {
 			t.Fatal(err)
 		}
 		var back cmdpb.Envelope
 		if err := proto.Unmarshal(b, &back); err != nil || back.Version != c.want {
-			t.Errorf("case %d: encoded version %d (%v), want %d", i, back.Version, err, c.want)
+			t.Errorf("session write at level %d: encoded version %d (%v), want %d", c.level, back.Version, err, c.want)
 		}
 	}
 }

@@ -495,7 +495,7 @@ func (n *Node) Apply(ctx context.Context, env *cmdpb.Envelope) (*cmdpb.Result, e
 	default:
 		return nil, fmt.Errorf("%w: %d writes pending", ErrOverloaded, cap(n.pending))
 	}
-	data, err := fsm.Encode(env, time.Now())
+	data, err := fsm.Encode(env, time.Now(), n.FeatureLevel())
 	if err != nil {
 		<-n.pending
 		return nil, err
