@@ -388,7 +388,14 @@ func (n *Node) Registered() bool {
 // FeatureLevel is the highest command format every voter applies: the
 // lowest MaxCommandVersion among the voters, 0 while one has not
 // registered. A command format newer than this must not be proposed.
-func (n *Node) FeatureLevel() uint32 { return n.Status().FeatureLevel }
+func (n *Node) FeatureLevel() uint32 {
+	f := n.raft.GetConfiguration() // answered from a copy, without the Raft loop
+	if f.Error() != nil {
+		return 0
+	}
+	_, level := n.voterAndLevel(f.Configuration().Servers)
+	return level
+}
 
 // voterAndLevel derives this node's suffrage and the feature level from a
 // configuration.
@@ -481,8 +488,13 @@ func (n *Node) Apply(ctx context.Context, env *cmdpb.Envelope) (*cmdpb.Result, e
 	if n.raft.State() != raft.Leader {
 		return nil, n.notLeader()
 	}
-	if v := fsm.RequiredVersion(env); v > 1 {
-		switch lvl := n.FeatureLevel(); {
+	// The feature level costs a copy of the configuration: asked only of
+	// commands whose format depends on it.
+	var lvl uint32
+	if v := fsm.RequiredVersion(env); v > 1 || env.Session != nil {
+		lvl = n.FeatureLevel()
+		switch {
+		case v <= 1: // any level applies it; the level only picks the session rules (fsm.Encode)
 		case lvl == 0:
 			return nil, fmt.Errorf("%w: this command needs command format %d and a voter has not registered its own yet; retry shortly", ErrLevelUnknown, v)
 		case v > lvl:
@@ -495,7 +507,7 @@ func (n *Node) Apply(ctx context.Context, env *cmdpb.Envelope) (*cmdpb.Result, e
 	default:
 		return nil, fmt.Errorf("%w: %d writes pending", ErrOverloaded, cap(n.pending))
 	}
-	data, err := fsm.Encode(env, time.Now(), n.FeatureLevel())
+	data, err := fsm.Encode(env, time.Now(), lvl)
 	if err != nil {
 		<-n.pending
 		return nil, err
