@@ -34,7 +34,50 @@ func buildVersion(t *testing.T, version string) string {
 // and every member ends on the new version. The longest write pause is
 // reported.
 func TestRollingUpgrade(t *testing.T) {
-	oldBin, newBin := buildVersion(t, "v1.0.0"), buildVersion(t, "v1.1.0")
+	rollingUpgrade(t, buildVersion(t, "v1.0.0"), buildVersion(t, "v1.1.0"), "v1.1.0")
+}
+
+// previousRelease is the commit of the release before the peer service
+// moved to the Raft port and the session rules of command format 3.
+const previousRelease = "c072b4525cd018a2170f0aeb8700ad7dd93b5f62"
+
+// buildCommit builds memdbd from the source at a commit of this
+// repository's history, reporting the given version.
+func buildCommit(t *testing.T, commit, version string) string {
+	t.Helper()
+	src := filepath.Join(t.TempDir(), "src")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	archive := exec.Command("sh", "-c", "git -C \"$ROOT\" archive \"$COMMIT\" | tar -x -C \"$DEST\"")
+	archive.Env = append(os.Environ(), "ROOT="+moduleRoot, "COMMIT="+commit, "DEST="+src)
+	if b, err := archive.CombinedOutput(); err != nil {
+		t.Fatalf("the source of %s is needed from this repository's history (a clone with its history): %v\n%s", commit, err, b)
+	}
+	out := filepath.Join(t.TempDir(), "memdbd-"+version)
+	cmd := exec.Command("go", "build", "-ldflags", "-X main.version="+version, "-o", out, "./cmd/memdbd")
+	cmd.Dir = src
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building %s at %s: %v\n%s", version, commit, err, b)
+	}
+	return out
+}
+
+// TestRollingUpgradeFromPreviousRelease upgrades a cluster of the
+// previous release, whose members call each other's peer service on the
+// client port, to this version, which serves it on the Raft port only:
+// while both run, each calls the other where it serves it, and no client
+// operation fails. Session writes switch to command format 3 once every
+// voter applies it.
+func TestRollingUpgradeFromPreviousRelease(t *testing.T) {
+	rollingUpgrade(t, buildCommit(t, previousRelease, "v1.0.0"), buildVersion(t, "v1.1.0"), "v1.1.0")
+}
+
+// rollingUpgrade runs a 3-node cluster on oldBin and restarts every node in
+// turn on newBin (reporting newVersion), the leader last, under a write
+// and read load.
+func rollingUpgrade(t *testing.T, oldBin, newBin, newVersion string) {
 	c := newClusterSeeded(t, 3, func(nd *node) { nd.bin = oldBin })
 	cl := c.client()
 	ctx, cancel := c.callCtx(90 * time.Second)
@@ -129,7 +172,7 @@ func TestRollingUpgrade(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if st.Version != "v1.1.0" || st.LeaderId == "" {
+			if st.Version != newVersion || st.LeaderId == "" {
 				return fmt.Errorf("version %q leader %q", st.Version, st.LeaderId)
 			}
 			return nil
@@ -160,14 +203,19 @@ func TestRollingUpgrade(t *testing.T) {
 		t.Fatalf("%d client operations failed during the rolling upgrade, first: %v", len(failures), errors.Join(failures[:min(3, len(failures))]...))
 	}
 	for i := range c.nodes {
-		if v := version(i); v != "v1.1.0" {
+		if v := version(i); v != newVersion {
 			t.Fatalf("%s reports version %q", c.nodes[i].id, v)
 		}
 	}
-	st, err := c.status(0)
-	if err != nil || st.FeatureLevel != st.MaxCommandVersion || st.FeatureLevel == 0 {
-		t.Fatalf("feature level %d, max command version %d (%v)", st.GetFeatureLevel(), st.GetMaxCommandVersion(), err)
-	}
+	// The last member re-registers its command format shortly after it
+	// serves.
+	waitFor(t, 10*time.Second, "the feature level at the new command format", func() error {
+		st, err := c.status(0)
+		if err != nil || st.FeatureLevel != st.MaxCommandVersion || st.FeatureLevel == 0 {
+			return fmt.Errorf("feature level %d, max command version %d (%v)", st.GetFeatureLevel(), st.GetMaxCommandVersion(), err)
+		}
+		return nil
+	})
 	for k := range acked {
 		gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_, err := cl.Get(gctx, "kv", client.String(k))

@@ -29,7 +29,7 @@ func (s *Server) probeLease(ctx context.Context, id string, term uint64) (node.L
 	if !ok {
 		return node.LeaseAnswer{}, fmt.Errorf("%s is not a member", id)
 	}
-	conn, err := s.peerConn(addr)
+	conn, err := s.peerTarget(id, addr)
 	if err != nil {
 		return node.LeaseAnswer{}, err
 	}

@@ -52,7 +52,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "memdb", Name: "forwarded_requests_total",
-			Help: "Requests forwarded to the leader, by kind: propose, read_index (on the read-index stream), read_index_call (one call each, to a leader without the stream).",
+			Help: "Requests forwarded to the leader, by kind: propose, read_index (on the read-index stream), read_index_call (one call each, to a leader without the stream); " +
+				"to_client_port counts peer calls sent to the client port of a member of an older version (during a rolling upgrade).",
 		}, []string{"kind"}),
 		reads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "memdb", Name: "reads_total",

@@ -138,7 +138,7 @@ func (s *Server) leaderPeerConn(ctx context.Context) (*grpc.ClientConn, string, 
 	if id == "" {
 		return nil, "", node.ErrNoLeader
 	}
-	conn, err := s.peerConn(addr)
+	conn, err := s.peerTarget(id, addr)
 	return conn, addr, err
 }
 

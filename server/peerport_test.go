@@ -13,6 +13,7 @@ import (
 	cmdpb "github.com/memdbd/memdbd/api/proto/memdb/command/v1"
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
 	"github.com/memdbd/memdbd/internal/testcluster"
+	"github.com/memdbd/memdbd/server"
 )
 
 // The peer service is not on the client port: a client can neither call
@@ -104,5 +105,88 @@ func TestPeerProposalsAreChecked(t *testing.T) {
 	}
 	if m, _ := ln.FSM().Member(ln.ID()); m.ClientAddr == "127.0.0.1:1" {
 		t.Fatal("a member re-registered the leader's client address")
+	}
+}
+
+// During a rolling upgrade from a version that served the peer service on
+// the client port: a member that registered such a version is called on
+// its client port, and members answer the peer service there only while
+// one is registered. Reflection never lists it.
+func TestPeerServiceForOlderMembers(t *testing.T) {
+	cl := testcluster.Start(t, 3, testcluster.Options{})
+	li := cl.Leader()
+	ln := cl.Members[li].Node
+	fi := (li + 1) % 3
+	fcc := dial(t, cl.Members[fi].Addr)
+	createKV(t, fcc, "kv")
+
+	// The leader registers as a member of an older command format, as an
+	// older binary would. Its own registration loop puts its real version
+	// back within half a second, so each attempt checks that the older
+	// registration is still the one in force.
+	peer := cmdpb.NewPeerServiceClient(dial(t, cl.Members[li].Addr))
+	data := pb.NewDataServiceClient(fcc)
+	var err error
+	for attempt := 0; attempt < 20; attempt++ {
+		reg := ln.RegistrationCommand()
+		reg.GetRegisterMember().MaxCommandVersion = 2
+		if res, aerr := ln.Apply(ctxT(t, 5*time.Second), reg); aerr != nil || res.ErrorReason != "" {
+			t.Fatalf("registering as an older member: %v %v", aerr, res.GetErrorMessage())
+		}
+		waitUntil(t, 5*time.Second, func() error {
+			if m, _ := cl.Members[fi].Node.FSM().Member(ln.ID()); m.MaxCommandVersion != 2 {
+				return fmt.Errorf("the follower has not applied the registration")
+			}
+			return nil
+		})
+		before := server.Forwarded(cl.Members[fi].Server, "to_client_port")
+		// Its peer service answers on its client port now, and the
+		// follower forwards there.
+		if _, err = peer.LeaseProbe(ctxT(t, time.Second), &cmdpb.LeaseProbeRequest{From: "x", Term: 1}); err != nil {
+			continue
+		}
+		if _, err = data.Upsert(ctxT(t, 5*time.Second), &pb.UpsertRequest{Table: "kv", Fields: map[string]*pb.Value{"k": str("a")}}); err != nil {
+			continue
+		}
+		if _, err = data.Get(ctxT(t, 5*time.Second), &pb.GetRequest{Table: "kv", Key: str("a")}); err != nil {
+			continue
+		}
+		m, _ := cl.Members[fi].Node.FSM().Member(ln.ID())
+		if after := server.Forwarded(cl.Members[fi].Server, "to_client_port"); after > before && m.MaxCommandVersion == 2 {
+			err = nil
+			break
+		}
+		err = fmt.Errorf("the follower did not call the older leader on its client port")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The leader registers its real version again: the client port
+	// refuses the peer service.
+	if res, err := ln.Apply(ctxT(t, 5*time.Second), ln.RegistrationCommand()); err != nil || res.ErrorReason != "" {
+		t.Fatalf("registering again: %v %v", err, res.GetErrorMessage())
+	}
+	waitUntil(t, 5*time.Second, func() error {
+		_, err := peer.LeaseProbe(ctxT(t, time.Second), &cmdpb.LeaseProbeRequest{From: "x", Term: 1})
+		if status.Code(err) != codes.Unimplemented {
+			return fmt.Errorf("LeaseProbe on the client port: %v", err)
+		}
+		return nil
+	})
+}
+
+func waitUntil(t *testing.T, d time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -26,7 +26,6 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
 	cmdpb "github.com/memdbd/memdbd/api/proto/memdb/command/v1"
@@ -250,10 +249,14 @@ func New(cfg Config, n *node.Node) (*Server, error) {
 		grpc.ChainUnaryInterceptor(s.recoverUnary, s.admitPeer),
 		grpc.ChainStreamInterceptor(s.recoverStream),
 	)
-	cmdpb.RegisterPeerServiceServer(s.peerGRPC, &peerService{s: s})
+	peer := &peerService{s: s}
+	cmdpb.RegisterPeerServiceServer(s.peerGRPC, peer)
+	// And on the client port only for members of older versions, during a
+	// rolling upgrade (legacy.go).
+	cmdpb.RegisterPeerServiceServer(s.grpc, &legacyPeerService{p: peer})
 	n.SetLeaseProber(s.probeLease)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
-	reflection.Register(s.grpc)
+	registerReflection(s.grpc)
 	if cfg.Registerer != nil {
 		grpcMetrics.InitializeMetrics(s.grpc)
 		cfg.Registerer.MustRegister(grpcMetrics, newNodeCollector(n))
@@ -414,6 +417,9 @@ func newRequestID() string {
 	return hex.EncodeToString(b[:])
 }
 
+// peerServicePrefix starts the full method names of the peer service.
+var peerServicePrefix = "/" + cmdpb.PeerService_ServiceDesc.ServiceName + "/"
+
 // admitUnary bounds every request: refused at once when cancelled or when
 // too many are in flight, given the default deadline when it has none, and
 // logged when slow. It also gives the request an id and counts refusals by
@@ -426,6 +432,11 @@ func (s *Server) admitUnary(ctx context.Context, req interface{}, info *grpc.Una
 		return nil, status.FromContextError(err).Err()
 	}
 	conn := connOf(ctx)
+	if strings.HasPrefix(info.FullMethod, peerServicePrefix) {
+		// An older member's calls during a rolling upgrade (legacy.go):
+		// all of its forwarded writes share one connection.
+		conn = nil
+	}
 	if conn != nil && s.cfg.Conn.MaxInFlight > 0 {
 		if n := conn.inflight.Add(1); n > int64(s.cfg.Conn.MaxInFlight) {
 			conn.inflight.Add(-1)
