@@ -23,11 +23,13 @@
 // replicated state: it travels in snapshots and expires idle clients by log
 // time, the maximum of the leaders' clocks carried in the entries, so every
 // replica forgets the same clients at the same index. When the table is
-// full (MaxSessions), a new client evicts the least recently seen one.
+// full (MaxSessions), a new client evicts the least recently seen one
+// (command format 3; before it, the write is refused with SESSION_LIMIT).
 //
 // What a session remembers is bounded by constants, the same on every
 // replica: a result above 64 KiB, or one that would take the session's
-// kept results beyond 4 MiB, is kept without the rows its Gets read
+// kept results beyond 4 MiB or every session's beyond 256 MiB, is kept
+// without the rows its Gets read
 // (Result.replay_trimmed). Its caller gets the whole result; a retry gets
 // OUTCOME_NOT_KEPT with the revision the write was applied at
 // (ResultError).

@@ -104,6 +104,7 @@ type FSM struct {
 	// Owned by the FSM goroutine (ApplyBatch, Snapshot, Restore).
 	sessions   map[string]*session
 	idle       idleHeap // the sessions, least recently seen first
+	keptBytes  int      // the sessions' kept bytes, summed (maxKeptTableBytes)
 	logTime    int64    // max leader clock seen, Unix nanos
 	nextExpiry int64    // log time of the next session expiry sweep
 	// evictLogAt and evictLogged: when this node last logged evictions

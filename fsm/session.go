@@ -29,6 +29,11 @@ const (
 	// Only results of failed writes and outcome-only copies, tens of bytes
 	// each and at most MaxResultsPerSession of them, can go past it.
 	maxKeptSessionBytes = 4 << 20
+	// maxKeptTableBytes bounds the same across every session, so that
+	// the session table, which every member holds in memory and writes in
+	// every snapshot, stays far below the data however many clients
+	// there are (MaxSessions times maxKeptSessionBytes would be 400 GB).
+	maxKeptTableBytes = 256 << 20
 )
 
 // session is one client's deduplication state.
@@ -73,7 +78,9 @@ func (f *FSM) applySession(b *store.Batch, index uint64, env *cmdpb.Envelope) *c
 	if ws.FirstIncompleteSeq > s.firstIncomplete {
 		for seq, r := range s.results {
 			if seq < ws.FirstIncompleteSeq {
-				s.kept -= r.SizeVT()
+				n := r.SizeVT()
+				s.kept -= n
+				f.keptBytes -= n
 				delete(s.results, seq)
 			}
 		}
@@ -94,10 +101,11 @@ func (f *FSM) applySession(b *store.Batch, index uint64, env *cmdpb.Envelope) *c
 	r := f.execute(b, index, env)
 	kept, n := r, r.SizeVT()
 	if rules3 {
-		kept, n = keptForm(r, s.kept)
+		kept, n = keptForm(r, s.kept, f.keptBytes)
 	}
 	s.results[ws.Seq] = kept
 	s.kept += n
+	f.keptBytes += n
 	// The caller gets the whole result; only the remembered copy may be
 	// trimmed.
 	return r
@@ -121,15 +129,18 @@ func checkClientID(id []byte) error {
 // alone, without op results. A result that carries an error is always r:
 // it has no op results, and a retry must fail as the first attempt did.
 //
-// The decision depends only on r and the session's kept bytes, both
-// replicated, so every replica keeps the same copy.
-func keptForm(r *cmdpb.Result, kept int) (*cmdpb.Result, int) {
+// The same holds for the bytes every session keeps, total, against
+// maxKeptTableBytes.
+//
+// The decision depends only on r and the kept bytes, all replicated, so
+// every replica keeps the same copy.
+func keptForm(r *cmdpb.Result, kept, total int) (*cmdpb.Result, int) {
 	n := r.SizeVT()
-	if r.ErrorReason != "" || fits(n, kept) {
+	if r.ErrorReason != "" || fits(n, kept, total) {
 		return r, n
 	}
 	t := withoutReadRows(r)
-	if n := t.SizeVT(); fits(n, kept) {
+	if n := t.SizeVT(); fits(n, kept, total) {
 		return t, n
 	}
 	// Why a second step: write results are small (RowMeta), but with the
@@ -140,7 +151,9 @@ func keptForm(r *cmdpb.Result, kept int) (*cmdpb.Result, int) {
 	return o, o.SizeVT()
 }
 
-func fits(n, kept int) bool { return n <= maxKeptResult && kept+n <= maxKeptSessionBytes }
+func fits(n, kept, total int) bool {
+	return n <= maxKeptResult && kept+n <= maxKeptSessionBytes && total+n <= maxKeptTableBytes
+}
 
 // withoutReadRows returns a copy of r whose Get results keep whether the
 // row was found but not the row. r is not modified: it is also the
@@ -161,7 +174,8 @@ func withoutReadRows(r *cmdpb.Result) *cmdpb.Result {
 func notKeptError(r *cmdpb.Result) *CommandError {
 	return &CommandError{Reason: pb.ReasonOutcomeNotKept, Revision: r.Revision, Message: fmt.Sprintf(
 		"the write was applied at revision %d; its read results were not kept for retries, as they exceed what "+
-			"a session keeps (%d KiB per write, %d MiB in all); read them again", r.Revision, maxKeptResult>>10, maxKeptSessionBytes>>20)}
+			"sessions keep (%d KiB per write, %d MiB per client, %d MiB for all clients); read them again",
+		r.Revision, maxKeptResult>>10, maxKeptSessionBytes>>20, maxKeptTableBytes>>20)}
 }
 
 // The idle heap orders the sessions by (lastSeen, client id), least
@@ -211,14 +225,17 @@ func (f *FSM) touchSession(s *session) {
 func (f *FSM) removeSession(s *session) {
 	heap.Remove(&f.idle, s.pos)
 	delete(f.sessions, s.id)
+	f.keptBytes -= s.kept
 }
 
 // setSessions replaces the session table (Restore) and rebuilds the heap.
 func (f *FSM) setSessions(m map[string]*session) {
 	f.sessions = m
 	f.idle = make(idleHeap, 0, len(m))
+	f.keptBytes = 0
 	for _, s := range m {
 		f.idle = append(f.idle, s)
+		f.keptBytes += s.kept
 	}
 	for i, s := range f.idle {
 		s.pos = i

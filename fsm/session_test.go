@@ -447,6 +447,13 @@ func checkIdleHeap(t *testing.T, f *FSM) {
 			t.Fatalf("heap order broken at %d", i)
 		}
 	}
+	total := 0
+	for _, s := range f.sessions {
+		total += s.kept
+	}
+	if total != f.keptBytes {
+		t.Fatalf("the table's kept bytes are %d, its sessions keep %d", f.keptBytes, total)
+	}
 }
 
 // With the session's budget all but spent, even a trimmed copy does not
@@ -456,22 +463,26 @@ func TestKeptFormOutcomeOnly(t *testing.T) {
 		{Result: &pb.OpResult_Get{Get: &pb.GetResult{Found: true, Row: &pb.Row{Fields: map[string]*pb.Value{"k": str("v")}}}}},
 		{Result: &pb.OpResult_Put{Put: &pb.RowMeta{CreateRevision: 7, ModRevision: 7, Version: 1}}},
 	}}
-	if k, n := keptForm(r, 0); k != r || n != r.SizeVT() {
+	if k, n := keptForm(r, 0, 0); k != r || n != r.SizeVT() {
 		t.Fatalf("a small result with room left: %+v", k)
 	}
-	k, n := keptForm(r, maxKeptSessionBytes-r.SizeVT()+1)
+	k, n := keptForm(r, maxKeptSessionBytes-r.SizeVT()+1, 0)
 	if !k.ReplayTrimmed || len(k.Results) != 2 || k.Results[0].GetGet().GetRow() != nil || n != k.SizeVT() {
 		t.Fatalf("a result just past the budget: %+v", k)
 	}
-	k, _ = keptForm(r, maxKeptSessionBytes)
+	k, _ = keptForm(r, maxKeptSessionBytes, 0)
 	if !k.ReplayTrimmed || len(k.Results) != 0 || k.Revision != 7 || !k.Succeeded {
 		t.Fatalf("with the budget spent: %+v", k)
 	}
 	if len(r.Results) != 2 || r.Results[0].GetGet().GetRow() == nil || r.ReplayTrimmed {
 		t.Fatal("keptForm modified the caller's result")
 	}
+	// The whole table's budget spent: trimmed too, whatever the session's.
+	if k, _ := keptForm(r, 0, maxKeptTableBytes); !k.ReplayTrimmed || len(k.Results) != 0 {
+		t.Fatalf("with the table's budget spent: %+v", k)
+	}
 	failed := &cmdpb.Result{Revision: 8, ErrorReason: pb.ReasonRowExists, ErrorMessage: "exists"}
-	if k, _ := keptForm(failed, maxKeptSessionBytes); k != failed {
+	if k, _ := keptForm(failed, maxKeptSessionBytes, maxKeptTableBytes); k != failed {
 		t.Fatalf("a failed write's result: %+v", k)
 	}
 }
