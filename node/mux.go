@@ -30,8 +30,12 @@ const http2PrefaceFirstByte = 'P'
 // Bounds on connections that have not said which protocol they speak.
 // A connection that sends nothing is closed after firstByteTimeout (with
 // TLS this includes the handshake), and at most maxUnidentified wait at
-// once: beyond that new connections are closed at once, so that silent
-// connections cannot pile up and hold file descriptors and goroutines.
+// once, so that silent connections cannot pile up and hold file
+// descriptors and goroutines. When that many wait, the one that has
+// waited longest is closed to make room, not the new one: a member's
+// connection sends its first bytes at once and leaves the queue in
+// microseconds, so a flood of silent connections pushes out only its
+// own.
 const (
 	firstByteTimeout = 10 * time.Second
 	maxUnidentified  = 256
@@ -48,8 +52,12 @@ type peerMux struct {
 	firstByte time.Duration
 	raftConns chan net.Conn
 	peer      *muxListener
-	pending   chan struct{} // a slot per connection not identified yet
 	closed    chan struct{}
+
+	// pendMu guards pending: the connections not identified yet, oldest
+	// first.
+	pendMu  sync.Mutex
+	pending []net.Conn
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 }
@@ -62,7 +70,6 @@ func newPeerMux(s *streamLayer, lg *slog.Logger, firstByte time.Duration) *peerM
 	m := &peerMux{
 		streamLayer: s, log: lg, firstByte: firstByte,
 		raftConns: make(chan net.Conn),
-		pending:   make(chan struct{}, maxUnidentified),
 		closed:    make(chan struct{}),
 	}
 	m.peer = &muxListener{m: m, conns: make(chan net.Conn), done: make(chan struct{})}
@@ -96,13 +103,7 @@ func (m *peerMux) acceptLoop() {
 			continue
 		}
 		backoff = 0
-		select {
-		case m.pending <- struct{}{}:
-		default:
-			m.log.Warn("raft port: too many connections that have not sent anything; closing a new one", "remote", c.RemoteAddr().String(), "limit", maxUnidentified)
-			_ = c.Close()
-			continue
-		}
+		m.addPending(c)
 		m.wg.Add(1)
 		go m.route(c)
 	}
@@ -115,7 +116,7 @@ func (m *peerMux) route(c net.Conn) {
 	var first [1]byte
 	_ = c.SetReadDeadline(time.Now().Add(m.firstByte))
 	_, err := io.ReadFull(c, first[:])
-	<-m.pending
+	m.removePending(c)
 	if err != nil {
 		m.log.Debug("raft port: connection closed before it sent anything", "remote", c.RemoteAddr().String(), "err", err)
 		_ = c.Close()
@@ -131,14 +132,49 @@ func (m *peerMux) route(c net.Conn) {
 	// one shutting down).
 	t := time.NewTimer(m.firstByte)
 	defer t.Stop()
+	// Only the peer side closes with its listener; Raft's stays open.
+	var peerDone <-chan struct{}
+	if first[0] == http2PrefaceFirstByte {
+		peerDone = m.peer.done
+	}
 	select {
 	case to <- pc:
 	case <-m.closed:
 		_ = c.Close()
-	case <-m.peer.done:
+	case <-peerDone:
 		_ = c.Close()
 	case <-t.C:
 		_ = c.Close()
+	}
+}
+
+// addPending queues c until its first byte, closing the connection that
+// has waited longest when maxUnidentified wait already.
+func (m *peerMux) addPending(c net.Conn) {
+	m.pendMu.Lock()
+	var oldest net.Conn
+	if len(m.pending) >= maxUnidentified {
+		oldest = m.pending[0]
+		m.pending = m.pending[1:]
+	}
+	m.pending = append(m.pending, c)
+	m.pendMu.Unlock()
+	if oldest != nil {
+		m.log.Warn("raft port: too many connections that have not sent anything; closing the oldest",
+			"remote", oldest.RemoteAddr().String(), "limit", maxUnidentified)
+		_ = oldest.Close() // its route goroutine's read fails and ends it
+	}
+}
+
+// removePending drops c from the queue, if it is still there.
+func (m *peerMux) removePending(c net.Conn) {
+	m.pendMu.Lock()
+	defer m.pendMu.Unlock()
+	for i, p := range m.pending {
+		if p == c {
+			m.pending = append(m.pending[:i], m.pending[i+1:]...)
+			return
+		}
 	}
 }
 

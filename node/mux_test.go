@@ -81,3 +81,58 @@ func TestPeerMuxRoutesAndTimesOut(t *testing.T) {
 		t.Fatalf("silent connection closed after %v", d)
 	}
 }
+
+// A flood of silent connections pushes out only its own: a Raft
+// connection that arrives behind more than maxUnidentified of them is
+// still served, and so after the peer listener closed.
+func TestPeerMuxSurvivesSilentFlood(t *testing.T) {
+	sl, err := newStreamLayer("127.0.0.1:0", nil, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newPeerMux(sl, slog.New(slog.DiscardHandler), 10*time.Second)
+	defer m.Close()
+	addr := sl.Addr().String()
+	for range maxUnidentified + 44 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	_ = m.peer.Close()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("\x01vote")); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		rc, err := m.Accept()
+		if err == nil {
+			b := make([]byte, 5)
+			_, err = io.ReadFull(rc, b)
+			if err == nil && string(b) != "\x01vote" {
+				err = errors.New("read " + string(b))
+			}
+		}
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a Raft connection behind a flood of silent ones was not served")
+	}
+	m.pendMu.Lock()
+	n := len(m.pending)
+	m.pendMu.Unlock()
+	if n > maxUnidentified {
+		t.Fatalf("%d connections waiting, limit %d", n, maxUnidentified)
+	}
+}
