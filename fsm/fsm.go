@@ -24,21 +24,32 @@ import (
 // (RequiredVersion), so a version-1 replica halts on it rather than
 // applying it without the expiry and diverging.
 //
-// Version 3 changed what a write session does, not what it can say: a
-// session keeps large results trimmed (keptForm), and a write opening a
-// session on a full table evicts the least recently seen one instead of
-// failing. Replicas that applied the same entry differently would
-// diverge, so the new rules apply to entries of version 3 only, and a
-// leader writes version 3 on session writes only once every voter applies
-// it (the feature level, Encode); until then sessions keep version 2's
-// rules on every replica.
+// Version 3 changed what a write session does and what a transaction
+// answers, not what either can say: a session keeps large results trimmed
+// (keptForm), a write opening a session on a full table evicts the least
+// recently seen one instead of failing, and a transaction whose Gets read
+// more than maxTxnReadBytes answers without the rows (execute). Replicas
+// that applied the same entry differently would diverge, so the new rules
+// apply to entries of version 3 only, and a leader writes version 3 on
+// transactions and session writes only once every member applies it (the
+// feature level, Encode); until then they keep version 2's rules on every
+// replica.
 const (
 	CommandVersion    = 1
 	MaxCommandVersion = 3
 	// sessionRulesVersion is the first version with version 3's session
-	// rules.
+	// and transaction rules.
 	sessionRulesVersion = 3
 )
+
+// maxTxnReadBytes bounds the row data a transaction's Get operations
+// return, from version 3 on. Every replica builds a transaction's result,
+// and the edge's estimate (server) races with other writes: without this
+// bound, 128 Gets of rows grown to 8 MiB just before the apply would make
+// every member build a 1 GiB answer. Twice the edge's default response
+// limit, so that the edge, which refuses before anything is applied,
+// decides in all but that race.
+const maxTxnReadBytes = 128 << 20
 
 // ChangeSink receives the row changes of every applied batch, in log
 // order, on the state machine's goroutine. It must not block: it runs on
@@ -314,6 +325,23 @@ func (f *FSM) execute(b *store.Batch, index uint64, env *cmdpb.Envelope) *cmdpb.
 		}
 		res.Succeeded = tr.Succeeded
 		res.Results = make([]*pb.OpResult, len(tr.Results))
+		if n := readBytes(tr.Results); n > maxTxnReadBytes && env.Version >= sessionRulesVersion {
+			// Applied, but answered without the rows (before converting
+			// them): the caller gets OUTCOME_NOT_KEPT with this message.
+			for i, r := range tr.Results {
+				if r.Kind == store.OpGet {
+					r.Row = store.Row{}
+				}
+				res.Results[i] = convert.OpResultToPB(r)
+				if g := res.Results[i].GetGet(); g != nil {
+					g.Row = nil
+				}
+			}
+			res.ReplayTrimmed = true
+			res.ErrorMessage = fmt.Sprintf("the transaction was applied at revision %d, but the rows its Get operations read, %d bytes, are over the %d a transaction returns; read them with Get or BatchGet",
+				index, n, maxTxnReadBytes)
+			return res
+		}
 		for i, r := range tr.Results {
 			res.Results[i] = convert.OpResultToPB(r)
 		}
@@ -373,6 +401,24 @@ func (f *FSM) execute(b *store.Batch, index uint64, env *cmdpb.Envelope) *cmdpb.
 	return errResult(index, err)
 }
 
+// readBytes is the row data of the Get results: the bytes of their
+// values and field names, which converting them copies.
+func readBytes(rs []store.OpResult) int {
+	n := 0
+	for _, r := range rs {
+		if r.Kind != store.OpGet || !r.Found {
+			continue
+		}
+		for _, f := range r.Row.Fields {
+			n += len(f.Name) + 16
+			if k := f.Value.Kind(); k == store.KindString || k == store.KindBytes {
+				n += len(f.Value.AsString())
+			}
+		}
+	}
+	return n
+}
+
 // Encode builds the bytes of a log entry. now is the proposer's clock;
 // level is the cluster's feature level (the highest version every voter
 // applies): a session write is written at version 3 once the level
@@ -380,7 +426,8 @@ func (f *FSM) execute(b *store.Batch, index uint64, env *cmdpb.Envelope) *cmdpb.
 // above). The caller checks RequiredVersion against the level first.
 func Encode(env *cmdpb.Envelope, now time.Time, level uint32) ([]byte, error) {
 	env.Version = max(CommandVersion, RequiredVersion(env))
-	if env.Session != nil && len(env.Session.ClientId) > 0 && level >= sessionRulesVersion {
+	_, isTxn := env.Command.(*cmdpb.Envelope_Txn)
+	if (isTxn || env.Session != nil && len(env.Session.ClientId) > 0) && level >= sessionRulesVersion {
 		env.Version = max(env.Version, sessionRulesVersion)
 	}
 	env.UnixNanos = now.UnixNano()

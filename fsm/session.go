@@ -171,7 +171,12 @@ func withoutReadRows(r *cmdpb.Result) *cmdpb.Result {
 }
 
 // notKeptError is the error a retry answered from a trimmed result gets.
+// A result that says itself why it has no rows (execute: a transaction
+// that read too much) gives that reason.
 func notKeptError(r *cmdpb.Result) *CommandError {
+	if r.ErrorMessage != "" {
+		return &CommandError{Reason: pb.ReasonOutcomeNotKept, Revision: r.Revision, Message: r.ErrorMessage}
+	}
 	return &CommandError{Reason: pb.ReasonOutcomeNotKept, Revision: r.Revision, Message: fmt.Sprintf(
 		"the write was applied at revision %d; its read results were not kept for retries, as they exceed what "+
 			"sessions keep (%d KiB per write, %d MiB per client, %d MiB for all clients); read them again",

@@ -537,3 +537,37 @@ func TestSessionRulesFollowTheEntryVersion(t *testing.T) {
 		t.Fatalf("a new client on a full table at level 3: %q, %d evicted", r.ErrorReason, h.f.SessionsEvicted())
 	}
 }
+
+// From version 3 on, a transaction whose Gets read more than
+// maxTxnReadBytes is applied and answered without the rows, on every
+// replica alike, before any row is converted: the caller, and a retry,
+// get OUTCOME_NOT_KEPT naming the revision.
+func TestTxnReadingTooMuchAnswersWithoutRows(t *testing.T) {
+	const rowBytes = 7 << 20
+	h := blobHarness(t, rowBytes)
+	n := maxTxnReadBytes/rowBytes + 1
+	r := h.apply(&cmdpb.Envelope{Session: sess("c", 1, 1), Command: gets("big", n)})
+	var ce *CommandError
+	if err := ResultError(r); !errors.As(err, &ce) || ce.Reason != pb.ReasonOutcomeNotKept || ce.Revision != r.Revision ||
+		!strings.Contains(ce.Message, fmt.Sprintf("applied at revision %d", r.Revision)) {
+		t.Fatalf("a transaction reading %d MiB: %v", n*rowBytes>>20, err)
+	}
+	for i, op := range r.Results[:n] {
+		if g := op.GetGet(); g == nil || !g.Found || g.Row != nil {
+			t.Fatalf("Get %d: %v, want found without the row", i, op)
+		}
+	}
+	// The write in it was applied.
+	if row, ok, _ := h.f.Store().View().Get("blobs", store.String("small")); !ok || row.ModRevision != r.Revision {
+		t.Fatalf("the transaction's upsert: found %v at %d, want revision %d", ok, row.ModRevision, r.Revision)
+	}
+	retry := h.apply(&cmdpb.Envelope{Session: sess("c", 1, 1), Command: gets("big", n)})
+	if err := ResultError(retry); !errors.As(err, &ce) || ce.Reason != pb.ReasonOutcomeNotKept || ce.Revision != r.Revision {
+		t.Fatalf("the retry: %v", err)
+	}
+	// One Get fewer than the bound allows is answered whole.
+	ok := h.apply(&cmdpb.Envelope{Session: sess("c", 2, 2), Command: gets("big", n-2)})
+	if err := ResultError(ok); err != nil || len(ok.Results[0].GetGet().GetRow().GetFields()["v"].GetBytesValue()) != rowBytes {
+		t.Fatalf("a transaction under the bound: %v", err)
+	}
+}

@@ -41,16 +41,22 @@ func TestRequiredVersionOfExpiryCommands(t *testing.T) {
 		if got := RequiredVersion(c.env); got != c.want {
 			t.Errorf("case %d: RequiredVersion = %d, want %d", i, got, c.want)
 		}
-		// At any feature level, an envelope without a session is written at
-		// the version its command needs.
+		// Below feature level 3, an envelope without a session is written
+		// at the version its command needs; from level 3 on, transactions
+		// are written at version 3, for its rules (maxTxnReadBytes).
+		_, isTxn := c.env.Command.(*cmdpb.Envelope_Txn)
 		for _, level := range []uint32{0, 2, MaxCommandVersion} {
 			b, err := Encode(c.env, logTime0, level)
 			if err != nil {
 				t.Fatal(err)
 			}
+			want := c.want
+			if isTxn && level >= 3 {
+				want = 3
+			}
 			var back cmdpb.Envelope
-			if err := proto.Unmarshal(b, &back); err != nil || back.Version != c.want {
-				t.Errorf("case %d at level %d: encoded version %d (%v), want %d", i, level, back.Version, err, c.want)
+			if err := proto.Unmarshal(b, &back); err != nil || back.Version != want {
+				t.Errorf("case %d at level %d: encoded version %d (%v), want %d", i, level, back.Version, err, want)
 			}
 		}
 	}

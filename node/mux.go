@@ -56,8 +56,8 @@ type peerMux struct {
 
 	// pendMu guards pending: the connections not identified yet, oldest
 	// first.
-	pendMu  sync.Mutex
-	pending []net.Conn
+	pendMu    sync.Mutex
+	pending   []net.Conn
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 }

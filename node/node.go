@@ -385,9 +385,13 @@ func (n *Node) Registered() bool {
 	return ok && m.ClientAddr == n.cfg.ClientAdvertise && m.Version == n.cfg.Version && m.MaxCommandVersion == fsm.MaxCommandVersion
 }
 
-// FeatureLevel is the highest command format every voter applies: the
-// lowest MaxCommandVersion among the voters, 0 while one has not
-// registered. A command format newer than this must not be proposed.
+// FeatureLevel is the highest command format every member applies: the
+// lowest MaxCommandVersion among the voters and the registered non-voters,
+// 0 while a voter has not registered. A command format newer than this
+// must not be proposed. Non-voters count once registered, so that a read
+// replica left on an older version is not halted by the newer format;
+// one that has not registered yet (it just joined) does not hold the
+// level back.
 func (n *Node) FeatureLevel() uint32 {
 	f := n.raft.GetConfiguration() // answered from a copy, without the Raft loop
 	if f.Error() != nil {
@@ -405,11 +409,9 @@ func (n *Node) voterAndLevel(servers []raft.Server) (voter bool, level uint32) {
 		if string(s.ID) == n.cfg.ID {
 			voter = s.Suffrage == raft.Voter
 		}
-		if s.Suffrage != raft.Voter {
-			continue
-		}
 		m, ok := n.fsm.Member(string(s.ID))
 		switch {
+		case !ok && s.Suffrage != raft.Voter: // a non-voter not registered yet
 		case !ok:
 			level, first = 0, false
 		case first || m.MaxCommandVersion < level:

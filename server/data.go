@@ -76,25 +76,62 @@ const (
 )
 
 // txnResponseBytes estimates the size of a Txn's response from the rows
-// its Get operations read in v now: the larger of its two branches,
-// since which runs is known only when it is applied.
+// its Get operations read: the larger of its two branches, since which
+// runs is known only when it is applied. A Get reads the row as the
+// branch's earlier operations left it (an insert or upsert writes the
+// fields it gives; an update adds its fields to the row; a delete leaves
+// none), otherwise the row in v now.
 func txnResponseBytes(v *store.View, txn store.Txn) int {
+	type rowID struct {
+		table string
+		key   store.Value
+	}
 	branch := func(ops []store.Op) int {
 		n := 0
-		for _, op := range ops {
-			n += txnResultFraming
-			if op.Kind != store.OpGet {
-				continue
+		written := map[rowID]int{} // row sizes after the branch's writes so far
+		current := func(id rowID) int {
+			if size, ok := written[id]; ok {
+				return size
 			}
 			// An error (no such table, a key of the wrong type) fails
 			// CheckTxn, which runs first.
-			if row, ok, err := v.Get(op.Table, op.Key); err == nil && ok {
-				n += sizeRowFields(row)
+			if row, ok, err := v.Get(id.table, id.key); err == nil && ok {
+				return sizeRowFields(row)
+			}
+			return 0
+		}
+		for _, op := range ops {
+			n += txnResultFraming
+			switch op.Kind {
+			case store.OpGet:
+				n += current(rowID{op.Table, op.Key})
+			case store.OpInsert, store.OpUpsert:
+				if info, err := v.Table(op.Table); err == nil {
+					for _, f := range op.Fields {
+						if f.Name == info.Schema.PrimaryKey {
+							written[rowID{op.Table, f.Value}] = sizeFields(op.Fields)
+						}
+					}
+				}
+			case store.OpUpdate:
+				id := rowID{op.Table, op.Key}
+				written[id] = current(id) + sizeFields(op.Fields)
+			case store.OpDelete:
+				written[rowID{op.Table, op.Key}] = 0
 			}
 		}
 		return n
 	}
 	return txnHeaderFraming + max(branch(txn.Then), branch(txn.Else))
+}
+
+// sizeFields is the encoded size of fields in a row.
+func sizeFields(fs []store.Field) int {
+	n := 0
+	for _, f := range fs {
+		n += sizeEntry(f.Name, f.Value)
+	}
+	return n
 }
 
 // hasGets reports whether txn reads rows: a Get in either branch.
