@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -37,12 +38,16 @@ import (
 // service on their Raft port.
 const peerOnRaftPort = 3
 
-// legacyMembers reports whether a registered member serves the peer
-// service on its client port only.
+// legacyMembers reports whether a member of the Raft configuration
+// registered a version that serves the peer service on its client port
+// only. Registrations of members since removed do not count, so the
+// window closes with the upgrade or the removal of the last such member.
 func (s *Server) legacyMembers() bool {
 	for _, m := range s.node.FSM().Members() {
 		if m.MaxCommandVersion > 0 && m.MaxCommandVersion < peerOnRaftPort {
-			return true
+			if _, member := s.node.PeerAddr(m.ID); member {
+				return true
+			}
 		}
 	}
 	return false
@@ -79,6 +84,16 @@ func (l *legacyPeerService) open() bool { return l.p.s.legacyMembers() }
 func (l *legacyPeerService) Propose(ctx context.Context, req *cmdpb.ProposeRequest) (*cmdpb.ProposeResponse, error) {
 	if !l.open() {
 		return nil, errPeerNotHere
+	}
+	if r := req.GetEnvelope().GetRegisterMember(); r != nil {
+		// The client port identifies no caller: a registration through it
+		// may only repeat what a member registered, so that nobody can
+		// point the others at an address of their choosing or pretend a
+		// member is older to keep this window open.
+		cur, ok := l.p.s.node.FSM().Member(r.NodeId)
+		if ok && (r.ClientAddr != cur.ClientAddr || r.RaftAddr != cur.RaftAddr || r.MaxCommandVersion < cur.MaxCommandVersion) {
+			return nil, toStatus(fmt.Errorf("%w: a registration through the client port may not change a member's addresses or lower its command format", errInvalid))
+		}
 	}
 	return l.p.Propose(ctx, req)
 }

@@ -162,6 +162,33 @@ func TestPeerServiceForOlderMembers(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// While it is open, nobody on the client port can re-point a member
+	// or pretend it is older.
+	for _, forged := range []*cmdpb.RegisterMember{
+		{NodeId: cl.Members[fi].NodeCfg.ID, ClientAddr: "127.0.0.1:1", RaftAddr: cl.Members[fi].NodeCfg.RaftBind, MaxCommandVersion: 3},
+		{NodeId: cl.Members[fi].NodeCfg.ID, ClientAddr: cl.Members[fi].Addr, RaftAddr: cl.Members[fi].NodeCfg.RaftBind, MaxCommandVersion: 2},
+	} {
+		err = nil
+		for attempt := 0; attempt < 20; attempt++ {
+			reg := ln.RegistrationCommand()
+			reg.GetRegisterMember().MaxCommandVersion = 2
+			if res, aerr := ln.Apply(ctxT(t, 5*time.Second), reg); aerr != nil || res.ErrorReason != "" {
+				t.Fatalf("registering as an older member: %v %v", aerr, res.GetErrorMessage())
+			}
+			_, err = peer.Propose(ctxT(t, 5*time.Second), &cmdpb.ProposeRequest{From: forged.NodeId,
+				Envelope: &cmdpb.Envelope{Command: &cmdpb.Envelope_RegisterMember{RegisterMember: forged}}})
+			if status.Code(err) != codes.Unimplemented { // the window was open
+				break
+			}
+		}
+		if status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("a forged registration %v through the client port: %v", forged, err)
+		}
+		if m, _ := cl.Members[fi].Node.FSM().Member(forged.NodeId); m.ClientAddr != cl.Members[fi].Addr || m.MaxCommandVersion != 3 {
+			t.Fatalf("the forged registration took effect: %+v", m)
+		}
+	}
+
 	// The leader registers its real version again: the client port
 	// refuses the peer service.
 	if res, err := ln.Apply(ctxT(t, 5*time.Second), ln.RegistrationCommand()); err != nil || res.ErrorReason != "" {
