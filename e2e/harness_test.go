@@ -170,6 +170,13 @@ type node struct {
 	starts  int
 }
 
+// pid is the process id of the running node.
+func (n *node) pid() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cmd.Process.Pid
+}
+
 func (n *node) running() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()

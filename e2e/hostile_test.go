@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,7 @@ import (
 
 	cmdpb "github.com/memdbd/memdbd/api/proto/memdb/command/v1"
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
+	"github.com/memdbd/memdbd/client"
 )
 
 // The hostile-client battery: what a stranger on the network or one
@@ -58,6 +60,13 @@ func TestHostileClients(t *testing.T) {
 	defer cancel()
 	data := c.data(f)
 	if _, err := data.Upsert(ctx, &pb.UpsertRequest{Table: "items", Fields: map[string]*pb.Value{"k": pbString("a")}}); err != nil {
+		t.Fatal(err)
+	}
+	// One row of 1 MiB, for the requests that multiply it.
+	c.createTable(cl, client.TableSchema{Name: "blobs", PrimaryKey: "k", Fields: []client.FieldSchema{
+		{Name: "k", Type: client.TypeString}, {Name: "v", Type: client.TypeBytes}}})
+	if _, err := data.Upsert(ctx, &pb.UpsertRequest{Table: "blobs", Fields: map[string]*pb.Value{"k": pbString("big"),
+		"v": {Kind: &pb.Value_BytesValue{BytesValue: make([]byte, 1<<20)}}}}); err != nil {
 		t.Fatal(err)
 	}
 	rev0, hash0 := c.waitConverged(10 * time.Second)
@@ -224,6 +233,125 @@ func TestHostileClients(t *testing.T) {
 		}
 	})
 
+	t.Run("a small request cannot ask for a huge answer", func(t *testing.T) {
+		rss0 := rssBytes(t, c.nodes[f].pid())
+		keys := make([]*pb.Value, 1000)
+		for i := range keys {
+			keys[i] = pbString("big")
+		}
+		start := time.Now()
+		_, err := data.BatchGet(ctx, &pb.BatchGetRequest{Table: "blobs", Keys: keys})
+		checkCode(t, "BatchGet of one 1 MiB row 1000 times", err, codes.ResourceExhausted, pb.ReasonResponseTooLarge)
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("the refusal took %v", d)
+		}
+		gets := make([]*pb.Op, 128)
+		for i := range gets {
+			gets[i] = &pb.Op{Op: &pb.Op_Get{Get: &pb.GetOp{Table: "blobs", Key: pbString("big")}}}
+		}
+		_, err = data.Txn(ctx, &pb.TxnRequest{Then: gets})
+		checkCode(t, "Txn of 128 Gets of a 1 MiB row", err, codes.ResourceExhausted, pb.ReasonResponseTooLarge)
+		if grown := rssBytes(t, c.nodes[f].pid()) - rss0; grown > 256<<20 {
+			t.Fatalf("the member grew by %d MiB answering them", grown>>20)
+		}
+	})
+
+	t.Run("reads of a revision that will not come fail fast", func(t *testing.T) {
+		flood := pb.NewDataServiceClient(dialRaw(t, c.nodes[f].clientAddr))
+		var wg sync.WaitGroup
+		var slowest atomic.Int64
+		for range 1000 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				start := time.Now()
+				_, err := flood.Get(ctx, &pb.GetRequest{Table: "items", Key: pbString("a"), Read: staleAt(1<<64 - 1)})
+				if c := status.Code(err); c != codes.OutOfRange && c != codes.ResourceExhausted {
+					t.Errorf("a read of revision 2^64-1: %v", err)
+				}
+				if d := int64(time.Since(start)); d > slowest.Load() {
+					slowest.Store(d)
+				}
+			}()
+		}
+		other := pb.NewDataServiceClient(dialRaw(t, c.nodes[f].clientAddr))
+		if _, err := other.Upsert(ctx, &pb.UpsertRequest{Table: "items", Fields: map[string]*pb.Value{"k": pbString("a")}}); err != nil {
+			t.Errorf("a write during the flood: %v", err)
+		}
+		if _, err := other.Get(ctx, &pb.GetRequest{Table: "items", Key: pbString("a")}); err != nil {
+			t.Errorf("a read during the flood: %v", err)
+		}
+		wg.Wait()
+		if d := time.Duration(slowest.Load()); d > 3*time.Second {
+			t.Fatalf("a read of revision 2^64-1 was answered after %v", d)
+		}
+	})
+
+	t.Run("small refusals", func(t *testing.T) {
+		_, err := data.Txn(ctx, &pb.TxnRequest{})
+		checkCode(t, "an empty Txn", err, codes.InvalidArgument, pb.ReasonInvalidArgument)
+		_, err = data.BatchGet(ctx, &pb.BatchGetRequest{Table: "nope", Keys: []*pb.Value{pbString("a")}})
+		checkCode(t, "BatchGet on a missing table", err, codes.NotFound, pb.ReasonTableNotFound)
+		_, err = data.BatchGet(ctx, &pb.BatchGetRequest{Table: "nope"})
+		checkCode(t, "BatchGet of no keys on a missing table", err, codes.NotFound, pb.ReasonTableNotFound)
+		first, err := data.Scan(ctx, &pb.ScanRequest{Table: "items", Limit: 1})
+		if err != nil || len(first.NextPageToken) == 0 {
+			t.Fatalf("first page: %v", err)
+		}
+		forged := append([]byte(nil), first.NextPageToken...)
+		forged[len(forged)/2] ^= 1
+		_, err = data.Scan(ctx, &pb.ScanRequest{Table: "items", Limit: 1, PageToken: forged})
+		checkCode(t, "an altered page token", err, codes.InvalidArgument, pb.ReasonInvalidArgument)
+	})
+
+	t.Run("one connection's scans cannot expire another's", func(t *testing.T) {
+		greedy := pb.NewDataServiceClient(dialRaw(t, c.nodes[f].clientAddr))
+		honest := pb.NewDataServiceClient(dialRaw(t, c.nodes[f].clientAddr))
+		first, err := honest.Scan(ctx, &pb.ScanRequest{Table: "items", Limit: 1})
+		if err != nil || len(first.NextPageToken) == 0 {
+			t.Fatalf("first page: %v", err)
+		}
+		for i := range 300 {
+			if _, err := greedy.Scan(ctx, &pb.ScanRequest{Table: "items", Limit: 1}); err != nil {
+				t.Fatalf("greedy scan %d: %v", i, err)
+			}
+		}
+		if _, err := honest.Scan(ctx, &pb.ScanRequest{Table: "items", Limit: 1, PageToken: first.NextPageToken}); err != nil {
+			t.Fatalf("the second page after another connection's 300 scans: %v", err)
+		}
+	})
+
+	t.Run("state hash callers share a budget", func(t *testing.T) {
+		var wg sync.WaitGroup
+		var served, refused atomic.Int64
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cs := pb.NewClusterServiceClient(dialRaw(t, c.nodes[f].clientAddr))
+				for range 20 {
+					start := time.Now()
+					_, err := cs.Status(ctx, &pb.StatusRequest{IncludeStateHash: true})
+					switch {
+					case err == nil:
+						served.Add(1)
+					case status.Code(err) == codes.ResourceExhausted && errorReason(err) == pb.ReasonOverloaded:
+						refused.Add(1)
+					default:
+						t.Errorf("Status with the state hash: %v", err)
+					}
+					if d := time.Since(start); d > 2*time.Second {
+						t.Errorf("Status with the state hash took %v", d)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if served.Load() == 0 {
+			t.Fatalf("no state hash served (%d refused)", refused.Load())
+		}
+	})
+
 	// Nothing refused reached the log: the only changes since rev0 are
 	// the legitimate writes above (8 session upserts of one row and the
 	// honest one), so the row set is unchanged apart from "s".
@@ -242,4 +370,24 @@ func TestHostileClients(t *testing.T) {
 	if got := strings.Join(keys, ","); got != "a,s" {
 		t.Fatalf("rows after the battery: %s, want a,s", got)
 	}
+}
+
+// rssBytes is the resident memory of process pid.
+func rssBytes(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb int64
+			if _, err := fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), &kb); err != nil {
+				t.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatalf("no VmRSS in /proc/%d/status", pid)
+	return 0
 }
