@@ -547,7 +547,13 @@ func (s *Server) registerLoop() {
 			err = fsm.ResultError(res)
 		}
 		if err != nil {
-			s.log.Warn("registering this node with the cluster failed; will retry", "err", err)
+			if status.Code(err) == codes.InvalidArgument {
+				// The leader refused it (peer.go, checkProposal): it will
+				// not pass by itself.
+				s.log.Error("the leader refused this node's registration; will retry, but check --raft-advertise and --node-id against the cluster's configuration", "err", err)
+			} else {
+				s.log.Warn("registering this node with the cluster failed; will retry", "err", err)
+			}
 			var ce *fsm.CommandError
 			if errors.As(err, &ce) && ce.Reason == pb.ReasonInvalidArgument {
 				s.fatal <- fmt.Errorf("the cluster refused this node's registration: %w", err)
