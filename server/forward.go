@@ -27,6 +27,10 @@ const mdForwardedBy = "x-memdb-forwarded-by"
 type forwarder struct {
 	self string
 	opts []grpc.DialOption
+	// scheme prefixes the address to make the dial target (peers: the
+	// passthrough resolver); conns are keyed by the address alone, so a
+	// lookup builds no string.
+	scheme string
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -65,8 +69,9 @@ func (f *forwarder) conn(addr string) (*grpc.ClientConn, error) {
 	// what a member answers is bounded by its own response limits, and a
 	// forwarded write's answer refused here, after the leader applied it,
 	// would reach the client as a failure of a write that happened.
+	target := f.scheme + addr
 	opts := append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.ForceCodecV2(codec.New()), grpc.MaxCallRecvMsgSize(math.MaxInt32))}, f.opts...)
-	c, err := grpc.NewClient(addr, opts...)
+	c, err := grpc.NewClient(target, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to %s: %w", addr, err)
 	}

@@ -3,8 +3,11 @@ package server
 import (
 	"context"
 	"errors"
+	"net"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/peer"
 
 	"github.com/memdbd/memdbd/store"
 )
@@ -89,7 +92,8 @@ func views(t *testing.T, n int) []*store.View {
 }
 
 func connCtx() context.Context {
-	return context.WithValue(context.Background(), connKey{}, &connState{})
+	addr := &connAddr{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}, state: &connState{}}
+	return peer.NewContext(context.Background(), &peer.Peer{Addr: addr})
 }
 
 // One caller keeps at most its share of pins, losing its own least

@@ -147,7 +147,7 @@ func (s *Server) leaderPeerConn(ctx context.Context) (*grpc.ClientConn, string, 
 // given, so that with TLS the certificate is checked against the name the
 // member advertises, as Raft's own dials do.
 func (s *Server) peerConn(raftAddr string) (*grpc.ClientConn, error) {
-	return s.peerFwd.conn("passthrough:///" + raftAddr)
+	return s.peerFwd.conn(raftAddr)
 }
 
 // leaderConnAddr is leaderConn, with the leader's client address.

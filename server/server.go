@@ -211,6 +211,7 @@ func New(cfg Config, n *node.Node) (*Server, error) {
 		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return n.DialPeer(ctx, addr) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithConnectParams(peerConnectParams))
+	s.peerFwd.scheme = "passthrough:///"
 	s.stopping, s.stopStream = context.WithCancel(context.Background())
 	s.peers, s.closePeers = context.WithCancel(context.Background())
 	s.live.Store(&liveSettings{limits: cfg.Limits, defaultTimeout: cfg.DefaultTimeout})
@@ -228,7 +229,6 @@ func New(cfg Config, n *node.Node) (*Server, error) {
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxRequestBytes),
 		grpc.NumStreamWorkers(uint32(cfg.StreamWorkers)),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
-		grpc.StatsHandler(connTagger{}),
 		// The proto codec, plus a pass-through for watch events that are
 		// already in wire form (watchwire.go).
 		grpc.ForceServerCodecV2(newRawCodec()),
@@ -310,7 +310,8 @@ func (s *Server) Reload(l Limits, defaultTimeout time.Duration) error {
 func (s *Server) Fatal() <-chan error { return s.fatal }
 
 // Serve accepts connections on l until Stop.
-func (s *Server) Serve(l net.Listener) error { return s.grpc.Serve(l) }
+// Each connection's state rides on its remote address (conn.go).
+func (s *Server) Serve(l net.Listener) error { return s.grpc.Serve(connListener{l}) }
 
 // Stop drains in-flight requests (bounded by ctx), then closes everything.
 func (s *Server) Stop(ctx context.Context) {
