@@ -122,6 +122,11 @@ func run(ctx context.Context, c *config, reparse func() (*config, error)) error 
 	if err != nil {
 		return err
 	}
+	// Ports other machines reach need protection, or --insecure
+	// (exposure.go).
+	if err := c.checkExposure(lg); err != nil {
+		return err
+	}
 	ncfg, err := c.nodeConfig(version)
 	if err != nil {
 		return err
