@@ -43,6 +43,7 @@ var subcommands = map[string]func(args []string, stdout, stderr io.Writer) int{
 	"backup":   cmdBackup,
 	"restore":  cmdRestore,
 	"watch":    cmdWatch,
+	"cert":     cmdCert,
 	"version": func(_ []string, stdout, _ io.Writer) int {
 		fmt.Fprintln(stdout, version)
 		return 0
