@@ -116,6 +116,20 @@ func TestSecureClusterWithMadeCertificates(t *testing.T) {
 	if _, err := c.data(fi).Upsert(ctx, &pb.UpsertRequest{Table: "kv", Fields: map[string]*pb.Value{"k": pbString("a")}}); err != nil {
 		t.Fatalf("write through a follower: %v", err)
 	}
+	// The schema change is in the follower's audit log under the client
+	// certificate's name.
+	waitFor(t, 5*time.Second, "the audit record of the table's creation", func() error {
+		b, err := os.ReadFile(c.nodes[fi].logPath)
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, "log=audit") && strings.Contains(line, "CreateTable") && strings.Contains(line, "identity=app") {
+				return nil
+			}
+		}
+		return fmt.Errorf("not in %s's log", c.nodes[fi].id)
+	})
 	if g, err := c.data(fi).Get(ctx, &pb.GetRequest{Table: "kv", Key: pbString("a")}); err != nil || !g.Found {
 		t.Fatalf("linearizable read through a follower: %v", err)
 	}

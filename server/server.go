@@ -148,12 +148,14 @@ func (c Config) Validate() error {
 // Server is memdbd's gRPC front end: the v1 API, the peer service,
 // reflection and health, over one node.
 type Server struct {
-	cfg    Config
-	node   *node.Node
-	log    *slog.Logger
-	grpc   *grpc.Server
-	health *health.Server
-	fwd    *forwarder
+	cfg  Config
+	node *node.Node
+	log  *slog.Logger
+	// auditLog records control-plane calls (audit.go).
+	auditLog *slog.Logger
+	grpc     *grpc.Server
+	health   *health.Server
+	fwd      *forwarder
 	// peerGRPC serves the peer service on the node's Raft port
 	// (node.PeerListener); peerFwd calls other members' peer services.
 	peerGRPC *grpc.Server
@@ -201,7 +203,7 @@ func New(cfg Config, n *node.Node) (*Server, error) {
 		lg = slog.Default()
 	}
 	s := &Server{
-		cfg: cfg, node: n, log: lg, health: health.NewServer(), fwd: newForwarder(cfg.NodeID, cfg.PeerTLS),
+		cfg: cfg, node: n, log: lg, auditLog: newAuditLogger(lg), health: health.NewServer(), fwd: newForwarder(cfg.NodeID, cfg.PeerTLS),
 		pages: newPageCache(cfg.PageTTL, cfg.MaxPinnedViews, cfg.Conn.MaxPinnedViews), metrics: newMetrics(cfg.Registerer),
 		inflight: make(chan struct{}, cfg.MaxInFlight), fatal: make(chan error, 1), stop: make(chan struct{}),
 	}
@@ -469,6 +471,9 @@ func (s *Server) admitUnary(ctx context.Context, req interface{}, info *grpc.Una
 	}
 	start := time.Now()
 	resp, err := h(ctx, req)
+	if auditedMethods[info.FullMethod] {
+		s.audit(ctx, info.FullMethod, err, time.Since(start))
+	}
 	if err != nil {
 		if r := reasonOf(err); r != "" {
 			s.metrics.rejected.WithLabelValues(strings.ToLower(r)).Inc()

@@ -85,7 +85,14 @@ func (s *Server) admitStream(srv interface{}, ss grpc.ServerStream, info *grpc.S
 			defer c.watchers.Add(-1)
 		}
 	}
-	return h(srv, &idStream{ServerStream: ss, ctx: context.WithValue(ss.Context(), requestIDKey{}, id)})
+	ctx := context.WithValue(ss.Context(), requestIDKey{}, id)
+	if auditedMethods[info.FullMethod] {
+		start := time.Now()
+		err := h(srv, &idStream{ServerStream: ss, ctx: ctx})
+		s.audit(ctx, info.FullMethod, err, time.Since(start))
+		return err
+	}
+	return h(srv, &idStream{ServerStream: ss, ctx: ctx})
 }
 
 type idStream struct {
