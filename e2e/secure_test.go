@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -97,7 +98,15 @@ func TestSecureClusterWithMadeCertificates(t *testing.T) {
 			}
 		}
 	}
-	c := newClusterWith(t, 3, onAllInterfaces, creds,
+	adminPort := freeAddrs(t, 1)[0]
+	adminPort = adminPort[strings.LastIndex(adminPort, ":"):]
+	seed := func(nd *node) {
+		onAllInterfaces(nd)
+		if nd.idx == 0 {
+			nd.args = append(nd.args, "--admin-addr", "0.0.0.0"+adminPort)
+		}
+	}
+	c := newClusterWith(t, 3, seed, creds,
 		"--tls-cert-file", f("member.pem"), "--tls-key-file", f("member-key.pem"), "--tls-ca-file", f("ca.pem"), "--tls-client-auth",
 		"--peer-tls-cert-file", f("member-peer.pem"), "--peer-tls-key-file", f("member-peer-key.pem"), "--peer-tls-ca-file", f("peer-ca.pem"))
 	for _, nd := range c.nodes {
@@ -133,6 +142,36 @@ func TestSecureClusterWithMadeCertificates(t *testing.T) {
 	if g, err := c.data(fi).Get(ctx, &pb.GetRequest{Table: "kv", Key: pbString("a")}); err != nil || !g.Found {
 		t.Fatalf("linearizable read through a follower: %v", err)
 	}
+	// The admin port serves TLS: health without credentials, pprof and
+	// metrics only with a client certificate.
+	get := func(path string, withCert bool) int {
+		t.Helper()
+		var files *testcerts.Files
+		if withCert {
+			files = app
+		}
+		hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: clientTLS(t, f("ca.pem"), files)}}
+		resp, err := hc.Get("https://127.0.0.1" + adminPort + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, tc := range []struct {
+		path     string
+		withCert bool
+		want     int
+	}{
+		{"/livez", false, 200}, {"/readyz", false, 0}, // ready or not, but open
+		{"/debug/pprof/", false, 401}, {"/debug/pprof/cmdline", false, 401}, {"/metrics", false, 401},
+		{"/debug/pprof/", true, 200}, {"/metrics", true, 200},
+	} {
+		if got := get(tc.path, tc.withCert); got != tc.want && (tc.want != 0 || got == http.StatusUnauthorized) {
+			t.Errorf("admin %s (client certificate %v): %d, want %d", tc.path, tc.withCert, got, tc.want)
+		}
+	}
+
 	anon, err := grpc.NewClient(c.nodes[fi].clientAddr, grpc.WithTransportCredentials(credentials.NewTLS(clientTLS(t, f("ca.pem"), nil))))
 	if err != nil {
 		t.Fatal(err)

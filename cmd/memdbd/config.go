@@ -87,6 +87,7 @@ type config struct {
 	tlsClientAuth                                  bool
 	peerTLSCertFile, peerTLSKeyFile, peerTLSCAFile string
 	insecure                                       bool
+	metricsAnonymous                               bool
 }
 
 const envPrefix = "MEMDBD_"
@@ -160,6 +161,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.peerTLSCertFile, "peer-tls-cert-file", "", "PEM certificate the Raft port presents, as server and as client; with --peer-tls-key-file and --peer-tls-ca-file, Raft traffic is mutual TLS. Re-read on SIGHUP")
 	fs.StringVar(&c.peerTLSKeyFile, "peer-tls-key-file", "", "PEM private key of --peer-tls-cert-file")
 	fs.StringVar(&c.peerTLSCAFile, "peer-tls-ca-file", "", "PEM CA bundle that signs the members' Raft certificates")
+	fs.BoolVar(&c.metricsAnonymous, "metrics-anonymous", false, "with TLS, serve /metrics on the admin port without a client certificate (pprof always needs one)")
 	fs.BoolVar(&c.insecure, "insecure", false, "serve ports bound beyond loopback without the TLS and authentication they need (refused otherwise); logged as a warning at every start")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

@@ -21,8 +21,9 @@ import (
 //   - The gRPC port beyond loopback needs TLS with client certificates
 //     (--tls-cert-file, --tls-key-file, --tls-ca-file, --tls-client-auth):
 //     the only authentication a member has so far.
-//   - The admin HTTP port (metrics, pprof) has no TLS and no
-//     authentication yet: beyond loopback it needs --insecure.
+//   - The admin HTTP port (metrics, pprof) shares the gRPC port's TLS:
+//     beyond loopback it needs the same (its health endpoints stay open,
+//     pprof and metrics need a client certificate; see newAdmin).
 
 // exposure is one port reachable beyond loopback and what it lacks.
 type exposure struct {
@@ -41,8 +42,8 @@ func (c *config) exposures(resolve func(ctx context.Context, host string) ([]net
 	if !isLoopback(c.clientAddr, resolve) && !clientAuth {
 		out = append(out, exposure{"--client-addr", c.clientAddr, "TLS with client certificates (--tls-cert-file, --tls-key-file, --tls-ca-file, --tls-client-auth)"})
 	}
-	if c.adminAddr != "" && !isLoopback(c.adminAddr, resolve) {
-		out = append(out, exposure{"--admin-addr", c.adminAddr, "TLS and authentication, which the admin port does not have yet"})
+	if c.adminAddr != "" && !isLoopback(c.adminAddr, resolve) && !clientAuth {
+		out = append(out, exposure{"--admin-addr", c.adminAddr, "TLS with client certificates (the gRPC port's --tls-* flags, which the admin port shares)"})
 	}
 	return out
 }

@@ -45,6 +45,7 @@ func TestExposures(t *testing.T) {
 		{"raft port on a name that does not resolve", []string{"--raft-addr", "nowhere.test:7100"}, "--raft-addr"},
 		{"raft port with peer TLS", append([]string{"--raft-addr", "10.0.0.1:7100"}, peerTLS...), ""},
 		{"admin port beyond loopback", []string{"--admin-addr", "0.0.0.0:7200"}, "--admin-addr"},
+		{"admin port with the gRPC port's mutual TLS", append([]string{"--admin-addr", "0.0.0.0:7200", "--client-addr", "0.0.0.0:7000"}, clientTLS...), ""},
 		{"everything exposed", []string{"--client-addr", ":7000", "--raft-addr", ":7100", "--admin-addr", ":7200"}, "--raft-addr,--client-addr,--admin-addr"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -194,9 +194,13 @@ func run(ctx context.Context, c *config, reparse func() (*config, error)) error 
 	// 5. The admin HTTP endpoints.
 	var admin *http.Server
 	if c.adminAddr != "" {
-		admin = newAdmin(c.adminAddr, reg, n, srv)
+		admin = newAdmin(c.adminAddr, reg, n, srv, adminTLS(tl.server), c.metricsAnonymous)
 		go func() {
-			if err := admin.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			serve := admin.ListenAndServe
+			if admin.TLSConfig != nil {
+				serve = func() error { return admin.ListenAndServeTLS("", "") }
+			}
+			if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				lg.Error("admin HTTP server stopped", "err", err)
 			}
 		}()
@@ -419,9 +423,32 @@ func diskWritable(dir string) error {
 }
 
 // newAdmin serves metrics, liveness, readiness and pprof.
-func newAdmin(addr string, reg *prometheus.Registry, n *node.Node, srv *server.Server) *http.Server {
+//
+// With TLS on the gRPC port, the admin port serves TLS with the same
+// certificate, and its health endpoints stay open (load balancers and
+// orchestrators probe them without credentials), while pprof, and
+// /metrics unless --metrics-anonymous, need a client certificate signed
+// by --tls-ca-file: they show the heap, goroutines and the command line.
+func newAdmin(addr string, reg *prometheus.Registry, n *node.Node, srv *server.Server, tc *tls.Config, metricsAnonymous bool) *http.Server {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	guard := func(h http.Handler) http.Handler {
+		if tc == nil {
+			return h
+		}
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+				http.Error(w, "a client certificate signed by the member's --tls-ca-file is needed here", http.StatusUnauthorized)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	}
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	if metricsAnonymous {
+		mux.Handle("/metrics", metrics)
+	} else {
+		mux.Handle("/metrics", guard(metrics))
+	}
 	mux.HandleFunc("/livez", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		ok, report := readiness(n, srv)
@@ -430,12 +457,26 @@ func newAdmin(addr string, reg *prometheus.Registry, n *node.Node, srv *server.S
 		}
 		fmt.Fprint(w, report)
 	})
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	return &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	mux.Handle("/debug/pprof/", guard(http.HandlerFunc(pprof.Index)))
+	mux.Handle("/debug/pprof/cmdline", guard(http.HandlerFunc(pprof.Cmdline)))
+	mux.Handle("/debug/pprof/profile", guard(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("/debug/pprof/symbol", guard(http.HandlerFunc(pprof.Symbol)))
+	mux.Handle("/debug/pprof/trace", guard(http.HandlerFunc(pprof.Trace)))
+	return &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second, TLSConfig: tc}
+}
+
+// adminTLS is the admin port's TLS: the gRPC port's certificate, with
+// client certificates asked for but not required (see newAdmin); nil
+// without TLS.
+func adminTLS(grpcTLS *tls.Config) *tls.Config {
+	if grpcTLS == nil {
+		return nil
+	}
+	c := grpcTLS.Clone()
+	if c.ClientCAs != nil {
+		c.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	return c
 }
 
 // raftMetricsDropped are the go-metrics names (with the "memdb" prefix)
