@@ -49,21 +49,12 @@ func CreateCA(dir, name string, validity time.Duration) (Files, error) {
 	if err := checkNew(f); err != nil {
 		return f, err
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, tmpl, err := newTemplate(name, validity)
 	if err != nil {
 		return f, err
 	}
-	sn, err := serial()
-	if err != nil {
-		return f, err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: sn, Subject: pkix.Name{CommonName: name},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(validity),
-		IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true,
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-	}
+	tmpl.IsCA, tmpl.BasicConstraintsValid, tmpl.MaxPathLenZero = true, true, true
+	tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		return f, err
@@ -93,21 +84,12 @@ func Create(dir string, ca Files, kind Kind, name string, hosts []string, validi
 	if err != nil {
 		return f, fmt.Errorf("the CA: %w", err)
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, tmpl, err := newTemplate(name, validity)
 	if err != nil {
 		return f, err
 	}
-	sn, err := serial()
-	if err != nil {
-		return f, err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: sn, Subject: pkix.Name{CommonName: name},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(validity),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	if tmpl.NotAfter.After(caCert.NotAfter) {
 		tmpl.NotAfter = caCert.NotAfter
 	}
@@ -130,8 +112,21 @@ func Create(dir string, ca Files, kind Kind, name string, hosts []string, validi
 	return f, write(f, der, key)
 }
 
-func serial() (*big.Int, error) {
-	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
+// newTemplate makes a key and the template of a certificate for it named
+// name: a random 128-bit serial, valid from an hour ago (clocks differ)
+// for validity.
+func newTemplate(name string, validity time.Duration) (*ecdsa.PrivateKey, *x509.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	sn, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
+	if err != nil {
+		return nil, nil, err
+	}
+	now := time.Now()
+	return key, &x509.Certificate{SerialNumber: sn, Subject: pkix.Name{CommonName: name},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(validity)}, nil
 }
 
 func checkNew(f Files) error {
