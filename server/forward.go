@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/memdbd/memdbd/api/codec"
+	"github.com/memdbd/memdbd/node"
 )
 
 // mdForwardedBy marks a request one member forwarded to another. A member
@@ -34,6 +35,10 @@ type forwarder struct {
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
+	// closed refuses new connections once close ran: a caller still
+	// finishing as the server stops would otherwise dial a connection no
+	// one ever closes.
+	closed bool
 }
 
 // peerConnectParams reconnect to a restarted member within a second:
@@ -65,6 +70,9 @@ func (f *forwarder) conn(addr string) (*grpc.ClientConn, error) {
 	if c, ok := f.conns[addr]; ok {
 		return c, nil
 	}
+	if f.closed {
+		return nil, fmt.Errorf("connecting to %s: %w", addr, node.ErrShutdown)
+	}
 	// No receive limit of gRPC's own (4 MiB by default) between members:
 	// what a member answers is bounded by its own response limits, and a
 	// forwarded write's answer refused here, after the leader applied it,
@@ -91,6 +99,7 @@ func (f *forwarder) outgoing(ctx context.Context) context.Context {
 func (f *forwarder) close() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.closed = true
 	for addr, c := range f.conns {
 		_ = c.Close()
 		delete(f.conns, addr)
