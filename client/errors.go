@@ -62,6 +62,18 @@ var (
 	// ErrFutureRevision: a read's min_revision is beyond what the cluster
 	// has committed, so waiting for it could take forever.
 	ErrFutureRevision = errors.New("memdb: min_revision is beyond the committed revision")
+	// ErrUnauthenticated: access control is on and the call carried no
+	// valid credentials (WithCredentials, or a client certificate).
+	ErrUnauthenticated = errors.New("memdb: unauthenticated")
+	// ErrPermissionDenied: the caller lacks a permission; the error's
+	// message names it.
+	ErrPermissionDenied = errors.New("memdb: permission denied")
+	// ErrUserNotFound, ErrUserExists, ErrRoleNotFound, ErrRoleExists:
+	// user and role management.
+	ErrUserNotFound = errors.New("memdb: no such user")
+	ErrUserExists   = errors.New("memdb: user exists")
+	ErrRoleNotFound = errors.New("memdb: no such role")
+	ErrRoleExists   = errors.New("memdb: role exists")
 )
 
 // reasonErrors mirrors the server's reason table (memdbv1.CodeOf).
@@ -99,6 +111,12 @@ var reasonErrors = map[string]error{
 	pb.ReasonResponseTooLarge: ErrResponseTooLarge,
 	pb.ReasonOutcomeNotKept:   ErrOutcomeNotKept,
 	pb.ReasonFutureRevision:   ErrFutureRevision,
+	pb.ReasonUnauthenticated:  ErrUnauthenticated,
+	pb.ReasonPermissionDenied: ErrPermissionDenied,
+	pb.ReasonUserNotFound:     ErrUserNotFound,
+	pb.ReasonUserExists:       ErrUserExists,
+	pb.ReasonRoleNotFound:     ErrRoleNotFound,
+	pb.ReasonRoleExists:       ErrRoleExists,
 }
 
 // Error is a failed call: the gRPC code, the server's reason and message.

@@ -95,6 +95,12 @@ func (f *FSM) recordCheckpoint(rev uint64) {
 		return
 	}
 	members, err := f.members.Load().encode()
+	if err == nil {
+		var auth []byte
+		if auth, err = f.auth.Load().encode(); err == nil {
+			members = append(members, auth...)
+		}
+	}
 	if err != nil {
 		<-f.hashing
 		f.log.Error("fsm: state checkpoint not recorded", "revision", rev, "err", err)
@@ -109,7 +115,9 @@ func (f *FSM) recordCheckpoint(rev uint64) {
 }
 
 // stateHash is the XXH64 digest of a state: the store's content, the
-// member registry and the session table.
+// member registry followed by the access-control record (nothing for a
+// cluster that never used access control, so that the hash is what it
+// was before there was any) and the session table.
 func stateHash(view *store.View, members []byte, sessions [][]byte) uint64 {
 	h := xxhash.New()
 	_, _ = h.Write(binary.BigEndian.AppendUint64(nil, view.Hash()))

@@ -24,6 +24,8 @@ import (
 // (RequiredVersion), so a version-1 replica halts on it rather than
 // applying it without the expiry and diverging.
 //
+// Version 4 added access control: the AuthChange command (fsm/auth.go).
+//
 // Version 3 changed what a write session does and what a transaction
 // answers, not what either can say: a session keeps large results trimmed
 // (keptForm), a write opening a session on a full table evicts the least
@@ -36,7 +38,7 @@ import (
 // replica.
 const (
 	CommandVersion    = 1
-	MaxCommandVersion = 3
+	MaxCommandVersion = 4
 	// sessionRulesVersion is the first version with version 3's session
 	// and transaction rules.
 	sessionRulesVersion = 3
@@ -134,6 +136,10 @@ type FSM struct {
 	logTimeA atomic.Int64 // logTime, for readers outside the FSM goroutine
 	halted   atomic.Pointer[error]
 	members  atomic.Pointer[membersState]
+	auth     atomic.Pointer[AuthState]
+	// authMu guards authCh, closed and replaced at every auth change.
+	authMu sync.Mutex
+	authCh chan struct{}
 
 	ckpts   checkpoints
 	ckptWG  sync.WaitGroup // checkpoint hashes being computed
@@ -161,6 +167,8 @@ func New(cfg Config) (*FSM, error) {
 	}
 	f := &FSM{cfg: cfg, log: lg, store: st, sessions: map[string]*session{}, waitCh: make(chan struct{}), hashing: make(chan struct{}, maxHashing)}
 	f.members.Store(&membersState{members: map[string]Member{}})
+	f.auth.Store(emptyAuth)
+	f.authCh = make(chan struct{})
 	return f, nil
 }
 
@@ -393,6 +401,13 @@ func (f *FSM) execute(b *store.Batch, index uint64, env *cmdpb.Envelope) *cmdpb.
 			return errResult(index, err)
 		}
 		return res
+	case *cmdpb.Envelope_Auth:
+		_ = b.Advance(index)
+		if err := f.applyAuth(index, c.Auth); err != nil {
+			return errResult(index, err)
+		}
+		f.log.Info("access control changed", "op", c.Auth.GetOp().String(), "name", c.Auth.GetName(), "revision", index)
+		return res
 	default:
 		err = fmt.Errorf("%w: envelope carries no command", store.ErrInvalidArgument)
 	}
@@ -486,16 +501,22 @@ func (f *FSM) StateHash() (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return stateHash(f.store.View(), members, sessions), nil
+	auth, err := f.auth.Load().encode()
+	if err != nil {
+		return 0, err
+	}
+	return stateHash(f.store.View(), append(members, auth...), sessions), nil
 }
 
 // RequiredVersion is the command format version a replica needs to apply
-// env. Every command kind so far is version 1; a kind added later returns
-// the version that introduced it, and the leader proposes it only once the
-// cluster's feature level (the lowest version its voters apply) reaches
+// env: 1, unless a kind (or a part of a transaction) added later needs
+// the version that introduced it (see the versions above). The leader
+// proposes such a command only once the cluster's feature level (the lowest version its voters apply) reaches
 // it, so that no voter meets a command it cannot apply.
 func RequiredVersion(env *cmdpb.Envelope) uint32 {
 	switch c := env.Command.(type) {
+	case *cmdpb.Envelope_Auth:
+		return 4
 	case *cmdpb.Envelope_Expire:
 		return 2
 	case *cmdpb.Envelope_Txn:

@@ -28,7 +28,8 @@ import (
 //	uint32 CRC-32C (Castagnoli, big-endian) of every byte before it
 //
 // Records, in this order: one meta (SnapshotMeta), the member registry
-// (SnapshotMembers), the sessions (Session),
+// (SnapshotMembers), the access-control state (SnapshotAuth) if there is
+// any, the sessions (Session),
 // then per table in name order a table record (SnapshotTable) followed by
 // its rows in key order (the store's row encoding, verbatim), and an end
 // record. The meta carries the state hash of the store, which Restore
@@ -44,6 +45,9 @@ const (
 	recRow     byte = 4
 	recEnd     byte = 5
 	recMembers byte = 6
+	// recAuth, the access-control state (SnapshotAuth), follows the member
+	// record when there is any. Backups leave it out (StripAuth).
+	recAuth byte = 7
 )
 
 // maxRecord bounds a record's length so that a corrupt length cannot make
@@ -53,7 +57,7 @@ const (
 var maxRecord = 256 << 20
 
 // recordNames name the record types in errors and logs.
-var recordNames = map[byte]string{recMeta: "meta", recSession: "session", recTable: "table", recRow: "row", recEnd: "end", recMembers: "members"}
+var recordNames = map[byte]string{recMeta: "meta", recSession: "session", recTable: "table", recRow: "row", recEnd: "end", recMembers: "members", recAuth: "access control"}
 
 // RecordTooLargeError is a snapshot record longer than a reader accepts
 // (maxRecord). The writer fails with it rather than write a snapshot no
@@ -79,6 +83,7 @@ type fsmSnapshot struct {
 	view     *store.View
 	logTime  int64
 	members  []byte
+	auth     []byte // nil: no access-control record
 	sessions [][]byte
 	// sessionIDs are the client ids of sessions, in the same order.
 	sessionIDs []string
@@ -101,7 +106,11 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fsm: encoding members: %w", err)
 	}
-	return &fsmSnapshot{log: f.log, view: f.store.View(), logTime: f.logTime, members: members, sessions: sessions, sessionIDs: ids}, nil
+	auth, err := f.auth.Load().encode()
+	if err != nil {
+		return nil, fmt.Errorf("fsm: encoding access control: %w", err)
+	}
+	return &fsmSnapshot{log: f.log, view: f.store.View(), logTime: f.logTime, members: members, auth: auth, sessions: sessions, sessionIDs: ids}, nil
 }
 
 // Persist streams the snapshot to the sink. It runs concurrently with
@@ -185,20 +194,100 @@ func (w *snapWriter) message(typ byte, label string, m proto.Message) {
 	w.record(typ, label, b)
 }
 
+// writeHeader writes the magic and the format version.
+func (w *snapWriter) writeHeader() {
+	var hdr [12]byte
+	copy(hdr[:], snapshotMagic)
+	binary.BigEndian.PutUint32(hdr[8:], snapshotVersion)
+	w.write(hdr[:])
+}
+
+// finish writes the checksum and flushes.
+func (w *snapWriter) finish() error {
+	if w.err != nil {
+		return fmt.Errorf("fsm: writing snapshot: %w", w.err)
+	}
+	var trailer [4]byte
+	binary.BigEndian.PutUint32(trailer[:], w.crc)
+	if _, err := w.w.Write(trailer[:]); err != nil {
+		return fmt.Errorf("fsm: writing snapshot: %w", err)
+	}
+	if err := w.w.Flush(); err != nil {
+		return fmt.Errorf("fsm: writing snapshot: %w", err)
+	}
+	return nil
+}
+
+// StripAuth copies a snapshot without its access-control record: what a
+// backup holds, since a backup seeds other clusters and the password
+// hashes belong to this one. The copy is checked as it is read (framing,
+// the source's checksum) and gets a checksum of its own. The state hash in
+// the meta covers the store alone, so it holds for the copy.
+func StripAuth(in io.Reader, out io.Writer) error {
+	r := newSnapReader(in)
+	if err := r.header(); err != nil {
+		return err
+	}
+	w := &snapWriter{w: bufio.NewWriterSize(out, 1<<20)}
+	w.writeHeader()
+	for w.err == nil {
+		typ, payload, err := r.next()
+		if err != nil {
+			return err
+		}
+		if typ != recAuth {
+			w.record(typ, "", payload)
+		}
+		if typ == recEnd {
+			if err := r.trailer(); err != nil {
+				return err
+			}
+			break
+		}
+	}
+	return w.finish()
+}
+
+// AuthRecordBytes returns how many bytes of a snapshot its access-control
+// record takes (0 when it has none), reading only the records before it:
+// what StripAuth leaves out, so a backup can announce its size first.
+func AuthRecordBytes(in io.Reader) (int64, error) {
+	r := newSnapReader(in)
+	if err := r.header(); err != nil {
+		return 0, err
+	}
+	for {
+		typ, size, err := r.nextHeader()
+		if err != nil {
+			return 0, err
+		}
+		switch typ {
+		case recAuth:
+			return int64(1 + len(binary.AppendUvarint(nil, uint64(size))) + size), nil
+		case recMeta, recMembers:
+			if _, err := r.r.Discard(size); err != nil {
+				return 0, truncated(err)
+			}
+		default:
+			return 0, nil
+		}
+	}
+}
+
 // write writes the snapshot in the format above.
 func (s *fsmSnapshot) write(out io.Writer) error {
 	w := &snapWriter{w: bufio.NewWriterSize(out, 1<<20)}
 	hash := s.view.Hash()
 	tables := s.view.Tables()
-	var hdr [12]byte
-	copy(hdr[:], snapshotMagic)
-	binary.BigEndian.PutUint32(hdr[8:], snapshotVersion)
-	w.write(hdr[:])
+	w.writeHeader()
 	w.message(recMeta, "", &cmdpb.SnapshotMeta{
 		Revision: s.view.Revision(), LogUnixNanos: s.logTime,
 		Tables: uint32(len(tables)), Sessions: uint32(len(s.sessions)), StateHash: binary.BigEndian.AppendUint64(nil, hash),
 	})
 	w.record(recMembers, "", s.members)
+	if s.auth != nil {
+		w.record(recAuth, "", s.auth)
+	}
 	for i, b := range s.sessions {
 		w.record(recSession, fmt.Sprintf("%q", s.sessionIDs[i]), b)
 	}
@@ -215,18 +304,7 @@ func (s *fsmSnapshot) write(out io.Writer) error {
 		}
 	}
 	w.record(recEnd, "", nil)
-	if w.err != nil {
-		return fmt.Errorf("fsm: writing snapshot: %w", w.err)
-	}
-	var trailer [4]byte
-	binary.BigEndian.PutUint32(trailer[:], w.crc)
-	if _, err := w.w.Write(trailer[:]); err != nil {
-		return fmt.Errorf("fsm: writing snapshot: %w", err)
-	}
-	if err := w.w.Flush(); err != nil {
-		return fmt.Errorf("fsm: writing snapshot: %w", err)
-	}
-	return nil
+	return w.finish()
 }
 
 // checksumReader computes the CRC-32C of everything read through it except
@@ -381,7 +459,7 @@ func CheckSnapshot(in io.Reader) error {
 	if err := r.header(); err != nil {
 		return err
 	}
-	var meta, members bool
+	var meta, members, auth bool
 	for {
 		typ, size, err := r.nextHeader()
 		if err != nil {
@@ -404,7 +482,7 @@ func CheckSnapshot(in io.Reader) error {
 				return fmt.Errorf("%w: no member record", ErrSnapshotCorrupt)
 			}
 			return r.trailer()
-		case recMeta, recMembers, recSession:
+		case recMeta, recMembers, recSession, recAuth:
 		default:
 			return fmt.Errorf("%w: unknown record type %d", ErrSnapshotCorrupt, typ)
 		}
@@ -432,6 +510,14 @@ func CheckSnapshot(in io.Reader) error {
 		case recSession:
 			if _, err := decodeSession(payload); err != nil {
 				return fmt.Errorf("%w: session: %v", ErrSnapshotCorrupt, err)
+			}
+		case recAuth:
+			if auth {
+				return fmt.Errorf("%w: two access-control records", ErrSnapshotCorrupt)
+			}
+			auth = true
+			if _, err := decodeAuth(payload, 0); err != nil {
+				return fmt.Errorf("%w: access control: %v", ErrSnapshotCorrupt, err)
 			}
 		}
 	}
@@ -465,6 +551,10 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.setSessions(st.sessions)
 	f.members.Store(st.members)
+	if st.auth == nil {
+		st.auth = emptyAuth
+	}
+	f.setAuth(st.auth)
 	f.logTime = st.meta.LogUnixNanos
 	// Every entry up to the snapshot ran the sweeps due at its log time
 	// (expireSessions), so the next one is the grid point after it.
@@ -562,6 +652,7 @@ func (p *loadPipe) finish() error {
 type restored struct {
 	meta     *cmdpb.SnapshotMeta
 	members  *membersState
+	auth     *AuthState
 	sessions map[string]*session
 	loader   *store.Loader
 }
@@ -611,6 +702,13 @@ func (f *FSM) readSnapshot(in io.Reader) (*restored, error) {
 			}
 			if st.members, err = decodeMembers(payload); err != nil {
 				return nil, fmt.Errorf("%w: members: %v", ErrSnapshotCorrupt, err)
+			}
+		case recAuth:
+			if st.auth != nil {
+				return nil, fmt.Errorf("%w: two access-control records", ErrSnapshotCorrupt)
+			}
+			if st.auth, err = decodeAuth(payload, st.meta.Revision); err != nil {
+				return nil, fmt.Errorf("%w: access control: %v", ErrSnapshotCorrupt, err)
 			}
 		case recSession:
 			s, err := decodeSession(payload)

@@ -53,7 +53,32 @@ func (n *Node) Backup(ctx context.Context) (*raft.SnapshotMeta, io.ReadCloser, e
 	if err != nil || len(metas) == 0 {
 		return nil, nil, fmt.Errorf("no snapshot to back up: %v", err)
 	}
-	return n.snaps.Open(metas[0].ID)
+	// The copy leaves out the access-control record (fsm.StripAuth), so
+	// its size is known before it is made: the snapshot's, less that
+	// record.
+	_, probe, err := n.snaps.Open(metas[0].ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	authBytes, err := fsm.AuthRecordBytes(probe)
+	_ = probe.Close()
+	if err != nil {
+		return nil, nil, err
+	}
+	meta, rc, err := n.snaps.Open(metas[0].ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := *meta
+	out.Size -= authBytes
+	pr, pw := io.Pipe()
+	go func() {
+		// Ends when the copy is done or the reader is closed (the write
+		// then fails).
+		defer rc.Close()
+		pw.CloseWithError(fsm.StripAuth(rc, pw))
+	}()
+	return &out, pr, nil
 }
 
 // Seed prepares an empty data directory to start a new cluster from a
@@ -112,6 +137,7 @@ func Seed(cfg Config, backup string) (uint64, error) {
 	// The backup's member registry describes the old cluster (its
 	// addresses, its bootstrap token): the new members register afresh.
 	check.ResetMembers()
+	check.ResetAuth()
 	snap, err := check.Snapshot()
 	if err != nil {
 		_ = sink.Cancel()

@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 
+	cmdpb "github.com/memdbd/memdbd/api/proto/memdb/command/v1"
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
 	"github.com/memdbd/memdbd/fsm"
 	"github.com/memdbd/memdbd/node"
@@ -204,16 +205,19 @@ func (c *clusterService) Join(ctx context.Context, req *pb.JoinRequest) (*pb.Joi
 		}
 		return &pb.JoinResponse{Header: c.s.header(c.s.node.FSM().Store().View())}, nil
 	}
-	conn, err := c.s.leaderConn(ctx)
-	if err != nil {
+	resp, conn, err := c.s.forwardCluster(ctx, &cmdpb.ClusterRequest{Call: &cmdpb.ClusterRequest_Join{Join: req}})
+	switch {
+	case err != nil:
 		return nil, toStatus(err)
+	case conn != nil:
+		return pb.NewClusterServiceClient(conn).Join(c.s.fwd.outgoing(ctx), req)
 	}
-	return pb.NewClusterServiceClient(conn).Join(c.s.fwd.outgoing(ctx), req)
+	return resp.GetJoin(), nil
 }
 
 func (c *clusterService) TransferLeadership(ctx context.Context, req *pb.TransferLeadershipRequest) (*pb.TransferLeadershipResponse, error) {
 	if !c.s.node.IsLeader() {
-		conn, err := c.s.leaderConn(ctx)
+		resp, conn, err := c.s.forwardCluster(ctx, &cmdpb.ClusterRequest{Call: &cmdpb.ClusterRequest_Transfer{Transfer: req}})
 		if err != nil {
 			// The leader checks the target against the newest
 			// configuration. Without one (an election under way, as right
@@ -224,7 +228,10 @@ func (c *clusterService) TransferLeadership(ctx context.Context, req *pb.Transfe
 			}
 			return nil, toStatus(err)
 		}
-		return pb.NewClusterServiceClient(conn).TransferLeadership(c.s.fwd.outgoing(ctx), req)
+		if conn != nil {
+			return pb.NewClusterServiceClient(conn).TransferLeadership(c.s.fwd.outgoing(ctx), req)
+		}
+		return resp.GetTransfer(), nil
 	}
 	if err := c.s.node.TransferLeadershipTo(ctx, req.ToNodeId); err != nil {
 		if errors.Is(err, node.ErrUnknownMember) {
@@ -270,23 +277,22 @@ func (c *clusterService) memberStatus(ctx context.Context, id string) (*pb.Statu
 	if id == c.s.cfg.NodeID {
 		return c.Status(ctx, &pb.StatusRequest{})
 	}
-	conn, err := c.s.fwd.conn(m.ClientAddr)
-	if err != nil {
-		return nil, err
-	}
 	sctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	// WaitForReady: a connection still reconnecting gets the whole second.
-	return pb.NewClusterServiceClient(conn).Status(sctx, &pb.StatusRequest{}, grpc.WaitForReady(true))
+	return c.s.statusOf(sctx, m, &pb.StatusRequest{}, grpc.WaitForReady(true))
 }
 
 func (c *clusterService) PromoteMember(ctx context.Context, req *pb.PromoteMemberRequest) (*pb.PromoteMemberResponse, error) {
 	if !c.s.node.IsLeader() {
-		conn, err := c.s.leaderConn(ctx)
-		if err != nil {
+		resp, conn, err := c.s.forwardCluster(ctx, &cmdpb.ClusterRequest{Call: &cmdpb.ClusterRequest_Promote{Promote: req}})
+		switch {
+		case err != nil:
 			return nil, toStatus(err)
+		case conn != nil:
+			return pb.NewClusterServiceClient(conn).PromoteMember(c.s.fwd.outgoing(ctx), req)
 		}
-		return pb.NewClusterServiceClient(conn).PromoteMember(c.s.fwd.outgoing(ctx), req)
+		return resp.GetPromote(), nil
 	}
 	var raftAddr string
 	for _, srv := range c.s.node.Status().Servers {
@@ -318,11 +324,14 @@ func (c *clusterService) PromoteMember(ctx context.Context, req *pb.PromoteMembe
 
 func (c *clusterService) RemoveMember(ctx context.Context, req *pb.RemoveMemberRequest) (*pb.RemoveMemberResponse, error) {
 	if !c.s.node.IsLeader() {
-		conn, err := c.s.leaderConn(ctx)
-		if err != nil {
+		resp, conn, err := c.s.forwardCluster(ctx, &cmdpb.ClusterRequest{Call: &cmdpb.ClusterRequest_Remove{Remove: req}})
+		switch {
+		case err != nil:
 			return nil, toStatus(err)
+		case conn != nil:
+			return pb.NewClusterServiceClient(conn).RemoveMember(c.s.fwd.outgoing(ctx), req)
 		}
-		return pb.NewClusterServiceClient(conn).RemoveMember(c.s.fwd.outgoing(ctx), req)
+		return resp.GetRemove(), nil
 	}
 	servers := c.s.node.Status().Servers
 	found := false

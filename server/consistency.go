@@ -88,11 +88,7 @@ func (s *Server) checkConsistency(ctx context.Context) {
 		if m.ID == s.cfg.NodeID || m.ClientAddr == "" {
 			continue
 		}
-		conn, err := s.fwd.conn(m.ClientAddr)
-		if err != nil {
-			continue
-		}
-		st, err := pb.NewClusterServiceClient(conn).Status(s.fwd.outgoing(ctx), &pb.StatusRequest{})
+		st, err := s.statusOf(s.fwd.outgoing(ctx), m, &pb.StatusRequest{})
 		if err != nil {
 			continue // a member that is down is not evidence either way
 		}

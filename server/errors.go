@@ -53,6 +53,16 @@ func toStatus(err error) error {
 	if errors.As(err, &le) {
 		return withLimit(toStatus(le.err), le.flag)
 	}
+	var de *deniedError
+	if errors.As(err, &de) {
+		return statusErr(pb.ReasonPermissionDenied, de.Error(), map[string]string{pb.MetaPermission: de.need.String()}, 0)
+	}
+	switch {
+	case errors.Is(err, errUnauthenticated):
+		return statusErr(pb.ReasonUnauthenticated, err.Error(), nil, 0)
+	case errors.Is(err, errDenied):
+		return statusErr(pb.ReasonPermissionDenied, err.Error(), nil, 0)
+	}
 	var nl *node.NotLeaderError
 	var ce *fsm.CommandError
 	var wc *watch.ErrCompacted

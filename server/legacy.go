@@ -85,6 +85,9 @@ func (l *legacyPeerService) Propose(ctx context.Context, req *cmdpb.ProposeReque
 	if !l.open() {
 		return nil, errPeerNotHere
 	}
+	// Nor does it vouch for a client: what comes through it is
+	// authorized as anonymous.
+	req.Caller = nil
 	if r := req.GetEnvelope().GetRegisterMember(); r != nil {
 		// The client port identifies no caller: a registration through it
 		// may only repeat what a member registered, so that nobody can

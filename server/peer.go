@@ -9,6 +9,8 @@ import (
 	"google.golang.org/grpc"
 
 	cmdpb "github.com/memdbd/memdbd/api/proto/memdb/command/v1"
+	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
+	"github.com/memdbd/memdbd/fsm"
 	"github.com/memdbd/memdbd/node"
 )
 
@@ -24,6 +26,12 @@ func (p *peerService) Propose(ctx context.Context, req *cmdpb.ProposeRequest) (*
 		return nil, toStatus(fmt.Errorf("%w: no envelope", errInvalid))
 	}
 	if err := p.s.checkProposal(ctx, req.From, req.Envelope); err != nil {
+		p.s.metrics.rejected.WithLabelValues("peer_proposal").Inc()
+		return nil, toStatus(err)
+	}
+	// The member authorized its client; the leader does again, with its
+	// own copy of the roles, and for the client, not for the member.
+	if err := authorize(p.s.node.FSM().Auth(), identityOf(req.Caller), envelopeNeeds(req.Envelope)); err != nil {
 		p.s.metrics.rejected.WithLabelValues("peer_proposal").Inc()
 		return nil, toStatus(err)
 	}
@@ -58,6 +66,8 @@ func (s *Server) checkProposal(ctx context.Context, from string, env *cmdpb.Enve
 		return s.checkDropIndex(ctx, c.DropIndex.GetTable(), c.DropIndex.GetIndex())
 	case *cmdpb.Envelope_Tick:
 		return nil
+	case *cmdpb.Envelope_Auth:
+		return fsm.CheckAuthChange(c.Auth)
 	case *cmdpb.Envelope_RegisterMember:
 		r := c.RegisterMember
 		addr, ok := s.node.PeerAddr(r.NodeId)
@@ -92,7 +102,7 @@ func (s *Server) propose(ctx context.Context, env *cmdpb.Envelope) (*cmdpb.Resul
 		return nil, err
 	}
 	s.metrics.forwarded.WithLabelValues("propose").Inc()
-	resp, err := cmdpb.NewPeerServiceClient(conn).Propose(s.fwd.outgoing(ctx), &cmdpb.ProposeRequest{Envelope: env, From: s.cfg.NodeID})
+	resp, err := cmdpb.NewPeerServiceClient(conn).Propose(s.fwd.outgoing(ctx), &cmdpb.ProposeRequest{Envelope: env, From: s.cfg.NodeID, Caller: callerIdentity(ctx).proto()})
 	if err != nil {
 		return nil, err
 	}
@@ -164,4 +174,97 @@ func (s *Server) leaderConnAddr(ctx context.Context) (*grpc.ClientConn, string, 
 	}
 	conn, err := s.fwd.conn(addr)
 	return conn, addr, err
+}
+
+// MemberStatus answers another member's status request (no client
+// credentials between members: the Raft port authenticates them).
+func (p *peerService) MemberStatus(ctx context.Context, req *cmdpb.MemberStatusRequest) (*cmdpb.MemberStatusResponse, error) {
+	st, err := (&clusterService{s: p.s}).Status(ctx, req.GetRequest())
+	if err != nil {
+		return nil, err
+	}
+	return &cmdpb.MemberStatusResponse{Response: st}, nil
+}
+
+// Cluster serves a membership call a member forwarded, authorized for the
+// client that made it. The leader serves it; a member that is not the
+// leader refuses it (no second hop).
+func (p *peerService) Cluster(ctx context.Context, req *cmdpb.ClusterRequest) (*cmdpb.ClusterResponse, error) {
+	id := identityOf(req.Caller)
+	st := p.s.node.FSM().Auth()
+	ctx = context.WithValue(ctx, identityKey{}, id)
+	c := &clusterService{s: p.s}
+	var out cmdpb.ClusterResponse
+	var err error
+	switch r := req.Call.(type) {
+	case *cmdpb.ClusterRequest_Join:
+		if err = authorizeJoin(st, id); err == nil {
+			var resp *pb.JoinResponse
+			resp, err = c.Join(ctx, r.Join)
+			out.Result = &cmdpb.ClusterResponse_Join{Join: resp}
+		}
+	case *cmdpb.ClusterRequest_Transfer:
+		if err = p.s.authorizeCall(st, id, pb.ClusterService_TransferLeadership_FullMethodName, r.Transfer); err == nil {
+			var resp *pb.TransferLeadershipResponse
+			resp, err = c.TransferLeadership(ctx, r.Transfer)
+			out.Result = &cmdpb.ClusterResponse_Transfer{Transfer: resp}
+		}
+	case *cmdpb.ClusterRequest_Promote:
+		if err = p.s.authorizeCall(st, id, pb.ClusterService_PromoteMember_FullMethodName, r.Promote); err == nil {
+			var resp *pb.PromoteMemberResponse
+			resp, err = c.PromoteMember(ctx, r.Promote)
+			out.Result = &cmdpb.ClusterResponse_Promote{Promote: resp}
+		}
+	case *cmdpb.ClusterRequest_Remove:
+		if err = p.s.authorizeCall(st, id, pb.ClusterService_RemoveMember_FullMethodName, r.Remove); err == nil {
+			var resp *pb.RemoveMemberResponse
+			resp, err = c.RemoveMember(ctx, r.Remove)
+			out.Result = &cmdpb.ClusterResponse_Remove{Remove: resp}
+		}
+	default:
+		err = fmt.Errorf("%w: no call", errInvalid)
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &out, nil
+}
+
+// forwardCluster sends a membership call to the leader's peer service,
+// with the caller's identity: on its client port, as before, when the
+// leader is of a version without this call.
+func (s *Server) forwardCluster(ctx context.Context, req *cmdpb.ClusterRequest) (*cmdpb.ClusterResponse, grpc.ClientConnInterface, error) {
+	id, _ := s.node.LeaderPeer()
+	if m, ok := s.node.FSM().Member(id); ok && m.MaxCommandVersion > 0 && m.MaxCommandVersion < fsm.MaxCommandVersion {
+		conn, err := s.leaderConn(ctx)
+		return nil, conn, err
+	}
+	conn, _, err := s.leaderPeerConn(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Caller, req.From = callerIdentity(ctx).proto(), s.cfg.NodeID
+	resp, err := cmdpb.NewPeerServiceClient(conn).Cluster(s.fwd.outgoing(ctx), req)
+	return resp, nil, err
+}
+
+// statusOf asks member m for its status: through its peer service, or on
+// its client port when it is of a version without MemberStatus.
+func (s *Server) statusOf(ctx context.Context, m fsm.Member, req *pb.StatusRequest, opts ...grpc.CallOption) (*pb.StatusResponse, error) {
+	if m.MaxCommandVersion > 0 && m.MaxCommandVersion < fsm.MaxCommandVersion {
+		conn, err := s.fwd.conn(m.ClientAddr)
+		if err != nil {
+			return nil, err
+		}
+		return pb.NewClusterServiceClient(conn).Status(ctx, req, opts...)
+	}
+	conn, err := s.peerTarget(m.ID, m.RaftAddr)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := cmdpb.NewPeerServiceClient(conn).MemberStatus(ctx, &cmdpb.MemberStatusRequest{Request: req}, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Response, nil
 }

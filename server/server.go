@@ -156,6 +156,7 @@ type Server struct {
 	grpc     *grpc.Server
 	health   *health.Server
 	fwd      *forwarder
+	authn    *authenticator
 	// peerGRPC serves the peer service on the node's Raft port
 	// (node.PeerListener); peerFwd calls other members' peer services.
 	peerGRPC *grpc.Server
@@ -203,7 +204,7 @@ func New(cfg Config, n *node.Node) (*Server, error) {
 		lg = slog.Default()
 	}
 	s := &Server{
-		cfg: cfg, node: n, log: lg, auditLog: newAuditLogger(lg), health: health.NewServer(), fwd: newForwarder(cfg.NodeID, cfg.PeerTLS),
+		cfg: cfg, node: n, log: lg, auditLog: newAuditLogger(lg), authn: newAuthenticator(), health: health.NewServer(), fwd: newForwarder(cfg.NodeID, cfg.PeerTLS),
 		pages: newPageCache(cfg.PageTTL, cfg.MaxPinnedViews, cfg.Conn.MaxPinnedViews), metrics: newMetrics(cfg.Registerer),
 		inflight: make(chan struct{}, cfg.MaxInFlight), fatal: make(chan error, 1), stop: make(chan struct{}),
 	}
@@ -234,8 +235,8 @@ func New(cfg Config, n *node.Node) (*Server, error) {
 		// The proto codec, plus a pass-through for watch events that are
 		// already in wire form (watchwire.go).
 		grpc.ForceServerCodecV2(newRawCodec()),
-		grpc.ChainUnaryInterceptor(grpcMetrics.UnaryServerInterceptor(), s.recoverUnary, s.admitUnary),
-		grpc.ChainStreamInterceptor(grpcMetrics.StreamServerInterceptor(), s.recoverStream, s.admitStream),
+		grpc.ChainUnaryInterceptor(grpcMetrics.UnaryServerInterceptor(), s.recoverUnary, s.admitUnary, s.authUnary),
+		grpc.ChainStreamInterceptor(grpcMetrics.StreamServerInterceptor(), s.recoverStream, s.admitStream, s.authStream),
 	}
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
@@ -244,6 +245,7 @@ func New(cfg Config, n *node.Node) (*Server, error) {
 	pb.RegisterDataServiceServer(s.grpc, &dataService{s: s})
 	pb.RegisterSchemaServiceServer(s.grpc, &schemaService{s: s})
 	pb.RegisterClusterServiceServer(s.grpc, &clusterService{s: s})
+	pb.RegisterAuthServiceServer(s.grpc, &authService{s: s})
 	// Not on the client port: members call each other on the Raft port.
 	s.peerGRPC = grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxRequestBytes),

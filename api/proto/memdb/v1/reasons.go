@@ -30,6 +30,10 @@ const (
 	// MetaLimit names the setting (its command-line flag) behind a refusal
 	// by a limit: OVERLOADED, SESSION_LIMIT, RESPONSE_TOO_LARGE.
 	MetaLimit = "limit"
+	// MetaPermission, in PERMISSION_DENIED errors, is the permission the
+	// caller lacks, as `memdbd role grant` takes it: an action, and for
+	// table actions the table ("read:users").
+	MetaPermission = "permission"
 )
 
 // Error reasons.
@@ -67,6 +71,12 @@ const (
 	ReasonResponseTooLarge = "RESPONSE_TOO_LARGE" // the answer would exceed the response size limit; ask for less
 	ReasonOutcomeNotKept   = "OUTCOME_NOT_KEPT"   // a retried write was applied, but its read results were too large to keep for retries
 	ReasonFutureRevision   = "FUTURE_REVISION"    // min_revision is beyond what the cluster has committed
+	ReasonUnauthenticated  = "UNAUTHENTICATED"    // no valid credentials, and access control is on
+	ReasonPermissionDenied = "PERMISSION_DENIED"  // the caller lacks the permission named in the metadata
+	ReasonUserNotFound     = "USER_NOT_FOUND"     // no such user
+	ReasonUserExists       = "USER_EXISTS"        // user name taken
+	ReasonRoleNotFound     = "ROLE_NOT_FOUND"     // no such role
+	ReasonRoleExists       = "ROLE_EXISTS"        // role name taken
 )
 
 var reasonCodes = map[string]codes.Code{
@@ -103,6 +113,12 @@ var reasonCodes = map[string]codes.Code{
 	ReasonResponseTooLarge: codes.ResourceExhausted,
 	ReasonOutcomeNotKept:   codes.FailedPrecondition,
 	ReasonFutureRevision:   codes.OutOfRange,
+	ReasonUnauthenticated:  codes.Unauthenticated,
+	ReasonPermissionDenied: codes.PermissionDenied,
+	ReasonUserNotFound:     codes.NotFound,
+	ReasonUserExists:       codes.AlreadyExists,
+	ReasonRoleNotFound:     codes.NotFound,
+	ReasonRoleExists:       codes.AlreadyExists,
 }
 
 // CodeOf returns the gRPC code of a reason; Unknown for an unknown reason.

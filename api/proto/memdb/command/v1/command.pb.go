@@ -27,6 +27,88 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type AuthOp int32
+
+const (
+	AuthOp_AUTH_OP_UNSPECIFIED AuthOp = 0
+	AuthOp_AUTH_OP_ENABLE      AuthOp = 1
+	AuthOp_AUTH_OP_DISABLE     AuthOp = 2
+	AuthOp_AUTH_OP_USER_ADD    AuthOp = 3
+	AuthOp_AUTH_OP_USER_PASSWD AuthOp = 4
+	AuthOp_AUTH_OP_USER_DELETE AuthOp = 5
+	AuthOp_AUTH_OP_USER_GRANT  AuthOp = 6
+	AuthOp_AUTH_OP_USER_REVOKE AuthOp = 7
+	AuthOp_AUTH_OP_ROLE_ADD    AuthOp = 8
+	AuthOp_AUTH_OP_ROLE_DELETE AuthOp = 9
+	AuthOp_AUTH_OP_ROLE_GRANT  AuthOp = 10
+	AuthOp_AUTH_OP_ROLE_REVOKE AuthOp = 11
+	// Creates the user root with the root role and enables access control,
+	// if the cluster has no user yet; otherwise changes nothing. What a
+	// member started with --bootstrap-root-password-file proposes.
+	AuthOp_AUTH_OP_BOOTSTRAP AuthOp = 12
+)
+
+// Enum value maps for AuthOp.
+var (
+	AuthOp_name = map[int32]string{
+		0:  "AUTH_OP_UNSPECIFIED",
+		1:  "AUTH_OP_ENABLE",
+		2:  "AUTH_OP_DISABLE",
+		3:  "AUTH_OP_USER_ADD",
+		4:  "AUTH_OP_USER_PASSWD",
+		5:  "AUTH_OP_USER_DELETE",
+		6:  "AUTH_OP_USER_GRANT",
+		7:  "AUTH_OP_USER_REVOKE",
+		8:  "AUTH_OP_ROLE_ADD",
+		9:  "AUTH_OP_ROLE_DELETE",
+		10: "AUTH_OP_ROLE_GRANT",
+		11: "AUTH_OP_ROLE_REVOKE",
+		12: "AUTH_OP_BOOTSTRAP",
+	}
+	AuthOp_value = map[string]int32{
+		"AUTH_OP_UNSPECIFIED": 0,
+		"AUTH_OP_ENABLE":      1,
+		"AUTH_OP_DISABLE":     2,
+		"AUTH_OP_USER_ADD":    3,
+		"AUTH_OP_USER_PASSWD": 4,
+		"AUTH_OP_USER_DELETE": 5,
+		"AUTH_OP_USER_GRANT":  6,
+		"AUTH_OP_USER_REVOKE": 7,
+		"AUTH_OP_ROLE_ADD":    8,
+		"AUTH_OP_ROLE_DELETE": 9,
+		"AUTH_OP_ROLE_GRANT":  10,
+		"AUTH_OP_ROLE_REVOKE": 11,
+		"AUTH_OP_BOOTSTRAP":   12,
+	}
+)
+
+func (x AuthOp) Enum() *AuthOp {
+	p := new(AuthOp)
+	*p = x
+	return p
+}
+
+func (x AuthOp) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AuthOp) Descriptor() protoreflect.EnumDescriptor {
+	return file_memdb_command_v1_command_proto_enumTypes[0].Descriptor()
+}
+
+func (AuthOp) Type() protoreflect.EnumType {
+	return &file_memdb_command_v1_command_proto_enumTypes[0]
+}
+
+func (x AuthOp) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AuthOp.Descriptor instead.
+func (AuthOp) EnumDescriptor() ([]byte, []int) {
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{0}
+}
+
 // Envelope is one log entry.
 type Envelope struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -46,6 +128,7 @@ type Envelope struct {
 	//	*Envelope_Tick
 	//	*Envelope_RegisterMember
 	//	*Envelope_Expire
+	//	*Envelope_Auth
 	Command       isEnvelope_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -181,6 +264,15 @@ func (x *Envelope) GetExpire() *Expire {
 	return nil
 }
 
+func (x *Envelope) GetAuth() *AuthChange {
+	if x != nil {
+		if x, ok := x.Command.(*Envelope_Auth); ok {
+			return x.Auth
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Command interface {
 	isEnvelope_Command()
 }
@@ -219,6 +311,11 @@ type Envelope_Expire struct {
 	Expire *Expire `protobuf:"bytes,17,opt,name=expire,oneof"`
 }
 
+type Envelope_Auth struct {
+	// Version 4.
+	Auth *AuthChange `protobuf:"bytes,18,opt,name=auth,oneof"`
+}
+
 func (*Envelope_Txn) isEnvelope_Command() {}
 
 func (*Envelope_CreateTable) isEnvelope_Command() {}
@@ -234,6 +331,8 @@ func (*Envelope_Tick) isEnvelope_Command() {}
 func (*Envelope_RegisterMember) isEnvelope_Command() {}
 
 func (*Envelope_Expire) isEnvelope_Command() {}
+
+func (*Envelope_Auth) isEnvelope_Command() {}
 
 type Txn struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -628,6 +727,212 @@ func (x *RegisterMember) GetMaxCommandVersion() uint32 {
 	return 0
 }
 
+// AuthChange changes the access-control state (fsm/auth.go): one step,
+// so that concurrent administrators never overwrite each other's changes.
+type AuthChange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Op    AuthOp                 `protobuf:"varint,1,opt,name=op,enum=memdb.command.v1.AuthOp" json:"op,omitempty"`
+	// The user (USER_*) or role (ROLE_*) the change is about.
+	Name string `protobuf:"bytes,2,opt,name=name" json:"name,omitempty"`
+	// USER_GRANT, USER_REVOKE: the role.
+	Role string `protobuf:"bytes,3,opt,name=role" json:"role,omitempty"`
+	// USER_ADD, USER_PASSWD, BOOTSTRAP: a bcrypt hash; empty for a user
+	// without a password. Never the password itself.
+	PasswordHash []byte `protobuf:"bytes,4,opt,name=password_hash,json=passwordHash" json:"password_hash,omitempty"`
+	// ROLE_GRANT, ROLE_REVOKE.
+	Permission    *v1.Permission `protobuf:"bytes,5,opt,name=permission" json:"permission,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthChange) Reset() {
+	*x = AuthChange{}
+	mi := &file_memdb_command_v1_command_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthChange) ProtoMessage() {}
+
+func (x *AuthChange) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_command_v1_command_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthChange.ProtoReflect.Descriptor instead.
+func (*AuthChange) Descriptor() ([]byte, []int) {
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *AuthChange) GetOp() AuthOp {
+	if x != nil {
+		return x.Op
+	}
+	return AuthOp_AUTH_OP_UNSPECIFIED
+}
+
+func (x *AuthChange) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AuthChange) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *AuthChange) GetPasswordHash() []byte {
+	if x != nil {
+		return x.PasswordHash
+	}
+	return nil
+}
+
+func (x *AuthChange) GetPermission() *v1.Permission {
+	if x != nil {
+		return x.Permission
+	}
+	return nil
+}
+
+// SnapshotAuth carries the access-control state in a snapshot. It is
+// written only when there is any, and never into a backup (Backup strips
+// it: password hashes stay in the cluster they belong to).
+type SnapshotAuth struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Enabled       bool                   `protobuf:"varint,1,opt,name=enabled" json:"enabled,omitempty"`
+	Users         []*SnapshotUser        `protobuf:"bytes,2,rep,name=users" json:"users,omitempty"`
+	Roles         []*v1.Role             `protobuf:"bytes,3,rep,name=roles" json:"roles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotAuth) Reset() {
+	*x = SnapshotAuth{}
+	mi := &file_memdb_command_v1_command_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotAuth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotAuth) ProtoMessage() {}
+
+func (x *SnapshotAuth) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_command_v1_command_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotAuth.ProtoReflect.Descriptor instead.
+func (*SnapshotAuth) Descriptor() ([]byte, []int) {
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *SnapshotAuth) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *SnapshotAuth) GetUsers() []*SnapshotUser {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+func (x *SnapshotAuth) GetRoles() []*v1.Role {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+type SnapshotUser struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name" json:"name,omitempty"`
+	PasswordHash  []byte                 `protobuf:"bytes,2,opt,name=password_hash,json=passwordHash" json:"password_hash,omitempty"`
+	Roles         []string               `protobuf:"bytes,3,rep,name=roles" json:"roles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotUser) Reset() {
+	*x = SnapshotUser{}
+	mi := &file_memdb_command_v1_command_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotUser) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotUser) ProtoMessage() {}
+
+func (x *SnapshotUser) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_command_v1_command_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotUser.ProtoReflect.Descriptor instead.
+func (*SnapshotUser) Descriptor() ([]byte, []int) {
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SnapshotUser) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SnapshotUser) GetPasswordHash() []byte {
+	if x != nil {
+		return x.PasswordHash
+	}
+	return nil
+}
+
+func (x *SnapshotUser) GetRoles() []string {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
 // Result is the outcome of one command; the state machine remembers it per
 // session so that a retried command returns it again.
 type Result struct {
@@ -652,7 +957,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_memdb_command_v1_command_proto_msgTypes[8]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -664,7 +969,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_command_v1_command_proto_msgTypes[8]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -677,7 +982,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{8}
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Result) GetRevision() uint64 {
@@ -735,7 +1040,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_memdb_command_v1_command_proto_msgTypes[9]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -747,7 +1052,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_command_v1_command_proto_msgTypes[9]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -760,7 +1065,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Session) GetClientId() []byte {
@@ -808,7 +1113,7 @@ type SnapshotMeta struct {
 
 func (x *SnapshotMeta) Reset() {
 	*x = SnapshotMeta{}
-	mi := &file_memdb_command_v1_command_proto_msgTypes[10]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -820,7 +1125,7 @@ func (x *SnapshotMeta) String() string {
 func (*SnapshotMeta) ProtoMessage() {}
 
 func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_command_v1_command_proto_msgTypes[10]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -833,7 +1138,7 @@ func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotMeta.ProtoReflect.Descriptor instead.
 func (*SnapshotMeta) Descriptor() ([]byte, []int) {
-	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SnapshotMeta) GetRevision() uint64 {
@@ -882,7 +1187,7 @@ type SnapshotMembers struct {
 
 func (x *SnapshotMembers) Reset() {
 	*x = SnapshotMembers{}
-	mi := &file_memdb_command_v1_command_proto_msgTypes[11]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -894,7 +1199,7 @@ func (x *SnapshotMembers) String() string {
 func (*SnapshotMembers) ProtoMessage() {}
 
 func (x *SnapshotMembers) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_command_v1_command_proto_msgTypes[11]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -907,7 +1212,7 @@ func (x *SnapshotMembers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotMembers.ProtoReflect.Descriptor instead.
 func (*SnapshotMembers) Descriptor() ([]byte, []int) {
-	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SnapshotMembers) GetClusterToken() []byte {
@@ -936,7 +1241,7 @@ type SnapshotTable struct {
 
 func (x *SnapshotTable) Reset() {
 	*x = SnapshotTable{}
-	mi := &file_memdb_command_v1_command_proto_msgTypes[12]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -948,7 +1253,7 @@ func (x *SnapshotTable) String() string {
 func (*SnapshotTable) ProtoMessage() {}
 
 func (x *SnapshotTable) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_command_v1_command_proto_msgTypes[12]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -961,7 +1266,7 @@ func (x *SnapshotTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotTable.ProtoReflect.Descriptor instead.
 func (*SnapshotTable) Descriptor() ([]byte, []int) {
-	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SnapshotTable) GetSchema() *v1.TableSchema {
@@ -985,18 +1290,430 @@ func (x *SnapshotTable) GetRows() uint64 {
 	return 0
 }
 
+// Identity is a caller as the member that served it identified it; the
+// leader authorizes a forwarded call for it.
+type Identity struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user ("" when anonymous).
+	User string `protobuf:"bytes,1,opt,name=user" json:"user,omitempty"`
+	// The common name of the client certificate the member verified, if
+	// any: a Join is accepted from the node it names.
+	CertName string `protobuf:"bytes,2,opt,name=cert_name,json=certName" json:"cert_name,omitempty"`
+	// How the caller was identified: certificate, token or none.
+	Method string `protobuf:"bytes,3,opt,name=method" json:"method,omitempty"`
+	// The certificate is valid for server use: a member's certificate,
+	// which may join its node to the cluster.
+	NodeCert      bool `protobuf:"varint,4,opt,name=node_cert,json=nodeCert" json:"node_cert,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Identity) Reset() {
+	*x = Identity{}
+	mi := &file_memdb_command_v1_command_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Identity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Identity) ProtoMessage() {}
+
+func (x *Identity) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_command_v1_command_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Identity.ProtoReflect.Descriptor instead.
+func (*Identity) Descriptor() ([]byte, []int) {
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Identity) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *Identity) GetCertName() string {
+	if x != nil {
+		return x.CertName
+	}
+	return ""
+}
+
+func (x *Identity) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *Identity) GetNodeCert() bool {
+	if x != nil {
+		return x.NodeCert
+	}
+	return false
+}
+
+type MemberStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Request       *v1.StatusRequest      `protobuf:"bytes,1,opt,name=request" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberStatusRequest) Reset() {
+	*x = MemberStatusRequest{}
+	mi := &file_memdb_command_v1_command_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberStatusRequest) ProtoMessage() {}
+
+func (x *MemberStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_command_v1_command_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberStatusRequest.ProtoReflect.Descriptor instead.
+func (*MemberStatusRequest) Descriptor() ([]byte, []int) {
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *MemberStatusRequest) GetRequest() *v1.StatusRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+type MemberStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Response      *v1.StatusResponse     `protobuf:"bytes,1,opt,name=response" json:"response,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberStatusResponse) Reset() {
+	*x = MemberStatusResponse{}
+	mi := &file_memdb_command_v1_command_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberStatusResponse) ProtoMessage() {}
+
+func (x *MemberStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_command_v1_command_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberStatusResponse.ProtoReflect.Descriptor instead.
+func (*MemberStatusResponse) Descriptor() ([]byte, []int) {
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *MemberStatusResponse) GetResponse() *v1.StatusResponse {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+type ClusterRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Caller *Identity              `protobuf:"bytes,1,opt,name=caller" json:"caller,omitempty"`
+	From   string                 `protobuf:"bytes,2,opt,name=from" json:"from,omitempty"`
+	// Types that are valid to be assigned to Call:
+	//
+	//	*ClusterRequest_Join
+	//	*ClusterRequest_Transfer
+	//	*ClusterRequest_Promote
+	//	*ClusterRequest_Remove
+	Call          isClusterRequest_Call `protobuf_oneof:"call"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterRequest) Reset() {
+	*x = ClusterRequest{}
+	mi := &file_memdb_command_v1_command_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterRequest) ProtoMessage() {}
+
+func (x *ClusterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_command_v1_command_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterRequest.ProtoReflect.Descriptor instead.
+func (*ClusterRequest) Descriptor() ([]byte, []int) {
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ClusterRequest) GetCaller() *Identity {
+	if x != nil {
+		return x.Caller
+	}
+	return nil
+}
+
+func (x *ClusterRequest) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *ClusterRequest) GetCall() isClusterRequest_Call {
+	if x != nil {
+		return x.Call
+	}
+	return nil
+}
+
+func (x *ClusterRequest) GetJoin() *v1.JoinRequest {
+	if x != nil {
+		if x, ok := x.Call.(*ClusterRequest_Join); ok {
+			return x.Join
+		}
+	}
+	return nil
+}
+
+func (x *ClusterRequest) GetTransfer() *v1.TransferLeadershipRequest {
+	if x != nil {
+		if x, ok := x.Call.(*ClusterRequest_Transfer); ok {
+			return x.Transfer
+		}
+	}
+	return nil
+}
+
+func (x *ClusterRequest) GetPromote() *v1.PromoteMemberRequest {
+	if x != nil {
+		if x, ok := x.Call.(*ClusterRequest_Promote); ok {
+			return x.Promote
+		}
+	}
+	return nil
+}
+
+func (x *ClusterRequest) GetRemove() *v1.RemoveMemberRequest {
+	if x != nil {
+		if x, ok := x.Call.(*ClusterRequest_Remove); ok {
+			return x.Remove
+		}
+	}
+	return nil
+}
+
+type isClusterRequest_Call interface {
+	isClusterRequest_Call()
+}
+
+type ClusterRequest_Join struct {
+	Join *v1.JoinRequest `protobuf:"bytes,10,opt,name=join,oneof"`
+}
+
+type ClusterRequest_Transfer struct {
+	Transfer *v1.TransferLeadershipRequest `protobuf:"bytes,11,opt,name=transfer,oneof"`
+}
+
+type ClusterRequest_Promote struct {
+	Promote *v1.PromoteMemberRequest `protobuf:"bytes,12,opt,name=promote,oneof"`
+}
+
+type ClusterRequest_Remove struct {
+	Remove *v1.RemoveMemberRequest `protobuf:"bytes,13,opt,name=remove,oneof"`
+}
+
+func (*ClusterRequest_Join) isClusterRequest_Call() {}
+
+func (*ClusterRequest_Transfer) isClusterRequest_Call() {}
+
+func (*ClusterRequest_Promote) isClusterRequest_Call() {}
+
+func (*ClusterRequest_Remove) isClusterRequest_Call() {}
+
+type ClusterResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Result:
+	//
+	//	*ClusterResponse_Join
+	//	*ClusterResponse_Transfer
+	//	*ClusterResponse_Promote
+	//	*ClusterResponse_Remove
+	Result        isClusterResponse_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterResponse) Reset() {
+	*x = ClusterResponse{}
+	mi := &file_memdb_command_v1_command_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterResponse) ProtoMessage() {}
+
+func (x *ClusterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_memdb_command_v1_command_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterResponse.ProtoReflect.Descriptor instead.
+func (*ClusterResponse) Descriptor() ([]byte, []int) {
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ClusterResponse) GetResult() isClusterResponse_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *ClusterResponse) GetJoin() *v1.JoinResponse {
+	if x != nil {
+		if x, ok := x.Result.(*ClusterResponse_Join); ok {
+			return x.Join
+		}
+	}
+	return nil
+}
+
+func (x *ClusterResponse) GetTransfer() *v1.TransferLeadershipResponse {
+	if x != nil {
+		if x, ok := x.Result.(*ClusterResponse_Transfer); ok {
+			return x.Transfer
+		}
+	}
+	return nil
+}
+
+func (x *ClusterResponse) GetPromote() *v1.PromoteMemberResponse {
+	if x != nil {
+		if x, ok := x.Result.(*ClusterResponse_Promote); ok {
+			return x.Promote
+		}
+	}
+	return nil
+}
+
+func (x *ClusterResponse) GetRemove() *v1.RemoveMemberResponse {
+	if x != nil {
+		if x, ok := x.Result.(*ClusterResponse_Remove); ok {
+			return x.Remove
+		}
+	}
+	return nil
+}
+
+type isClusterResponse_Result interface {
+	isClusterResponse_Result()
+}
+
+type ClusterResponse_Join struct {
+	Join *v1.JoinResponse `protobuf:"bytes,10,opt,name=join,oneof"`
+}
+
+type ClusterResponse_Transfer struct {
+	Transfer *v1.TransferLeadershipResponse `protobuf:"bytes,11,opt,name=transfer,oneof"`
+}
+
+type ClusterResponse_Promote struct {
+	Promote *v1.PromoteMemberResponse `protobuf:"bytes,12,opt,name=promote,oneof"`
+}
+
+type ClusterResponse_Remove struct {
+	Remove *v1.RemoveMemberResponse `protobuf:"bytes,13,opt,name=remove,oneof"`
+}
+
+func (*ClusterResponse_Join) isClusterResponse_Result() {}
+
+func (*ClusterResponse_Transfer) isClusterResponse_Result() {}
+
+func (*ClusterResponse_Promote) isClusterResponse_Result() {}
+
+func (*ClusterResponse_Remove) isClusterResponse_Result() {}
+
 type ProposeRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Envelope *Envelope              `protobuf:"bytes,1,opt,name=envelope" json:"envelope,omitempty"`
 	// Id of the forwarding node, for logs and loop detection.
-	From          string `protobuf:"bytes,2,opt,name=from" json:"from,omitempty"`
+	From string `protobuf:"bytes,2,opt,name=from" json:"from,omitempty"`
+	// The client the forwarding member served the request for: with access
+	// control on, the leader authorizes the command for it, never for the
+	// member that forwarded it.
+	Caller        *Identity `protobuf:"bytes,3,opt,name=caller" json:"caller,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ProposeRequest) Reset() {
 	*x = ProposeRequest{}
-	mi := &file_memdb_command_v1_command_proto_msgTypes[13]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1008,7 +1725,7 @@ func (x *ProposeRequest) String() string {
 func (*ProposeRequest) ProtoMessage() {}
 
 func (x *ProposeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_command_v1_command_proto_msgTypes[13]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1021,7 +1738,7 @@ func (x *ProposeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProposeRequest.ProtoReflect.Descriptor instead.
 func (*ProposeRequest) Descriptor() ([]byte, []int) {
-	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ProposeRequest) GetEnvelope() *Envelope {
@@ -1038,6 +1755,13 @@ func (x *ProposeRequest) GetFrom() string {
 	return ""
 }
 
+func (x *ProposeRequest) GetCaller() *Identity {
+	if x != nil {
+		return x.Caller
+	}
+	return nil
+}
+
 type ProposeResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Result        *Result                `protobuf:"bytes,1,opt,name=result" json:"result,omitempty"`
@@ -1048,7 +1772,7 @@ type ProposeResponse struct {
 
 func (x *ProposeResponse) Reset() {
 	*x = ProposeResponse{}
-	mi := &file_memdb_command_v1_command_proto_msgTypes[14]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1060,7 +1784,7 @@ func (x *ProposeResponse) String() string {
 func (*ProposeResponse) ProtoMessage() {}
 
 func (x *ProposeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_command_v1_command_proto_msgTypes[14]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1073,7 +1797,7 @@ func (x *ProposeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProposeResponse.ProtoReflect.Descriptor instead.
 func (*ProposeResponse) Descriptor() ([]byte, []int) {
-	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ProposeResponse) GetResult() *Result {
@@ -1104,7 +1828,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_memdb_command_v1_command_proto_msgTypes[15]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1116,7 +1840,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_command_v1_command_proto_msgTypes[15]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1129,7 +1853,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReadIndexRequest) GetFrom() string {
@@ -1155,7 +1879,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_memdb_command_v1_command_proto_msgTypes[16]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1167,7 +1891,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_command_v1_command_proto_msgTypes[16]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1180,7 +1904,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -1201,7 +1925,7 @@ type LeaseProbeRequest struct {
 
 func (x *LeaseProbeRequest) Reset() {
 	*x = LeaseProbeRequest{}
-	mi := &file_memdb_command_v1_command_proto_msgTypes[17]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1213,7 +1937,7 @@ func (x *LeaseProbeRequest) String() string {
 func (*LeaseProbeRequest) ProtoMessage() {}
 
 func (x *LeaseProbeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_command_v1_command_proto_msgTypes[17]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1226,7 +1950,7 @@ func (x *LeaseProbeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseProbeRequest.ProtoReflect.Descriptor instead.
 func (*LeaseProbeRequest) Descriptor() ([]byte, []int) {
-	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LeaseProbeRequest) GetFrom() string {
@@ -1259,7 +1983,7 @@ type LeaseProbeResponse struct {
 
 func (x *LeaseProbeResponse) Reset() {
 	*x = LeaseProbeResponse{}
-	mi := &file_memdb_command_v1_command_proto_msgTypes[18]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1271,7 +1995,7 @@ func (x *LeaseProbeResponse) String() string {
 func (*LeaseProbeResponse) ProtoMessage() {}
 
 func (x *LeaseProbeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_command_v1_command_proto_msgTypes[18]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1284,7 +2008,7 @@ func (x *LeaseProbeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseProbeResponse.ProtoReflect.Descriptor instead.
 func (*LeaseProbeResponse) Descriptor() ([]byte, []int) {
-	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{18}
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *LeaseProbeResponse) GetPromiseNanos() int64 {
@@ -1312,7 +2036,7 @@ type ReadIndexStreamRequest struct {
 
 func (x *ReadIndexStreamRequest) Reset() {
 	*x = ReadIndexStreamRequest{}
-	mi := &file_memdb_command_v1_command_proto_msgTypes[19]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1324,7 +2048,7 @@ func (x *ReadIndexStreamRequest) String() string {
 func (*ReadIndexStreamRequest) ProtoMessage() {}
 
 func (x *ReadIndexStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_command_v1_command_proto_msgTypes[19]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1337,7 +2061,7 @@ func (x *ReadIndexStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexStreamRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexStreamRequest) Descriptor() ([]byte, []int) {
-	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{19}
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReadIndexStreamRequest) GetFrom() string {
@@ -1364,7 +2088,7 @@ type ReadIndexStreamResponse struct {
 
 func (x *ReadIndexStreamResponse) Reset() {
 	*x = ReadIndexStreamResponse{}
-	mi := &file_memdb_command_v1_command_proto_msgTypes[20]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1376,7 +2100,7 @@ func (x *ReadIndexStreamResponse) String() string {
 func (*ReadIndexStreamResponse) ProtoMessage() {}
 
 func (x *ReadIndexStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memdb_command_v1_command_proto_msgTypes[20]
+	mi := &file_memdb_command_v1_command_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1389,7 +2113,7 @@ func (x *ReadIndexStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexStreamResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexStreamResponse) Descriptor() ([]byte, []int) {
-	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{20}
+	return file_memdb_command_v1_command_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReadIndexStreamResponse) GetIndex() uint64 {
@@ -1403,7 +2127,7 @@ var File_memdb_command_v1_command_proto protoreflect.FileDescriptor
 
 const file_memdb_command_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1ememdb/command/v1/command.proto\x12\x10memdb.command.v1\x1a\x13memdb/v1/data.proto\x1a\x15memdb/v1/schema.proto\x1a\x14memdb/v1/types.proto\"\xd6\x04\n" +
+	"\x1ememdb/command/v1/command.proto\x12\x10memdb.command.v1\x1a\x13memdb/v1/auth.proto\x1a\x16memdb/v1/cluster.proto\x1a\x13memdb/v1/data.proto\x1a\x15memdb/v1/schema.proto\x1a\x14memdb/v1/types.proto\"\x8a\x05\n" +
 	"\bEnvelope\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1d\n" +
 	"\n" +
@@ -1419,7 +2143,8 @@ const file_memdb_command_v1_command_proto_rawDesc = "" +
 	"drop_index\x18\x0e \x01(\v2\x1b.memdb.command.v1.DropIndexH\x00R\tdropIndex\x12,\n" +
 	"\x04tick\x18\x0f \x01(\v2\x16.memdb.command.v1.TickH\x00R\x04tick\x12K\n" +
 	"\x0fregister_member\x18\x10 \x01(\v2 .memdb.command.v1.RegisterMemberH\x00R\x0eregisterMember\x122\n" +
-	"\x06expire\x18\x11 \x01(\v2\x18.memdb.command.v1.ExpireH\x00R\x06expireB\t\n" +
+	"\x06expire\x18\x11 \x01(\v2\x18.memdb.command.v1.ExpireH\x00R\x06expire\x122\n" +
+	"\x04auth\x18\x12 \x01(\v2\x1c.memdb.command.v1.AuthChangeH\x00R\x04authB\t\n" +
 	"\acommand\"~\n" +
 	"\x03Txn\x123\n" +
 	"\n" +
@@ -1446,7 +2171,24 @@ const file_memdb_command_v1_command_proto_rawDesc = "" +
 	"\traft_addr\x18\x03 \x01(\tR\braftAddr\x12#\n" +
 	"\rcluster_token\x18\x04 \x01(\fR\fclusterToken\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\tR\aversion\x12.\n" +
-	"\x13max_command_version\x18\x06 \x01(\rR\x11maxCommandVersion\"\xdf\x01\n" +
+	"\x13max_command_version\x18\x06 \x01(\rR\x11maxCommandVersion\"\xb9\x01\n" +
+	"\n" +
+	"AuthChange\x12(\n" +
+	"\x02op\x18\x01 \x01(\x0e2\x18.memdb.command.v1.AuthOpR\x02op\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\x12#\n" +
+	"\rpassword_hash\x18\x04 \x01(\fR\fpasswordHash\x124\n" +
+	"\n" +
+	"permission\x18\x05 \x01(\v2\x14.memdb.v1.PermissionR\n" +
+	"permission\"\x84\x01\n" +
+	"\fSnapshotAuth\x12\x18\n" +
+	"\aenabled\x18\x01 \x01(\bR\aenabled\x124\n" +
+	"\x05users\x18\x02 \x03(\v2\x1e.memdb.command.v1.SnapshotUserR\x05users\x12$\n" +
+	"\x05roles\x18\x03 \x03(\v2\x0e.memdb.v1.RoleR\x05roles\"]\n" +
+	"\fSnapshotUser\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
+	"\rpassword_hash\x18\x02 \x01(\fR\fpasswordHash\x12\x14\n" +
+	"\x05roles\x18\x03 \x03(\tR\x05roles\"\xdf\x01\n" +
 	"\x06Result\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12!\n" +
 	"\ferror_reason\x18\x02 \x01(\tR\verrorReason\x12#\n" +
@@ -1475,10 +2217,36 @@ const file_memdb_command_v1_command_proto_rawDesc = "" +
 	"\rSnapshotTable\x12-\n" +
 	"\x06schema\x18\x01 \x01(\v2\x15.memdb.v1.TableSchemaR\x06schema\x12'\n" +
 	"\x0fcreate_revision\x18\x02 \x01(\x04R\x0ecreateRevision\x12\x12\n" +
-	"\x04rows\x18\x03 \x01(\x04R\x04rows\"\\\n" +
+	"\x04rows\x18\x03 \x01(\x04R\x04rows\"p\n" +
+	"\bIdentity\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x1b\n" +
+	"\tcert_name\x18\x02 \x01(\tR\bcertName\x12\x16\n" +
+	"\x06method\x18\x03 \x01(\tR\x06method\x12\x1b\n" +
+	"\tnode_cert\x18\x04 \x01(\bR\bnodeCert\"H\n" +
+	"\x13MemberStatusRequest\x121\n" +
+	"\arequest\x18\x01 \x01(\v2\x17.memdb.v1.StatusRequestR\arequest\"L\n" +
+	"\x14MemberStatusResponse\x124\n" +
+	"\bresponse\x18\x01 \x01(\v2\x18.memdb.v1.StatusResponseR\bresponse\"\xc5\x02\n" +
+	"\x0eClusterRequest\x122\n" +
+	"\x06caller\x18\x01 \x01(\v2\x1a.memdb.command.v1.IdentityR\x06caller\x12\x12\n" +
+	"\x04from\x18\x02 \x01(\tR\x04from\x12+\n" +
+	"\x04join\x18\n" +
+	" \x01(\v2\x15.memdb.v1.JoinRequestH\x00R\x04join\x12A\n" +
+	"\btransfer\x18\v \x01(\v2#.memdb.v1.TransferLeadershipRequestH\x00R\btransfer\x12:\n" +
+	"\apromote\x18\f \x01(\v2\x1e.memdb.v1.PromoteMemberRequestH\x00R\apromote\x127\n" +
+	"\x06remove\x18\r \x01(\v2\x1d.memdb.v1.RemoveMemberRequestH\x00R\x06removeB\x06\n" +
+	"\x04call\"\x84\x02\n" +
+	"\x0fClusterResponse\x12,\n" +
+	"\x04join\x18\n" +
+	" \x01(\v2\x16.memdb.v1.JoinResponseH\x00R\x04join\x12B\n" +
+	"\btransfer\x18\v \x01(\v2$.memdb.v1.TransferLeadershipResponseH\x00R\btransfer\x12;\n" +
+	"\apromote\x18\f \x01(\v2\x1f.memdb.v1.PromoteMemberResponseH\x00R\apromote\x128\n" +
+	"\x06remove\x18\r \x01(\v2\x1e.memdb.v1.RemoveMemberResponseH\x00R\x06removeB\b\n" +
+	"\x06result\"\x90\x01\n" +
 	"\x0eProposeRequest\x126\n" +
 	"\benvelope\x18\x01 \x01(\v2\x1a.memdb.command.v1.EnvelopeR\benvelope\x12\x12\n" +
-	"\x04from\x18\x02 \x01(\tR\x04from\"`\n" +
+	"\x04from\x18\x02 \x01(\tR\x04from\x122\n" +
+	"\x06caller\x18\x03 \x01(\v2\x1a.memdb.command.v1.IdentityR\x06caller\"`\n" +
 	"\x0fProposeResponse\x120\n" +
 	"\x06result\x18\x01 \x01(\v2\x18.memdb.command.v1.ResultR\x06result\x12\x1b\n" +
 	"\traft_term\x18\x02 \x01(\x04R\braftTerm\":\n" +
@@ -1497,13 +2265,30 @@ const file_memdb_command_v1_command_proto_rawDesc = "" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\"/\n" +
 	"\x17ReadIndexStreamResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index2\xf8\x02\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index*\xba\x02\n" +
+	"\x06AuthOp\x12\x17\n" +
+	"\x13AUTH_OP_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eAUTH_OP_ENABLE\x10\x01\x12\x13\n" +
+	"\x0fAUTH_OP_DISABLE\x10\x02\x12\x14\n" +
+	"\x10AUTH_OP_USER_ADD\x10\x03\x12\x17\n" +
+	"\x13AUTH_OP_USER_PASSWD\x10\x04\x12\x17\n" +
+	"\x13AUTH_OP_USER_DELETE\x10\x05\x12\x16\n" +
+	"\x12AUTH_OP_USER_GRANT\x10\x06\x12\x17\n" +
+	"\x13AUTH_OP_USER_REVOKE\x10\a\x12\x14\n" +
+	"\x10AUTH_OP_ROLE_ADD\x10\b\x12\x17\n" +
+	"\x13AUTH_OP_ROLE_DELETE\x10\t\x12\x16\n" +
+	"\x12AUTH_OP_ROLE_GRANT\x10\n" +
+	"\x12\x17\n" +
+	"\x13AUTH_OP_ROLE_REVOKE\x10\v\x12\x15\n" +
+	"\x11AUTH_OP_BOOTSTRAP\x10\f2\xa7\x04\n" +
 	"\vPeerService\x12N\n" +
 	"\aPropose\x12 .memdb.command.v1.ProposeRequest\x1a!.memdb.command.v1.ProposeResponse\x12T\n" +
 	"\tReadIndex\x12\".memdb.command.v1.ReadIndexRequest\x1a#.memdb.command.v1.ReadIndexResponse\x12j\n" +
 	"\x0fReadIndexStream\x12(.memdb.command.v1.ReadIndexStreamRequest\x1a).memdb.command.v1.ReadIndexStreamResponse(\x010\x01\x12W\n" +
 	"\n" +
-	"LeaseProbe\x12#.memdb.command.v1.LeaseProbeRequest\x1a$.memdb.command.v1.LeaseProbeResponseBFZ=github.com/memdbd/memdbd/api/proto/memdb/command/v1;commandv1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
+	"LeaseProbe\x12#.memdb.command.v1.LeaseProbeRequest\x1a$.memdb.command.v1.LeaseProbeResponse\x12]\n" +
+	"\fMemberStatus\x12%.memdb.command.v1.MemberStatusRequest\x1a&.memdb.command.v1.MemberStatusResponse\x12N\n" +
+	"\aCluster\x12 .memdb.command.v1.ClusterRequest\x1a!.memdb.command.v1.ClusterResponseBFZ=github.com/memdbd/memdbd/api/proto/memdb/command/v1;commandv1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
 var (
 	file_memdb_command_v1_command_proto_rawDescOnce sync.Once
@@ -1517,71 +2302,114 @@ func file_memdb_command_v1_command_proto_rawDescGZIP() []byte {
 	return file_memdb_command_v1_command_proto_rawDescData
 }
 
-var file_memdb_command_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_memdb_command_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_memdb_command_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_memdb_command_v1_command_proto_goTypes = []any{
-	(*Envelope)(nil),                // 0: memdb.command.v1.Envelope
-	(*Txn)(nil),                     // 1: memdb.command.v1.Txn
-	(*DropTable)(nil),               // 2: memdb.command.v1.DropTable
-	(*CreateIndex)(nil),             // 3: memdb.command.v1.CreateIndex
-	(*DropIndex)(nil),               // 4: memdb.command.v1.DropIndex
-	(*Tick)(nil),                    // 5: memdb.command.v1.Tick
-	(*Expire)(nil),                  // 6: memdb.command.v1.Expire
-	(*RegisterMember)(nil),          // 7: memdb.command.v1.RegisterMember
-	(*Result)(nil),                  // 8: memdb.command.v1.Result
-	(*Session)(nil),                 // 9: memdb.command.v1.Session
-	(*SnapshotMeta)(nil),            // 10: memdb.command.v1.SnapshotMeta
-	(*SnapshotMembers)(nil),         // 11: memdb.command.v1.SnapshotMembers
-	(*SnapshotTable)(nil),           // 12: memdb.command.v1.SnapshotTable
-	(*ProposeRequest)(nil),          // 13: memdb.command.v1.ProposeRequest
-	(*ProposeResponse)(nil),         // 14: memdb.command.v1.ProposeResponse
-	(*ReadIndexRequest)(nil),        // 15: memdb.command.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),       // 16: memdb.command.v1.ReadIndexResponse
-	(*LeaseProbeRequest)(nil),       // 17: memdb.command.v1.LeaseProbeRequest
-	(*LeaseProbeResponse)(nil),      // 18: memdb.command.v1.LeaseProbeResponse
-	(*ReadIndexStreamRequest)(nil),  // 19: memdb.command.v1.ReadIndexStreamRequest
-	(*ReadIndexStreamResponse)(nil), // 20: memdb.command.v1.ReadIndexStreamResponse
-	nil,                             // 21: memdb.command.v1.Session.ResultsEntry
-	(*v1.WriteSession)(nil),         // 22: memdb.v1.WriteSession
-	(*v1.TableSchema)(nil),          // 23: memdb.v1.TableSchema
-	(*v1.Condition)(nil),            // 24: memdb.v1.Condition
-	(*v1.Op)(nil),                   // 25: memdb.v1.Op
-	(*v1.IndexSchema)(nil),          // 26: memdb.v1.IndexSchema
-	(*v1.OpResult)(nil),             // 27: memdb.v1.OpResult
+	(AuthOp)(0),                           // 0: memdb.command.v1.AuthOp
+	(*Envelope)(nil),                      // 1: memdb.command.v1.Envelope
+	(*Txn)(nil),                           // 2: memdb.command.v1.Txn
+	(*DropTable)(nil),                     // 3: memdb.command.v1.DropTable
+	(*CreateIndex)(nil),                   // 4: memdb.command.v1.CreateIndex
+	(*DropIndex)(nil),                     // 5: memdb.command.v1.DropIndex
+	(*Tick)(nil),                          // 6: memdb.command.v1.Tick
+	(*Expire)(nil),                        // 7: memdb.command.v1.Expire
+	(*RegisterMember)(nil),                // 8: memdb.command.v1.RegisterMember
+	(*AuthChange)(nil),                    // 9: memdb.command.v1.AuthChange
+	(*SnapshotAuth)(nil),                  // 10: memdb.command.v1.SnapshotAuth
+	(*SnapshotUser)(nil),                  // 11: memdb.command.v1.SnapshotUser
+	(*Result)(nil),                        // 12: memdb.command.v1.Result
+	(*Session)(nil),                       // 13: memdb.command.v1.Session
+	(*SnapshotMeta)(nil),                  // 14: memdb.command.v1.SnapshotMeta
+	(*SnapshotMembers)(nil),               // 15: memdb.command.v1.SnapshotMembers
+	(*SnapshotTable)(nil),                 // 16: memdb.command.v1.SnapshotTable
+	(*Identity)(nil),                      // 17: memdb.command.v1.Identity
+	(*MemberStatusRequest)(nil),           // 18: memdb.command.v1.MemberStatusRequest
+	(*MemberStatusResponse)(nil),          // 19: memdb.command.v1.MemberStatusResponse
+	(*ClusterRequest)(nil),                // 20: memdb.command.v1.ClusterRequest
+	(*ClusterResponse)(nil),               // 21: memdb.command.v1.ClusterResponse
+	(*ProposeRequest)(nil),                // 22: memdb.command.v1.ProposeRequest
+	(*ProposeResponse)(nil),               // 23: memdb.command.v1.ProposeResponse
+	(*ReadIndexRequest)(nil),              // 24: memdb.command.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),             // 25: memdb.command.v1.ReadIndexResponse
+	(*LeaseProbeRequest)(nil),             // 26: memdb.command.v1.LeaseProbeRequest
+	(*LeaseProbeResponse)(nil),            // 27: memdb.command.v1.LeaseProbeResponse
+	(*ReadIndexStreamRequest)(nil),        // 28: memdb.command.v1.ReadIndexStreamRequest
+	(*ReadIndexStreamResponse)(nil),       // 29: memdb.command.v1.ReadIndexStreamResponse
+	nil,                                   // 30: memdb.command.v1.Session.ResultsEntry
+	(*v1.WriteSession)(nil),               // 31: memdb.v1.WriteSession
+	(*v1.TableSchema)(nil),                // 32: memdb.v1.TableSchema
+	(*v1.Condition)(nil),                  // 33: memdb.v1.Condition
+	(*v1.Op)(nil),                         // 34: memdb.v1.Op
+	(*v1.IndexSchema)(nil),                // 35: memdb.v1.IndexSchema
+	(*v1.Permission)(nil),                 // 36: memdb.v1.Permission
+	(*v1.Role)(nil),                       // 37: memdb.v1.Role
+	(*v1.OpResult)(nil),                   // 38: memdb.v1.OpResult
+	(*v1.StatusRequest)(nil),              // 39: memdb.v1.StatusRequest
+	(*v1.StatusResponse)(nil),             // 40: memdb.v1.StatusResponse
+	(*v1.JoinRequest)(nil),                // 41: memdb.v1.JoinRequest
+	(*v1.TransferLeadershipRequest)(nil),  // 42: memdb.v1.TransferLeadershipRequest
+	(*v1.PromoteMemberRequest)(nil),       // 43: memdb.v1.PromoteMemberRequest
+	(*v1.RemoveMemberRequest)(nil),        // 44: memdb.v1.RemoveMemberRequest
+	(*v1.JoinResponse)(nil),               // 45: memdb.v1.JoinResponse
+	(*v1.TransferLeadershipResponse)(nil), // 46: memdb.v1.TransferLeadershipResponse
+	(*v1.PromoteMemberResponse)(nil),      // 47: memdb.v1.PromoteMemberResponse
+	(*v1.RemoveMemberResponse)(nil),       // 48: memdb.v1.RemoveMemberResponse
 }
 var file_memdb_command_v1_command_proto_depIdxs = []int32{
-	22, // 0: memdb.command.v1.Envelope.session:type_name -> memdb.v1.WriteSession
-	1,  // 1: memdb.command.v1.Envelope.txn:type_name -> memdb.command.v1.Txn
-	23, // 2: memdb.command.v1.Envelope.create_table:type_name -> memdb.v1.TableSchema
-	2,  // 3: memdb.command.v1.Envelope.drop_table:type_name -> memdb.command.v1.DropTable
-	3,  // 4: memdb.command.v1.Envelope.create_index:type_name -> memdb.command.v1.CreateIndex
-	4,  // 5: memdb.command.v1.Envelope.drop_index:type_name -> memdb.command.v1.DropIndex
-	5,  // 6: memdb.command.v1.Envelope.tick:type_name -> memdb.command.v1.Tick
-	7,  // 7: memdb.command.v1.Envelope.register_member:type_name -> memdb.command.v1.RegisterMember
-	6,  // 8: memdb.command.v1.Envelope.expire:type_name -> memdb.command.v1.Expire
-	24, // 9: memdb.command.v1.Txn.conditions:type_name -> memdb.v1.Condition
-	25, // 10: memdb.command.v1.Txn.then:type_name -> memdb.v1.Op
-	25, // 11: memdb.command.v1.Txn.else:type_name -> memdb.v1.Op
-	26, // 12: memdb.command.v1.CreateIndex.index:type_name -> memdb.v1.IndexSchema
-	27, // 13: memdb.command.v1.Result.results:type_name -> memdb.v1.OpResult
-	21, // 14: memdb.command.v1.Session.results:type_name -> memdb.command.v1.Session.ResultsEntry
-	7,  // 15: memdb.command.v1.SnapshotMembers.members:type_name -> memdb.command.v1.RegisterMember
-	23, // 16: memdb.command.v1.SnapshotTable.schema:type_name -> memdb.v1.TableSchema
-	0,  // 17: memdb.command.v1.ProposeRequest.envelope:type_name -> memdb.command.v1.Envelope
-	8,  // 18: memdb.command.v1.ProposeResponse.result:type_name -> memdb.command.v1.Result
-	8,  // 19: memdb.command.v1.Session.ResultsEntry.value:type_name -> memdb.command.v1.Result
-	13, // 20: memdb.command.v1.PeerService.Propose:input_type -> memdb.command.v1.ProposeRequest
-	15, // 21: memdb.command.v1.PeerService.ReadIndex:input_type -> memdb.command.v1.ReadIndexRequest
-	19, // 22: memdb.command.v1.PeerService.ReadIndexStream:input_type -> memdb.command.v1.ReadIndexStreamRequest
-	17, // 23: memdb.command.v1.PeerService.LeaseProbe:input_type -> memdb.command.v1.LeaseProbeRequest
-	14, // 24: memdb.command.v1.PeerService.Propose:output_type -> memdb.command.v1.ProposeResponse
-	16, // 25: memdb.command.v1.PeerService.ReadIndex:output_type -> memdb.command.v1.ReadIndexResponse
-	20, // 26: memdb.command.v1.PeerService.ReadIndexStream:output_type -> memdb.command.v1.ReadIndexStreamResponse
-	18, // 27: memdb.command.v1.PeerService.LeaseProbe:output_type -> memdb.command.v1.LeaseProbeResponse
-	24, // [24:28] is the sub-list for method output_type
-	20, // [20:24] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	31, // 0: memdb.command.v1.Envelope.session:type_name -> memdb.v1.WriteSession
+	2,  // 1: memdb.command.v1.Envelope.txn:type_name -> memdb.command.v1.Txn
+	32, // 2: memdb.command.v1.Envelope.create_table:type_name -> memdb.v1.TableSchema
+	3,  // 3: memdb.command.v1.Envelope.drop_table:type_name -> memdb.command.v1.DropTable
+	4,  // 4: memdb.command.v1.Envelope.create_index:type_name -> memdb.command.v1.CreateIndex
+	5,  // 5: memdb.command.v1.Envelope.drop_index:type_name -> memdb.command.v1.DropIndex
+	6,  // 6: memdb.command.v1.Envelope.tick:type_name -> memdb.command.v1.Tick
+	8,  // 7: memdb.command.v1.Envelope.register_member:type_name -> memdb.command.v1.RegisterMember
+	7,  // 8: memdb.command.v1.Envelope.expire:type_name -> memdb.command.v1.Expire
+	9,  // 9: memdb.command.v1.Envelope.auth:type_name -> memdb.command.v1.AuthChange
+	33, // 10: memdb.command.v1.Txn.conditions:type_name -> memdb.v1.Condition
+	34, // 11: memdb.command.v1.Txn.then:type_name -> memdb.v1.Op
+	34, // 12: memdb.command.v1.Txn.else:type_name -> memdb.v1.Op
+	35, // 13: memdb.command.v1.CreateIndex.index:type_name -> memdb.v1.IndexSchema
+	0,  // 14: memdb.command.v1.AuthChange.op:type_name -> memdb.command.v1.AuthOp
+	36, // 15: memdb.command.v1.AuthChange.permission:type_name -> memdb.v1.Permission
+	11, // 16: memdb.command.v1.SnapshotAuth.users:type_name -> memdb.command.v1.SnapshotUser
+	37, // 17: memdb.command.v1.SnapshotAuth.roles:type_name -> memdb.v1.Role
+	38, // 18: memdb.command.v1.Result.results:type_name -> memdb.v1.OpResult
+	30, // 19: memdb.command.v1.Session.results:type_name -> memdb.command.v1.Session.ResultsEntry
+	8,  // 20: memdb.command.v1.SnapshotMembers.members:type_name -> memdb.command.v1.RegisterMember
+	32, // 21: memdb.command.v1.SnapshotTable.schema:type_name -> memdb.v1.TableSchema
+	39, // 22: memdb.command.v1.MemberStatusRequest.request:type_name -> memdb.v1.StatusRequest
+	40, // 23: memdb.command.v1.MemberStatusResponse.response:type_name -> memdb.v1.StatusResponse
+	17, // 24: memdb.command.v1.ClusterRequest.caller:type_name -> memdb.command.v1.Identity
+	41, // 25: memdb.command.v1.ClusterRequest.join:type_name -> memdb.v1.JoinRequest
+	42, // 26: memdb.command.v1.ClusterRequest.transfer:type_name -> memdb.v1.TransferLeadershipRequest
+	43, // 27: memdb.command.v1.ClusterRequest.promote:type_name -> memdb.v1.PromoteMemberRequest
+	44, // 28: memdb.command.v1.ClusterRequest.remove:type_name -> memdb.v1.RemoveMemberRequest
+	45, // 29: memdb.command.v1.ClusterResponse.join:type_name -> memdb.v1.JoinResponse
+	46, // 30: memdb.command.v1.ClusterResponse.transfer:type_name -> memdb.v1.TransferLeadershipResponse
+	47, // 31: memdb.command.v1.ClusterResponse.promote:type_name -> memdb.v1.PromoteMemberResponse
+	48, // 32: memdb.command.v1.ClusterResponse.remove:type_name -> memdb.v1.RemoveMemberResponse
+	1,  // 33: memdb.command.v1.ProposeRequest.envelope:type_name -> memdb.command.v1.Envelope
+	17, // 34: memdb.command.v1.ProposeRequest.caller:type_name -> memdb.command.v1.Identity
+	12, // 35: memdb.command.v1.ProposeResponse.result:type_name -> memdb.command.v1.Result
+	12, // 36: memdb.command.v1.Session.ResultsEntry.value:type_name -> memdb.command.v1.Result
+	22, // 37: memdb.command.v1.PeerService.Propose:input_type -> memdb.command.v1.ProposeRequest
+	24, // 38: memdb.command.v1.PeerService.ReadIndex:input_type -> memdb.command.v1.ReadIndexRequest
+	28, // 39: memdb.command.v1.PeerService.ReadIndexStream:input_type -> memdb.command.v1.ReadIndexStreamRequest
+	26, // 40: memdb.command.v1.PeerService.LeaseProbe:input_type -> memdb.command.v1.LeaseProbeRequest
+	18, // 41: memdb.command.v1.PeerService.MemberStatus:input_type -> memdb.command.v1.MemberStatusRequest
+	20, // 42: memdb.command.v1.PeerService.Cluster:input_type -> memdb.command.v1.ClusterRequest
+	23, // 43: memdb.command.v1.PeerService.Propose:output_type -> memdb.command.v1.ProposeResponse
+	25, // 44: memdb.command.v1.PeerService.ReadIndex:output_type -> memdb.command.v1.ReadIndexResponse
+	29, // 45: memdb.command.v1.PeerService.ReadIndexStream:output_type -> memdb.command.v1.ReadIndexStreamResponse
+	27, // 46: memdb.command.v1.PeerService.LeaseProbe:output_type -> memdb.command.v1.LeaseProbeResponse
+	19, // 47: memdb.command.v1.PeerService.MemberStatus:output_type -> memdb.command.v1.MemberStatusResponse
+	21, // 48: memdb.command.v1.PeerService.Cluster:output_type -> memdb.command.v1.ClusterResponse
+	43, // [43:49] is the sub-list for method output_type
+	37, // [37:43] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_memdb_command_v1_command_proto_init() }
@@ -1598,19 +2426,33 @@ func file_memdb_command_v1_command_proto_init() {
 		(*Envelope_Tick)(nil),
 		(*Envelope_RegisterMember)(nil),
 		(*Envelope_Expire)(nil),
+		(*Envelope_Auth)(nil),
+	}
+	file_memdb_command_v1_command_proto_msgTypes[19].OneofWrappers = []any{
+		(*ClusterRequest_Join)(nil),
+		(*ClusterRequest_Transfer)(nil),
+		(*ClusterRequest_Promote)(nil),
+		(*ClusterRequest_Remove)(nil),
+	}
+	file_memdb_command_v1_command_proto_msgTypes[20].OneofWrappers = []any{
+		(*ClusterResponse_Join)(nil),
+		(*ClusterResponse_Transfer)(nil),
+		(*ClusterResponse_Promote)(nil),
+		(*ClusterResponse_Remove)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_memdb_command_v1_command_proto_rawDesc), len(file_memdb_command_v1_command_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   22,
+			NumEnums:      1,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_memdb_command_v1_command_proto_goTypes,
 		DependencyIndexes: file_memdb_command_v1_command_proto_depIdxs,
+		EnumInfos:         file_memdb_command_v1_command_proto_enumTypes,
 		MessageInfos:      file_memdb_command_v1_command_proto_msgTypes,
 	}.Build()
 	File_memdb_command_v1_command_proto = out.File

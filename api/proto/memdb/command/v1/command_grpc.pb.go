@@ -28,6 +28,8 @@ const (
 	PeerService_ReadIndex_FullMethodName       = "/memdb.command.v1.PeerService/ReadIndex"
 	PeerService_ReadIndexStream_FullMethodName = "/memdb.command.v1.PeerService/ReadIndexStream"
 	PeerService_LeaseProbe_FullMethodName      = "/memdb.command.v1.PeerService/LeaseProbe"
+	PeerService_MemberStatus_FullMethodName    = "/memdb.command.v1.PeerService/MemberStatus"
+	PeerService_Cluster_FullMethodName         = "/memdb.command.v1.PeerService/Cluster"
 )
 
 // PeerServiceClient is the client API for PeerService service.
@@ -52,6 +54,13 @@ type PeerServiceClient interface {
 	// of (node/lease.go); and whether it follows the caller in its term,
 	// which confirms a leader's read index when it holds no lease.
 	LeaseProbe(ctx context.Context, in *LeaseProbeRequest, opts ...grpc.CallOption) (*LeaseProbeResponse, error)
+	// MemberStatus is ClusterService.Status for another member (the
+	// consistency check, promotion's catch-up check): members need no
+	// client credentials for it.
+	MemberStatus(ctx context.Context, in *MemberStatusRequest, opts ...grpc.CallOption) (*MemberStatusResponse, error)
+	// Cluster carries a membership call a follower forwards to the
+	// leader, with the identity of the client that made it.
+	Cluster(ctx context.Context, in *ClusterRequest, opts ...grpc.CallOption) (*ClusterResponse, error)
 }
 
 type peerServiceClient struct {
@@ -105,6 +114,26 @@ func (c *peerServiceClient) LeaseProbe(ctx context.Context, in *LeaseProbeReques
 	return out, nil
 }
 
+func (c *peerServiceClient) MemberStatus(ctx context.Context, in *MemberStatusRequest, opts ...grpc.CallOption) (*MemberStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MemberStatusResponse)
+	err := c.cc.Invoke(ctx, PeerService_MemberStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *peerServiceClient) Cluster(ctx context.Context, in *ClusterRequest, opts ...grpc.CallOption) (*ClusterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClusterResponse)
+	err := c.cc.Invoke(ctx, PeerService_Cluster_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServiceServer is the server API for PeerService service.
 // All implementations must embed UnimplementedPeerServiceServer
 // for forward compatibility.
@@ -127,6 +156,13 @@ type PeerServiceServer interface {
 	// of (node/lease.go); and whether it follows the caller in its term,
 	// which confirms a leader's read index when it holds no lease.
 	LeaseProbe(context.Context, *LeaseProbeRequest) (*LeaseProbeResponse, error)
+	// MemberStatus is ClusterService.Status for another member (the
+	// consistency check, promotion's catch-up check): members need no
+	// client credentials for it.
+	MemberStatus(context.Context, *MemberStatusRequest) (*MemberStatusResponse, error)
+	// Cluster carries a membership call a follower forwards to the
+	// leader, with the identity of the client that made it.
+	Cluster(context.Context, *ClusterRequest) (*ClusterResponse, error)
 	mustEmbedUnimplementedPeerServiceServer()
 }
 
@@ -148,6 +184,12 @@ func (UnimplementedPeerServiceServer) ReadIndexStream(grpc.BidiStreamingServer[R
 }
 func (UnimplementedPeerServiceServer) LeaseProbe(context.Context, *LeaseProbeRequest) (*LeaseProbeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method LeaseProbe not implemented")
+}
+func (UnimplementedPeerServiceServer) MemberStatus(context.Context, *MemberStatusRequest) (*MemberStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MemberStatus not implemented")
+}
+func (UnimplementedPeerServiceServer) Cluster(context.Context, *ClusterRequest) (*ClusterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Cluster not implemented")
 }
 func (UnimplementedPeerServiceServer) mustEmbedUnimplementedPeerServiceServer() {}
 func (UnimplementedPeerServiceServer) testEmbeddedByValue()                     {}
@@ -231,6 +273,42 @@ func _PeerService_LeaseProbe_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PeerService_MemberStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MemberStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServiceServer).MemberStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PeerService_MemberStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServiceServer).MemberStatus(ctx, req.(*MemberStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PeerService_Cluster_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ClusterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServiceServer).Cluster(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PeerService_Cluster_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServiceServer).Cluster(ctx, req.(*ClusterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PeerService_ServiceDesc is the grpc.ServiceDesc for PeerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -249,6 +327,14 @@ var PeerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "LeaseProbe",
 			Handler:    _PeerService_LeaseProbe_Handler,
+		},
+		{
+			MethodName: "MemberStatus",
+			Handler:    _PeerService_MemberStatus_Handler,
+		},
+		{
+			MethodName: "Cluster",
+			Handler:    _PeerService_Cluster_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

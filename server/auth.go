@@ -1,0 +1,537 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+
+	cmdpb "github.com/memdbd/memdbd/api/proto/memdb/command/v1"
+	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
+	"github.com/memdbd/memdbd/fsm"
+)
+
+// Access control, enforced in one place: the authUnary and authStream
+// interceptors identify the caller of every call on the client port and
+// check what the call needs (callNeeds) against the replicated roles
+// (fsm.AuthState). Handlers do not check permissions. A member that
+// forwards a write or a membership call to the leader sends the caller's
+// identity with it, over the Raft port, and the leader authorizes the
+// caller again against its own copy of the roles (checkProposal,
+// peerService.Cluster).
+//
+// With access control off every caller may do everything, except that a
+// Join over TLS with client certificates needs a member's certificate.
+
+// Ways a caller is identified.
+const (
+	methodCertificate = "certificate"
+	methodToken       = "token"
+	methodNone        = "none"
+)
+
+// identity is a caller as this member identified it.
+type identity struct {
+	user     string // "" for an anonymous caller
+	cert     string // common name of the verified client certificate
+	method   string
+	nodeCert bool // the certificate is valid for server use (a member's)
+}
+
+func (id identity) String() string {
+	if id.user == "" {
+		return "anonymous"
+	}
+	return id.user
+}
+
+func (id identity) proto() *cmdpb.Identity {
+	return &cmdpb.Identity{User: id.user, CertName: id.cert, Method: id.method, NodeCert: id.nodeCert}
+}
+
+func identityOf(p *cmdpb.Identity) identity {
+	if p == nil {
+		return identity{method: methodNone}
+	}
+	return identity{user: p.User, cert: p.CertName, method: p.Method, nodeCert: p.NodeCert}
+}
+
+type identityKey struct{}
+
+// callerIdentity is the identity the interceptors found for this call.
+func callerIdentity(ctx context.Context) identity {
+	if id, ok := ctx.Value(identityKey{}).(identity); ok {
+		return id
+	}
+	return identity{method: methodNone}
+}
+
+// mdAuthorization carries a bearer token: "Bearer <user>:<password>".
+const mdAuthorization = "authorization"
+
+// need is a permission a call needs: action (or alt, when set) on table.
+type need struct{ action, alt, table string }
+
+func (n need) String() string {
+	if n.table == "" && (n.action == fsm.ActionClusterRead || n.action == fsm.ActionClusterAdmin) {
+		return n.action
+	}
+	return n.action + ":" + n.table
+}
+
+// Calls anyone may make, with access control on or off.
+var openMethods = map[string]bool{
+	pb.AuthService_WhoAmI_FullMethodName:       true,
+	grpc_health_v1.Health_Check_FullMethodName: true,
+	grpc_health_v1.Health_Watch_FullMethodName: true,
+}
+
+// authenticator verifies bearer tokens. A password check is a bcrypt
+// comparison, tens of milliseconds of CPU by design; a token that passed
+// is remembered (by its SHA-256, with the hash it matched, so a changed
+// password or a deleted user no longer matches) and costs a map lookup
+// from then on. Failures are limited per source address, and the checks
+// run a few at a time, so that guessing cannot take a member's CPU.
+type authenticator struct {
+	mu       sync.Mutex
+	verified map[[32]byte]verifiedToken
+	failures map[string]*rate.Limiter
+	checking chan struct{}
+}
+
+type verifiedToken struct {
+	user string
+	hash []byte
+}
+
+const (
+	maxVerifiedTokens = 4096
+	maxFailureSources = 4096
+	// A source may fail authentication failureBurst times at once, then
+	// once per failureEvery.
+	failureBurst = 10
+	failureEvery = time.Second
+)
+
+func newAuthenticator() *authenticator {
+	return &authenticator{verified: map[[32]byte]verifiedToken{}, failures: map[string]*rate.Limiter{}, checking: make(chan struct{}, 2)}
+}
+
+// limiter returns the failure limiter of a source host.
+func (a *authenticator) limiter(host string) *rate.Limiter {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	l, ok := a.failures[host]
+	if !ok {
+		if len(a.failures) >= maxFailureSources {
+			// Forgetting every source at once is crude but bounded; a
+			// source that fails again starts from a full burst.
+			clear(a.failures)
+		}
+		l = rate.NewLimiter(rate.Every(failureEvery), failureBurst)
+		a.failures[host] = l
+	}
+	return l
+}
+
+var errBadCredentials = errors.New("unknown user or wrong password")
+
+// verify checks user:password against the state, for a caller at host.
+func (a *authenticator) verify(ctx context.Context, st *fsm.AuthState, user, password, host string) error {
+	hash, ok := st.HasUser(user)
+	key := sha256.Sum256([]byte(user + "\x00" + password))
+	a.mu.Lock()
+	v, hit := a.verified[key]
+	a.mu.Unlock()
+	if hit && ok && v.user == user && bytes.Equal(v.hash, hash) {
+		return nil
+	}
+	lim := a.limiter(host)
+	if lim.Tokens() < 1 {
+		return fmt.Errorf("%w: too many failed authentications from %s; wait a second between attempts", errOverloaded, host)
+	}
+	if !ok || len(hash) == 0 {
+		lim.Allow()
+		return errBadCredentials
+	}
+	select {
+	case a.checking <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	err := bcrypt.CompareHashAndPassword(hash, []byte(password))
+	<-a.checking
+	if err != nil {
+		lim.Allow()
+		return errBadCredentials
+	}
+	a.mu.Lock()
+	if len(a.verified) >= maxVerifiedTokens {
+		clear(a.verified)
+	}
+	a.verified[key] = verifiedToken{user: user, hash: hash}
+	a.mu.Unlock()
+	return nil
+}
+
+// authenticate identifies the caller of a call on the client port.
+func (s *Server) authenticate(ctx context.Context, st *fsm.AuthState) (identity, error) {
+	id := identity{method: methodNone}
+	var host string
+	if p, ok := peer.FromContext(ctx); ok {
+		if p.Addr != nil {
+			host = p.Addr.String()
+			if h, _, err := net.SplitHostPort(host); err == nil {
+				host = h
+			}
+		}
+		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.VerifiedChains) > 0 && len(ti.State.VerifiedChains[0]) > 0 {
+			leaf := ti.State.VerifiedChains[0][0]
+			if cn := leaf.Subject.CommonName; cn != "" {
+				id = identity{user: cn, cert: cn, method: methodCertificate}
+				for _, u := range leaf.ExtKeyUsage {
+					id.nodeCert = id.nodeCert || u == x509.ExtKeyUsageServerAuth
+				}
+			}
+		}
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	vals := md.Get(mdAuthorization)
+	if len(vals) == 0 {
+		return id, nil
+	}
+	token, ok := strings.CutPrefix(vals[0], "Bearer ")
+	user, password, ok2 := strings.Cut(token, ":")
+	if !ok || !ok2 || user == "" {
+		return id, fmt.Errorf("%w: the authorization metadata must be \"Bearer <user>:<password>\"", errUnauthenticated)
+	}
+	if err := s.authn.verify(ctx, st, user, password, host); err != nil {
+		s.auditLog.Warn("authentication failed", "user", user, "source", host, "request_id", requestID(ctx), "err", err)
+		if errors.Is(err, errBadCredentials) {
+			return id, fmt.Errorf("%w: %v", errUnauthenticated, err)
+		}
+		return id, err
+	}
+	id.user, id.method = user, methodToken
+	return id, nil
+}
+
+var (
+	errUnauthenticated = errors.New("unauthenticated")
+	errDenied          = errors.New("permission denied")
+)
+
+// deniedError names the permission a caller lacks.
+type deniedError struct {
+	id   identity
+	need need
+}
+
+func (e *deniedError) Error() string {
+	return fmt.Sprintf("%s may not do this: it needs the permission %s (memdbd role grant)", e.id, e.need)
+}
+func (e *deniedError) Unwrap() error { return errDenied }
+
+// authorize checks that id may do everything in needs.
+func authorize(st *fsm.AuthState, id identity, needs []need) error {
+	if !st.Enabled {
+		return nil
+	}
+	if id.user == "" {
+		if len(needs) == 0 {
+			return nil
+		}
+		return fmt.Errorf("%w: access control is on: identify with a client certificate or an authorization bearer token", errUnauthenticated)
+	}
+	for _, n := range needs {
+		if !st.Allowed(id.user, n.action, n.table) && (n.alt == "" || !st.Allowed(id.user, n.alt, n.table)) {
+			return &deniedError{id: id, need: n}
+		}
+	}
+	return nil
+}
+
+// authorizeJoin applies the rule for joins: a member's certificate (one
+// valid for server use) may join; with access control on, so may a user
+// with cluster.admin; with access control off and no client
+// certificates, anyone who reaches the port may (loopback, or --insecure).
+func authorizeJoin(st *fsm.AuthState, id identity) error {
+	if id.nodeCert {
+		return nil
+	}
+	if st.Enabled {
+		return authorize(st, id, []need{{action: fsm.ActionClusterAdmin}})
+	}
+	if id.cert != "" {
+		return fmt.Errorf("%w: a join needs a member's certificate (valid for server use); %q is a client certificate", errDenied, id.cert)
+	}
+	return nil
+}
+
+// callNeeds is what a call needs, by method and request.
+func callNeeds(method string, req any) ([]need, error) {
+	admin := []need{{action: fsm.ActionClusterAdmin}}
+	switch r := req.(type) {
+	case *pb.GetRequest:
+		return read(r.Table), nil
+	case *pb.BatchGetRequest:
+		return read(r.Table), nil
+	case *pb.ScanRequest:
+		return read(r.Table), nil
+	case *pb.CountRequest:
+		return read(r.Table), nil
+	case *pb.WatchRequest:
+		return read(r.Table), nil
+	case *pb.InsertRequest:
+		return write(r.Table), nil
+	case *pb.UpsertRequest:
+		return write(r.Table), nil
+	case *pb.UpdateRequest:
+		return write(r.Table), nil
+	case *pb.DeleteRequest:
+		return write(r.Table), nil
+	case *pb.TouchRequest:
+		return write(r.Table), nil
+	case *pb.TxnRequest:
+		return txnNeeds(r.Conditions, r.Then, r.Else), nil
+	case *pb.WatchProgressRequest, *pb.ListTablesRequest:
+		return []need{}, nil // any identified caller; ListTables is filtered
+	case *pb.DescribeTableRequest:
+		return []need{{action: fsm.ActionRead, alt: fsm.ActionSchema, table: r.Table}}, nil
+	case *pb.CreateTableRequest:
+		return schema(r.GetSchema().GetName()), nil
+	case *pb.DropTableRequest:
+		return schema(r.Table), nil
+	case *pb.CreateIndexRequest:
+		return schema(r.Table), nil
+	case *pb.DropIndexRequest:
+		return schema(r.Table), nil
+	case *pb.StatusRequest, *pb.MembersRequest:
+		return []need{{action: fsm.ActionClusterRead}}, nil
+	case *pb.TransferLeadershipRequest, *pb.PromoteMemberRequest, *pb.RemoveMemberRequest, *pb.SnapshotRequest, *pb.BackupRequest:
+		return admin, nil
+	}
+	if strings.HasPrefix(method, "/"+pb.AuthService_ServiceDesc.ServiceName+"/") {
+		return admin, nil
+	}
+	return nil, fmt.Errorf("%w: %s is not a call a client may make with access control on", errDenied, method)
+}
+
+func read(t string) []need   { return []need{{action: fsm.ActionRead, table: t}} }
+func write(t string) []need  { return []need{{action: fsm.ActionWrite, table: t}} }
+func schema(t string) []need { return []need{{action: fsm.ActionSchema, table: t}} }
+
+// txnNeeds: read for the tables conditions test and Gets read, write for
+// the tables the other operations change.
+func txnNeeds(conds []*pb.Condition, ops ...[]*pb.Op) []need {
+	var out []need
+	seen := map[need]bool{}
+	add := func(n need) {
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	for _, c := range conds {
+		add(need{action: fsm.ActionRead, table: c.GetTable()})
+	}
+	for _, list := range ops {
+		for _, op := range list {
+			switch o := op.GetOp().(type) {
+			case *pb.Op_Get:
+				add(need{action: fsm.ActionRead, table: o.Get.GetTable()})
+			case *pb.Op_Insert:
+				add(need{action: fsm.ActionWrite, table: o.Insert.GetTable()})
+			case *pb.Op_Upsert:
+				add(need{action: fsm.ActionWrite, table: o.Upsert.GetTable()})
+			case *pb.Op_Update:
+				add(need{action: fsm.ActionWrite, table: o.Update.GetTable()})
+			case *pb.Op_Delete:
+				add(need{action: fsm.ActionWrite, table: o.Delete.GetTable()})
+			case *pb.Op_Touch:
+				add(need{action: fsm.ActionWrite, table: o.Touch.GetTable()})
+			}
+		}
+	}
+	return out
+}
+
+// envelopeNeeds is what a proposed command needs, for a proposal a
+// member forwards on a client's behalf.
+func envelopeNeeds(env *cmdpb.Envelope) []need {
+	switch c := env.Command.(type) {
+	case *cmdpb.Envelope_Txn:
+		return txnNeeds(c.Txn.GetConditions(), c.Txn.GetThen(), c.Txn.GetElse())
+	case *cmdpb.Envelope_CreateTable:
+		return schema(c.CreateTable.GetName())
+	case *cmdpb.Envelope_DropTable:
+		return schema(c.DropTable.GetTable())
+	case *cmdpb.Envelope_CreateIndex:
+		return schema(c.CreateIndex.GetTable())
+	case *cmdpb.Envelope_DropIndex:
+		return schema(c.DropIndex.GetTable())
+	case *cmdpb.Envelope_Auth:
+		if c.Auth.GetOp() == cmdpb.AuthOp_AUTH_OP_BOOTSTRAP {
+			return nil // a member's, applied only to a cluster with no users
+		}
+		return []need{{action: fsm.ActionClusterAdmin}}
+	}
+	return nil
+}
+
+// authUnary identifies the caller and authorizes the call.
+func (s *Server) authUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	st := s.node.FSM().Auth()
+	if !st.Enabled && info.FullMethod != pb.ClusterService_Join_FullMethodName {
+		// Nothing to check: the common case costs one atomic load.
+		return h(ctx, req)
+	}
+	id, err := s.authenticate(ctx, st)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	ctx = context.WithValue(ctx, identityKey{}, id)
+	if err := s.authorizeCall(st, id, info.FullMethod, req); err != nil {
+		return nil, toStatus(err)
+	}
+	resp, err := h(ctx, req)
+	if lt, ok := resp.(*pb.ListTablesResponse); ok && st.Enabled {
+		// Only the tables the caller may do something with.
+		kept := lt.Tables[:0]
+		for _, t := range lt.Tables {
+			name := t.GetSchema().GetName()
+			if st.Allowed(id.user, fsm.ActionRead, name) || st.Allowed(id.user, fsm.ActionWrite, name) || st.Allowed(id.user, fsm.ActionSchema, name) {
+				kept = append(kept, t)
+			}
+		}
+		lt.Tables = kept
+	}
+	return resp, err
+}
+
+func (s *Server) authorizeCall(st *fsm.AuthState, id identity, method string, req any) error {
+	if openMethods[method] {
+		return nil
+	}
+	if method == pb.ClusterService_Join_FullMethodName {
+		if err := authorizeJoin(st, id); err != nil {
+			s.auditLog.Warn("call refused", "method", method, "identity", id.String(), "err", err)
+			return err
+		}
+		return nil
+	}
+	if !st.Enabled {
+		return nil
+	}
+	needs, err := callNeeds(method, req)
+	if err == nil {
+		err = authorize(st, id, needs)
+	}
+	if err != nil {
+		s.auditLog.Warn("call refused", "method", method, "identity", id.String(), "err", err)
+	}
+	return err
+}
+
+// authStream authorizes a stream: at its start for calls that need no
+// request (Backup), and at its first message otherwise (Watch, whose
+// table is in it). A watch whose permission is revoked while it runs ends
+// with PermissionDenied.
+func (s *Server) authStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	// Streams are checked with access control off too (a stream is long
+	// lived, the check is cheap beside it): a watch opened before access
+	// control is turned on ends then if its caller may not read.
+	st := s.node.FSM().Auth()
+	id, err := s.authenticate(ss.Context(), st)
+	if err != nil {
+		return toStatus(err)
+	}
+	ctx, cancel := context.WithCancelCause(context.WithValue(ss.Context(), identityKey{}, id))
+	defer cancel(nil)
+	w := &authedStream{ServerStream: ss, s: s, id: id, method: info.FullMethod, ctx: ctx, cancel: cancel}
+	if info.FullMethod != pb.DataService_Watch_FullMethodName {
+		if err := s.authorizeCall(st, id, info.FullMethod, streamRequest(info.FullMethod)); err != nil {
+			return toStatus(err)
+		}
+		w.checked = true
+	}
+	err = h(srv, w)
+	if cause := context.Cause(ctx); errors.Is(cause, errDenied) {
+		return toStatus(cause)
+	}
+	return err
+}
+
+// streamRequest stands in for the request of a stream authorized at its
+// start.
+func streamRequest(method string) any {
+	if method == pb.ClusterService_Backup_FullMethodName {
+		return &pb.BackupRequest{}
+	}
+	return nil
+}
+
+type authedStream struct {
+	grpc.ServerStream
+	s       *Server
+	id      identity
+	method  string
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	checked bool
+}
+
+func (w *authedStream) Context() context.Context { return w.ctx }
+
+func (w *authedStream) RecvMsg(m any) error {
+	if err := w.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	if w.checked {
+		return nil
+	}
+	w.checked = true
+	st := w.s.node.FSM().Auth()
+	if err := w.s.authorizeCall(st, w.id, w.method, m); err != nil {
+		return toStatus(err)
+	}
+	if needs, err := callNeeds(w.method, m); err == nil && len(needs) > 0 {
+		go w.revokeOnChange(needs)
+	}
+	return nil
+}
+
+// revokeOnChange ends the stream when the caller loses what it needs.
+func (w *authedStream) revokeOnChange(needs []need) {
+	f := w.s.node.FSM()
+	for {
+		changed := f.AuthChanged()
+		if err := authorize(f.Auth(), w.id, needs); err != nil {
+			if errors.Is(err, errUnauthenticated) {
+				err = fmt.Errorf("%w: %v", errDenied, err)
+			}
+			w.s.auditLog.Info("stream ended: permission revoked", "method", w.method, "identity", w.id.String(), "err", err)
+			w.cancel(err)
+			return
+		}
+		select {
+		case <-changed:
+		case <-w.ctx.Done():
+			return
+		}
+	}
+}
