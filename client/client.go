@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,6 +69,9 @@ type Config struct {
 	// (mutual TLS). Exclusive with DialOptions, which carry their own
 	// credentials.
 	TLS *tls.Config
+	// Credentials, when set, identify the client by user name and
+	// password to a cluster with access control on (see Credentials).
+	Credentials *Credentials
 	// Logger receives retry decisions at debug level; none when nil.
 	Logger *slog.Logger
 	// DisableDiscovery keeps the client on Endpoints alone: it neither asks
@@ -113,6 +117,9 @@ func (c *Config) setDefaults() error {
 		c.DialOptions = append(DefaultDialOptions(), grpc.WithTransportCredentials(credentials.NewTLS(c.TLS)))
 	case len(c.DialOptions) == 0:
 		c.DialOptions = DefaultDialOptions()
+	}
+	if c.Credentials != nil {
+		c.DialOptions = append(slices.Clip(c.DialOptions), grpc.WithPerRPCCredentials(c.Credentials.PerRPC()))
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -190,34 +192,49 @@ func (a *authenticator) verify(ctx context.Context, st *fsm.AuthState, user, pas
 
 // authenticate identifies the caller of a call on the client port.
 func (s *Server) authenticate(ctx context.Context, st *fsm.AuthState) (identity, error) {
-	id := identity{method: methodNone}
 	var host string
+	var cs *tls.ConnectionState
 	if p, ok := peer.FromContext(ctx); ok {
 		if p.Addr != nil {
 			host = p.Addr.String()
-			if h, _, err := net.SplitHostPort(host); err == nil {
-				host = h
-			}
 		}
-		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.VerifiedChains) > 0 && len(ti.State.VerifiedChains[0]) > 0 {
-			leaf := ti.State.VerifiedChains[0][0]
-			if cn := leaf.Subject.CommonName; cn != "" {
-				id = identity{user: cn, cert: cn, method: methodCertificate}
-				for _, u := range leaf.ExtKeyUsage {
-					id.nodeCert = id.nodeCert || u == x509.ExtKeyUsageServerAuth
-				}
+		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+			cs = &ti.State
+		}
+	}
+	var authz string
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if vals := md.Get(mdAuthorization); len(vals) > 0 {
+			authz = vals[0]
+		}
+	}
+	return s.identify(ctx, st, cs, host, authz)
+}
+
+// identify finds the caller from its verified client certificate and its
+// authorization value ("Bearer <user>:<password>"), which wins when both
+// are given. host is the caller's address, for the failure limit.
+func (s *Server) identify(ctx context.Context, st *fsm.AuthState, cs *tls.ConnectionState, host, authz string) (identity, error) {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	id := identity{method: methodNone}
+	if cs != nil && len(cs.VerifiedChains) > 0 && len(cs.VerifiedChains[0]) > 0 {
+		leaf := cs.VerifiedChains[0][0]
+		if cn := leaf.Subject.CommonName; cn != "" {
+			id = identity{user: cn, cert: cn, method: methodCertificate}
+			for _, u := range leaf.ExtKeyUsage {
+				id.nodeCert = id.nodeCert || u == x509.ExtKeyUsageServerAuth
 			}
 		}
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	vals := md.Get(mdAuthorization)
-	if len(vals) == 0 {
+	if authz == "" {
 		return id, nil
 	}
-	token, ok := strings.CutPrefix(vals[0], "Bearer ")
+	token, ok := strings.CutPrefix(authz, "Bearer ")
 	user, password, ok2 := strings.Cut(token, ":")
 	if !ok || !ok2 || user == "" {
-		return id, fmt.Errorf("%w: the authorization metadata must be \"Bearer <user>:<password>\"", errUnauthenticated)
+		return id, fmt.Errorf("%w: the authorization must be \"Bearer <user>:<password>\"", errUnauthenticated)
 	}
 	if err := s.authn.verify(ctx, st, user, password, host); err != nil {
 		s.auditLog.Warn("authentication failed", "user", user, "source", host, "request_id", requestID(ctx), "err", err)
@@ -228,6 +245,34 @@ func (s *Server) authenticate(ctx context.Context, st *fsm.AuthState) (identity,
 	}
 	id.user, id.method = user, methodToken
 	return id, nil
+}
+
+// AuthEnabled reports whether access control is on.
+func (s *Server) AuthEnabled() bool { return s.node.FSM().Auth().Enabled }
+
+// AllowHTTP decides whether an admin-port request may see what needs
+// action (fsm.ActionClusterRead, fsm.ActionClusterAdmin), with the same
+// identities as the gRPC port. With access control off, any caller may.
+// The answer is an HTTP status (200 when allowed) and a message.
+func (s *Server) AllowHTTP(r *http.Request, action string) (int, string) {
+	st := s.node.FSM().Auth()
+	if !st.Enabled {
+		return http.StatusOK, ""
+	}
+	id, err := s.identify(r.Context(), st, r.TLS, r.RemoteAddr, r.Header.Get("Authorization"))
+	if err == nil {
+		err = authorize(st, id, []need{{action: action}})
+	}
+	switch {
+	case err == nil:
+		return http.StatusOK, ""
+	case errors.Is(err, errUnauthenticated):
+		return http.StatusUnauthorized, err.Error()
+	case errors.Is(err, errDenied):
+		s.auditLog.Warn("admin request refused", "path", r.URL.Path, "identity", id.String(), "source", r.RemoteAddr, "err", err)
+		return http.StatusForbidden, err.Error()
+	}
+	return http.StatusTooManyRequests, err.Error()
 }
 
 var (

@@ -12,6 +12,7 @@ import (
 
 	cmdpb "github.com/memdbd/memdbd/api/proto/memdb/command/v1"
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
+	"github.com/memdbd/memdbd/fsm"
 	"github.com/memdbd/memdbd/internal/testcluster"
 	"github.com/memdbd/memdbd/server"
 )
@@ -165,7 +166,7 @@ func TestPeerServiceForOlderMembers(t *testing.T) {
 	// While it is open, nobody on the client port can re-point a member
 	// or pretend it is older.
 	for _, forged := range []*cmdpb.RegisterMember{
-		{NodeId: cl.Members[fi].NodeCfg.ID, ClientAddr: "127.0.0.1:1", RaftAddr: cl.Members[fi].NodeCfg.RaftBind, MaxCommandVersion: 3},
+		{NodeId: cl.Members[fi].NodeCfg.ID, ClientAddr: "127.0.0.1:1", RaftAddr: cl.Members[fi].NodeCfg.RaftBind, MaxCommandVersion: fsm.MaxCommandVersion},
 		{NodeId: cl.Members[fi].NodeCfg.ID, ClientAddr: cl.Members[fi].Addr, RaftAddr: cl.Members[fi].NodeCfg.RaftBind, MaxCommandVersion: 2},
 	} {
 		err = nil
@@ -184,7 +185,7 @@ func TestPeerServiceForOlderMembers(t *testing.T) {
 		if status.Code(err) != codes.InvalidArgument {
 			t.Fatalf("a forged registration %v through the client port: %v", forged, err)
 		}
-		if m, _ := cl.Members[fi].Node.FSM().Member(forged.NodeId); m.ClientAddr != cl.Members[fi].Addr || m.MaxCommandVersion != 3 {
+		if m, _ := cl.Members[fi].Node.FSM().Member(forged.NodeId); m.ClientAddr != cl.Members[fi].Addr || m.MaxCommandVersion != fsm.MaxCommandVersion {
 			t.Fatalf("the forged registration took effect: %+v", m)
 		}
 	}

@@ -39,6 +39,10 @@ import (
 type Config struct {
 	// NodeID names this node in response headers.
 	NodeID string
+	// BootstrapRootHash, when set, is the bcrypt hash of the password of
+	// the user root that this member creates, with access control on, if
+	// the cluster has no user yet (bootstrapAuth).
+	BootstrapRootHash []byte
 	// Version is reported by Status.
 	Version string
 	// DefaultTimeout is the deadline given to a request that carries none.
@@ -274,6 +278,10 @@ func New(cfg Config, n *node.Node) (*Server, error) {
 	}()
 	go s.watchHealth()
 	go s.registerLoop()
+	if cfg.BootstrapRootHash != nil {
+		s.wg.Add(1)
+		go s.bootstrapAuth()
+	}
 	if cfg.ConsistencyInterval > 0 {
 		s.wg.Add(1)
 		go s.consistencyLoop()
@@ -532,6 +540,43 @@ func (s *Server) watchHealth() {
 
 // registerLoop makes sure the cluster knows this node's client address
 // (for forwarding and client discovery), through the leader.
+// bootstrapAuth creates the first root user and turns access control on,
+// once the cluster can apply it, unless it has users already. Every
+// bootstrapping member may be given the same password file: the state
+// machine applies only the first such command, and only to a cluster
+// without users.
+func (s *Server) bootstrapAuth() {
+	defer s.wg.Done()
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		if _, ok := s.node.FSM().Auth().HasUser(fsm.RootUser); ok || len(s.node.FSM().Auth().Users()) > 0 {
+			return
+		}
+		if id, _ := s.node.Leader(); id == "" || !s.node.Registered() {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		res, err := s.propose(ctx, &cmdpb.Envelope{Command: &cmdpb.Envelope_Auth{Auth: &cmdpb.AuthChange{
+			Op: cmdpb.AuthOp_AUTH_OP_BOOTSTRAP, PasswordHash: s.cfg.BootstrapRootHash}}})
+		cancel()
+		if err == nil {
+			err = fsm.ResultError(res)
+		}
+		if err != nil {
+			s.log.Warn("creating the root user failed; will retry", "err", err)
+			continue
+		}
+		s.auditLog.Info("access control bootstrapped: user root created, access control on", "revision", res.Revision)
+		return
+	}
+}
+
 func (s *Server) registerLoop() {
 	defer s.wg.Done()
 	t := time.NewTicker(500 * time.Millisecond)

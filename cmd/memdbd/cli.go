@@ -44,6 +44,9 @@ var subcommands = map[string]func(args []string, stdout, stderr io.Writer) int{
 	"restore":  cmdRestore,
 	"watch":    cmdWatch,
 	"cert":     cmdCert,
+	"user":     cmdUser,
+	"role":     cmdRole,
+	"auth":     cmdAuth,
 	"version": func(_ []string, stdout, _ io.Writer) int {
 		fmt.Fprintln(stdout, version)
 		return 0
@@ -55,6 +58,7 @@ type adminTarget struct {
 	addr                      string
 	tls                       bool
 	caFile, certFile, keyFile string
+	user, passwordFile        string
 }
 
 // adminFlags parses the flags every admin command takes.
@@ -76,6 +80,27 @@ func tlsFlags(fs *flag.FlagSet, t *adminTarget) {
 	fs.StringVar(&t.caFile, "tls-ca-file", "", "PEM CA bundle that signs the nodes' certificates")
 	fs.StringVar(&t.certFile, "tls-cert-file", "", "PEM client certificate, for nodes that require one (--tls-client-auth)")
 	fs.StringVar(&t.keyFile, "tls-key-file", "", "PEM private key of -tls-cert-file")
+	fs.StringVar(&t.user, "user", os.Getenv("MEMDBD_USER"), "user to call as, with access control on (default $MEMDBD_USER; a client certificate names its user itself)")
+	fs.StringVar(&t.passwordFile, "password-file", os.Getenv("MEMDBD_PASSWORD_FILE"), "file holding -user's password (default $MEMDBD_PASSWORD_FILE; else $MEMDBD_PASSWORD)")
+}
+
+// credentials are the user and password the flags name, or nil.
+func (t adminTarget) credentials() (*client.Credentials, error) {
+	if t.user == "" {
+		return nil, nil
+	}
+	password := os.Getenv("MEMDBD_PASSWORD")
+	if t.passwordFile != "" {
+		b, err := os.ReadFile(t.passwordFile)
+		if err != nil {
+			return nil, fmt.Errorf("-password-file: %w", err)
+		}
+		password = strings.TrimRight(string(b), "\r\n")
+	}
+	if password == "" {
+		return nil, fmt.Errorf("-user %s needs a password: -password-file, $MEMDBD_PASSWORD_FILE or $MEMDBD_PASSWORD", t.user)
+	}
+	return &client.Credentials{User: t.user, Password: password}, nil
 }
 
 // tlsConfig is the client TLS configuration the flags ask for, or nil for
@@ -96,7 +121,15 @@ func dialAdmin(t adminTarget) (*grpc.ClientConn, error) {
 	if tc != nil {
 		creds = credentials.NewTLS(tc)
 	}
-	return grpc.NewClient(t.addr, grpc.WithTransportCredentials(creds))
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	cr, err := t.credentials()
+	if err != nil {
+		return nil, err
+	}
+	if cr != nil {
+		opts = append(opts, grpc.WithPerRPCCredentials(cr.PerRPC()))
+	}
+	return grpc.NewClient(t.addr, opts...)
 }
 
 func printJSON(w io.Writer, m proto.Message) {
@@ -443,6 +476,11 @@ func cmdWatch(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "memdbd watch:", err)
 		return 2
 	}
+	creds, err := target.credentials()
+	if err != nil {
+		fmt.Fprintln(stderr, "memdbd watch:", err)
+		return 2
+	}
 	if table == "" {
 		fmt.Fprintln(stderr, "memdbd watch: -table is required")
 		return 2
@@ -455,7 +493,7 @@ func cmdWatch(args []string, stdout, stderr io.Writer) int {
 		defer cancel()
 	}
 	dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
-	c, err := client.New(dctx, client.Config{Endpoints: strings.Split(*addrs, ","), TLS: tc, Logger: slog.New(slog.DiscardHandler)})
+	c, err := client.New(dctx, client.Config{Endpoints: strings.Split(*addrs, ","), TLS: tc, Credentials: creds, Logger: slog.New(slog.DiscardHandler)})
 	dcancel()
 	if err != nil {
 		fmt.Fprintln(stderr, "memdbd watch:", err)

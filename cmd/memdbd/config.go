@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/crypto/bcrypt"
 
+	"github.com/memdbd/memdbd/fsm"
 	"github.com/memdbd/memdbd/internal/tlsconf"
 	"github.com/memdbd/memdbd/node"
 	"github.com/memdbd/memdbd/server"
@@ -88,6 +90,7 @@ type config struct {
 	peerTLSCertFile, peerTLSKeyFile, peerTLSCAFile string
 	insecure                                       bool
 	metricsAnonymous                               bool
+	bootstrapRootPasswordFile                      string
 }
 
 const envPrefix = "MEMDBD_"
@@ -162,6 +165,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.peerTLSKeyFile, "peer-tls-key-file", "", "PEM private key of --peer-tls-cert-file")
 	fs.StringVar(&c.peerTLSCAFile, "peer-tls-ca-file", "", "PEM CA bundle that signs the members' Raft certificates")
 	fs.BoolVar(&c.metricsAnonymous, "metrics-anonymous", false, "with TLS, serve /metrics on the admin port without a client certificate (pprof always needs one)")
+	fs.StringVar(&c.bootstrapRootPasswordFile, "bootstrap-root-password-file", "", "file holding the password of the user root, which a new cluster creates with access control on (ignored once the cluster has users; give every bootstrapping member the same file)")
 	fs.BoolVar(&c.insecure, "insecure", false, "serve ports bound beyond loopback without the TLS and authentication they need (refused otherwise); logged as a warning at every start")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -283,6 +287,21 @@ func (c *config) serverConfig(version string) (server.Config, error) {
 	}
 	s := server.DefaultConfig()
 	s.NodeID, s.Version = c.nodeID, version
+	if c.bootstrapRootPasswordFile != "" {
+		b, err := os.ReadFile(c.bootstrapRootPasswordFile)
+		if err != nil {
+			return s, fmt.Errorf("--bootstrap-root-password-file: %w", err)
+		}
+		pw := strings.TrimRight(string(b), "\r\n")
+		if len(pw) < 8 || len(pw) > 72 {
+			return s, errors.New("--bootstrap-root-password-file: the password must be 8-72 bytes")
+		}
+		// Hashed here: the password itself goes nowhere, not even into
+		// the log.
+		if s.BootstrapRootHash, err = bcrypt.GenerateFromPassword([]byte(pw), fsm.MinHashCost); err != nil {
+			return s, err
+		}
+	}
 	s.DefaultTimeout, s.MaxInFlight = c.requestTimeout, c.maxInFlight
 	s.MaxWatchers, s.WatchProgressInterval = c.maxWatchers, c.watchProgressInterval
 	s.StreamWorkers = c.streamWorkers

@@ -42,6 +42,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
+	"github.com/memdbd/memdbd/fsm"
 	"github.com/memdbd/memdbd/node"
 	"github.com/memdbd/memdbd/server"
 )
@@ -429,25 +430,32 @@ func diskWritable(dir string) error {
 // orchestrators probe them without credentials), while pprof, and
 // /metrics unless --metrics-anonymous, need a client certificate signed
 // by --tls-ca-file: they show the heap, goroutines and the command line.
+// With access control on, pprof needs cluster.admin and /metrics
+// cluster.read, from a client certificate's user or an Authorization
+// header ("Bearer <user>:<password>").
 func newAdmin(addr string, reg *prometheus.Registry, n *node.Node, srv *server.Server, tc *tls.Config, metricsAnonymous bool) *http.Server {
 	mux := http.NewServeMux()
-	guard := func(h http.Handler) http.Handler {
-		if tc == nil {
-			return h
+	guardFor := func(action string) func(http.Handler) http.Handler {
+		return func(h http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if code, msg := srv.AllowHTTP(r, action); code != http.StatusOK {
+					http.Error(w, msg, code)
+					return
+				}
+				if !srv.AuthEnabled() && tc != nil && (r.TLS == nil || len(r.TLS.VerifiedChains) == 0) {
+					http.Error(w, "a client certificate signed by the member's --tls-ca-file is needed here", http.StatusUnauthorized)
+					return
+				}
+				h.ServeHTTP(w, r)
+			})
 		}
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
-				http.Error(w, "a client certificate signed by the member's --tls-ca-file is needed here", http.StatusUnauthorized)
-				return
-			}
-			h.ServeHTTP(w, r)
-		})
 	}
+	guard := guardFor(fsm.ActionClusterAdmin)
 	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	if metricsAnonymous {
 		mux.Handle("/metrics", metrics)
 	} else {
-		mux.Handle("/metrics", guard(metrics))
+		mux.Handle("/metrics", guardFor(fsm.ActionClusterRead)(metrics))
 	}
 	mux.HandleFunc("/livez", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
