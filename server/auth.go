@@ -482,6 +482,9 @@ func (s *Server) authorizeCall(st *fsm.AuthState, id identity, method string, re
 	if !st.Enabled {
 		return nil
 	}
+	if id.user == "" {
+		return fmt.Errorf("%w: access control is on: identify with a client certificate or an authorization bearer token", errUnauthenticated)
+	}
 	needs, err := callNeeds(method, req)
 	if err == nil {
 		err = authorize(st, id, needs)
