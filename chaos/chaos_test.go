@@ -52,18 +52,25 @@ func TestFaultSuite(t *testing.T) {
 		seed    uint64
 		nemeses string
 		args    []string
+		auth    bool
 	}{
-		{"crashes", 11, "kill-leader,kill-follower,kill-all,pause-leader,pause-leader-reads,membership-churn", nil},
-		{"partitions", 12, "partition-leader,partition-follower,bridge,one-way,flapping,all-isolated", nil},
+		{"crashes", 11, "kill-leader,kill-follower,kill-all,pause-leader,pause-leader-reads,membership-churn", nil, false},
+		{"partitions", 12, "partition-leader,partition-follower,bridge,one-way,flapping,all-isolated", nil, false},
 		// Every fault here forces a snapshot install, so that installs (and
 		// kills during them) are certain to happen in every run.
-		{"snapshots", 13, "snapshot-catchup", nil},
-		{"mix", 14, "", nil},
+		{"snapshots", 13, "snapshot-catchup", nil, false},
+		{"mix", 14, "", nil, false},
 		// Without leases every linearizable read on a leader is confirmed
 		// by a round: reads sent to a paused leader must not be answered
 		// with what it knew before the pause (hashicorp/raft's own check
 		// failed this; node.confirmRound).
-		{"reads-without-leases", 15, "pause-leader-reads,pause-leader,partition-leader", []string{"--read-lease=false"}},
+		{"reads-without-leases", 15, "pause-leader-reads,pause-leader,partition-leader", []string{"--read-lease=false"}, false},
+		// Access control on (a root user bootstrapped, every call
+		// authenticated and authorized, forwarded writes authorized by the
+		// leader for their client). Not membership churn: a node joining
+		// over plaintext has no identity to join with (over TLS its
+		// member certificate is one).
+		{"auth", 16, "kill-leader,kill-follower,partition-leader,pause-leader,snapshot-catchup", nil, true},
 	}
 	wd, _ := os.Getwd()
 	artifacts := filepath.Join(wd, "..", "artifacts", "chaos")
@@ -71,6 +78,9 @@ func TestFaultSuite(t *testing.T) {
 		t.Run(s.name, func(t *testing.T) {
 			cfg := Config{Seed: s.seed, Duration: 25 * time.Second, Interval: 2500 * time.Millisecond,
 				Binary: memdbd(t), Dir: t.TempDir(), Artifacts: artifacts, Log: testWriter{t}, ExtraArgs: s.args}
+			if s.auth {
+				cfg.Root = &client.Credentials{User: "root", Password: "chaos-root-password"}
+			}
 			if s.nemeses != "" {
 				cfg.Nemeses = strings.Split(s.nemeses, ",")
 			}
@@ -92,6 +102,12 @@ func TestFaultSuite(t *testing.T) {
 			}
 			if rep.LeaseTerms == 0 && len(s.args) == 0 {
 				t.Fatal("no leader held a read lease: the run did not exercise leased reads")
+			}
+			if s.auth && (rep.AuthBootstraps != 1 || rep.AuthRefusals != 0) {
+				t.Fatalf("with access control: %d bootstraps (want 1), %d refused calls (want 0)", rep.AuthBootstraps, rep.AuthRefusals)
+			}
+			if !s.auth && rep.AuthBootstraps != 0 {
+				t.Fatalf("access control was bootstrapped in a run without it")
 			}
 			if s.name == "snapshots" && rep.SnapshotInstalls == 0 {
 				t.Fatal("no follower installed a snapshot from the leader")

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
+	"github.com/memdbd/memdbd/client"
 	"github.com/memdbd/memdbd/internal/childproc"
 	"github.com/memdbd/memdbd/internal/ports"
 )
@@ -39,6 +40,10 @@ type ClusterConfig struct {
 	Direct bool
 	// ExtraArgs are appended to every node's command line.
 	ExtraArgs []string
+	// Root, when set, turns access control on: the cluster bootstraps the
+	// user root with this password (--bootstrap-root-password-file), and
+	// the harness's own calls identify as root.
+	Root *client.Credentials
 }
 
 type procNode struct {
@@ -72,6 +77,11 @@ func nodeIP(i int) string { return fmt.Sprintf("127.0.0.%d", 11+i) }
 // StartCluster builds the proxies and starts every node.
 func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 	c := &Cluster{cfg: cfg, rules: newRules()}
+	if cfg.Root != nil {
+		if err := os.WriteFile(filepath.Join(cfg.Dir, "root.password"), []byte(cfg.Root.Password+"\n"), 0o600); err != nil {
+			return nil, err
+		}
+	}
 	nodeOf := func(ip string) int {
 		for i := 0; i < cfg.Nodes; i++ {
 			if nodeIP(i) == ip {
@@ -141,7 +151,20 @@ func (c *Cluster) args(n *procNode, initial string) []string {
 	if n.ip != "" {
 		args = append(args, "--raft-source-addr", n.ip)
 	}
+	if c.cfg.Root != nil {
+		args = append(args, "--bootstrap-root-password-file", filepath.Join(c.cfg.Dir, "root.password"))
+	}
 	return append(args, c.cfg.ExtraArgs...)
+}
+
+// dialOptions are the harness's dial options: plaintext, as root when
+// access control is on.
+func dialOptions(root *client.Credentials) []grpc.DialOption {
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if root != nil {
+		opts = append(opts, grpc.WithPerRPCCredentials(root.PerRPC()))
+	}
+	return opts
 }
 
 // StartJoining starts node i on an empty data dir, joining the cluster
@@ -159,7 +182,7 @@ func (c *Cluster) Wipe(i int) error { return os.RemoveAll(c.nodes[i].dataDir) }
 
 // admin returns a cluster admin client for node i (direct, no proxies).
 func (c *Cluster) admin(i int) (pb.ClusterServiceClient, func(), error) {
-	conn, err := grpc.NewClient(c.nodes[i].clientListen, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(c.nodes[i].clientListen, dialOptions(c.cfg.Root)...)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -341,7 +364,7 @@ func (c *Cluster) LostReplies() int64 {
 
 // status asks node i (directly, bypassing the proxies).
 func (c *Cluster) status(ctx context.Context, i int, hash bool) (*pb.StatusResponse, error) {
-	conn, err := grpc.NewClient(c.nodes[i].clientListen, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(c.nodes[i].clientListen, dialOptions(c.cfg.Root)...)
 	if err != nil {
 		return nil, err
 	}
@@ -379,7 +402,7 @@ func (c *Cluster) NodeID(i int) string { return c.nodes[i].id }
 // TransferLeadership asks the leader to hand over to the most up-to-date
 // follower.
 func (c *Cluster) TransferLeadership(ctx context.Context, leader int) error {
-	conn, err := grpc.NewClient(c.nodes[leader].clientListen, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(c.nodes[leader].clientListen, dialOptions(c.cfg.Root)...)
 	if err != nil {
 		return err
 	}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/anishathalye/porcupine"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
 )
@@ -159,7 +158,7 @@ func pauseLeaderReads(ctx context.Context, h *harness, rng *rand.Rand) (string, 
 	if !isLeader || h.regKeys == 0 {
 		return pauseLeader(ctx, h, rng)
 	}
-	old, err := grpc.NewClient(h.c.nodes[l].clientAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	old, err := grpc.NewClient(h.c.nodes[l].clientAddr, dialOptions(h.cfg.Root)...)
 	if err != nil {
 		return pauseLeader(ctx, h, rng)
 	}
@@ -221,7 +220,7 @@ func pauseLeaderReads(ctx context.Context, h *harness, rng *rand.Rand) (string, 
 // registerWrite writes val to register key through node i, recorded in the
 // register history.
 func (h *harness) registerWrite(ctx context.Context, i, key int, val int64) string {
-	conn, err := grpc.NewClient(h.c.nodes[i].clientAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(h.c.nodes[i].clientAddr, dialOptions(h.cfg.Root)...)
 	if err != nil {
 		return err.Error()
 	}

@@ -17,7 +17,6 @@ import (
 
 	"github.com/anishathalye/porcupine"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
 	"github.com/memdbd/memdbd/client"
@@ -65,6 +64,9 @@ type Config struct {
 	// the end.
 	Endpoints   []string
 	TablePrefix string
+	// Root, when set, runs with access control on (ClusterConfig.Root);
+	// with Endpoints, the credentials to call the live cluster with.
+	Root *client.Credentials
 }
 
 func (c *Config) defaults() {
@@ -108,6 +110,10 @@ type Report struct {
 	// LeaseTerms counts the leader terms in which a leader held a read
 	// lease (linearizable reads without a heartbeat round).
 	LeaseTerms int
+	// AuthBootstraps counts the members that created the root user and
+	// turned access control on; AuthRefusals, the calls members refused
+	// for authentication or authorization.
+	AuthBootstraps, AuthRefusals int
 	Artifacts  string
 }
 
@@ -238,7 +244,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			}
 		}
 		cl, err = StartCluster(ClusterConfig{Binary: cfg.Binary, Dir: cfg.Dir, Nodes: 3, ElectionTimeout: cfg.ElectionTimeout, ExtraArgs: cfg.ExtraArgs,
-			SnapshotThreshold: 100, TrailingLogs: 50})
+			SnapshotThreshold: 100, TrailingLogs: 50, Root: cfg.Root})
 		if err != nil {
 			return nil, err
 		}
@@ -258,7 +264,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		return client.New(cctx, client.Config{Endpoints: endpoints, RequestTimeout: 3 * time.Second,
-			Logger: slog.New(slog.DiscardHandler)})
+			Credentials: cfg.Root, Logger: slog.New(slog.DiscardHandler)})
 	}
 	admin, err := newClient()
 	if err != nil {
@@ -378,6 +384,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		report.SnapshotsTaken = cl.CountLog("snapshot complete up to")
 		report.SnapshotInstalls = cl.CountLog("Installed remote snapshot")
 		report.LeaseTerms = cl.CountLog("read lease acquired")
+		// Calls refused for want of an identity or a permission: with
+		// access control on, every call of the harness is root's.
+		report.AuthRefusals = cl.CountLog("call refused") + cl.CountLog("authentication failed")
+		report.AuthBootstraps = cl.CountLog("access control bootstrapped")
 	}
 
 	// Checks.
@@ -405,7 +415,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cl != nil {
 		rev, hash, err = cl.Converged(checkCtx)
 	} else {
-		rev, hash, err = liveConverged(checkCtx, endpoints)
+		rev, hash, err = liveConverged(checkCtx, endpoints, cfg.Root)
 	}
 	if err != nil {
 		report.Verdicts = append(report.Verdicts, Verdict{Checker: "convergence", Detail: err.Error()})
@@ -458,10 +468,10 @@ func (h *harness) saveArtifacts(dir string, info porcupine.LinearizationInfo) st
 }
 
 // liveConverged is Cluster.Converged over the members at endpoints.
-func liveConverged(ctx context.Context, endpoints []string) (uint64, uint64, error) {
+func liveConverged(ctx context.Context, endpoints []string, root *client.Credentials) (uint64, uint64, error) {
 	conns := make([]*grpc.ClientConn, len(endpoints))
 	for i, ep := range endpoints {
-		cc, err := grpc.NewClient(ep, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient(ep, dialOptions(root)...)
 		if err != nil {
 			return 0, 0, err
 		}
