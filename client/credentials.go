@@ -19,12 +19,16 @@ type Credentials struct {
 
 // PerRPC returns the credentials as gRPC per-call credentials, for
 // connections made outside the SDK (grpc.WithPerRPCCredentials).
-func (c Credentials) PerRPC() credentials.PerRPCCredentials { return bearer(c) }
+func (c Credentials) PerRPC() credentials.PerRPCCredentials {
+	return bearer{md: map[string]string{"authorization": "Bearer " + c.User + ":" + c.Password}}
+}
 
-type bearer Credentials
+// bearer hands gRPC the same metadata map on every call (gRPC only reads
+// it): nothing to build per request.
+type bearer struct{ md map[string]string }
 
 func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + b.User + ":" + b.Password}, nil
+	return b.md, nil
 }
 
 // RequireTransportSecurity is false so that a loopback cluster without

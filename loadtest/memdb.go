@@ -28,17 +28,17 @@ var _ Target = (*MemdbTarget)(nil)
 // noBatching every Get and Upsert is its own RPC (the SDK otherwise sends
 // concurrent ones together).
 func NewMemdbTarget(ctx context.Context, endpoints []string, conns int, onlyEndpoints, noBatching bool) (*MemdbTarget, error) {
-	return NewMemdbTargetTLS(ctx, endpoints, conns, onlyEndpoints, noBatching, nil)
+	return NewMemdbTargetTLS(ctx, endpoints, conns, onlyEndpoints, noBatching, nil, nil)
 }
 
 // NewMemdbTargetTLS is NewMemdbTarget over TLS with tc (plaintext when
-// nil).
-func NewMemdbTargetTLS(ctx context.Context, endpoints []string, conns int, onlyEndpoints, noBatching bool, tc *tls.Config) (*MemdbTarget, error) {
+// nil), identified by creds when not nil (a cluster with access control).
+func NewMemdbTargetTLS(ctx context.Context, endpoints []string, conns int, onlyEndpoints, noBatching bool, tc *tls.Config, creds *client.Credentials) (*MemdbTarget, error) {
 	t := &MemdbTarget{}
 	for i := 0; i < max(conns, 1); i++ {
 		c, err := client.New(ctx, client.Config{Endpoints: endpoints, RequestTimeout: 10 * time.Second,
 			Logger: slog.New(slog.DiscardHandler), DisableDiscovery: onlyEndpoints,
-			DisableGetBatching: noBatching, DisableUpsertBatching: noBatching, TLS: tc})
+			DisableGetBatching: noBatching, DisableUpsertBatching: noBatching, TLS: tc, Credentials: creds})
 		if err != nil {
 			_ = t.Close()
 			return nil, err

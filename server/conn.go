@@ -66,6 +66,10 @@ type connState struct {
 
 	mu        sync.Mutex
 	clientIDs map[string]struct{} // guarded by mu
+
+	// ident is the identity the connection's last call was found to
+	// have (auth.go, identifyCached).
+	ident atomic.Pointer[cachedIdentity]
 }
 
 // connOf returns the state of the connection ctx arrived on, or nil for a

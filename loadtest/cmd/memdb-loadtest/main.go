@@ -22,7 +22,12 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
 	"github.com/memdbd/memdbd/chaos"
+	"github.com/memdbd/memdbd/client"
 	"github.com/memdbd/memdbd/internal/tlsconf"
 	"github.com/memdbd/memdbd/loadtest"
 )
@@ -69,6 +74,8 @@ func run() error {
 		tlsCA      = flag.String("tls-ca-file", "", "connect over TLS, verifying the members against this PEM CA bundle (not with -spawn)")
 		tlsCert    = flag.String("tls-cert-file", "", "PEM client certificate, for members that require one")
 		tlsKey     = flag.String("tls-key-file", "", "PEM private key of -tls-cert-file")
+		auth       = flag.Bool("auth", false, "with -spawn: access control on (a root user bootstrapped), every request authenticated as root by password and authorized")
+		user       = flag.String("user", "", "user to call as, on a cluster with access control (not with -spawn; password from $MEMDBD_PASSWORD)")
 	)
 	flag.Parse()
 	var tc *tls.Config
@@ -95,6 +102,15 @@ func run() error {
 	defer stop()
 
 	eps := strings.Split(*endpoints, ",")
+	var creds *client.Credentials
+	switch {
+	case *auth && !*spawn:
+		return fmt.Errorf("-auth is for -spawn; against a running cluster give -user")
+	case *auth:
+		creds = &client.Credentials{User: "root", Password: "loadtest-root-password"}
+	case *user != "":
+		creds = &client.Credentials{User: *user, Password: os.Getenv("MEMDBD_PASSWORD")}
+	}
 	var cl *chaos.Cluster
 	if *spawn {
 		dir, err := os.MkdirTemp("", "memdb-loadtest")
@@ -114,7 +130,7 @@ func run() error {
 			}
 		}
 		cl, err = chaos.StartCluster(chaos.ClusterConfig{Binary: bin, Dir: dir, Nodes: 3, ElectionTimeout: 500 * time.Millisecond,
-			SnapshotThreshold: 16384, TrailingLogs: 10240, Direct: true})
+			SnapshotThreshold: 16384, TrailingLogs: 10240, Direct: true, Root: creds})
 		if err != nil {
 			return err
 		}
@@ -125,7 +141,12 @@ func run() error {
 	}
 	setupCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	target, err := loadtest.NewMemdbTargetTLS(setupCtx, eps, *conns, false, *noBatching, tc)
+	if *auth {
+		if err := waitAuth(setupCtx, eps[0], creds); err != nil {
+			return err
+		}
+	}
+	target, err := loadtest.NewMemdbTargetTLS(setupCtx, eps, *conns, false, *noBatching, tc, creds)
 	if err != nil {
 		return err
 	}
@@ -260,4 +281,25 @@ func runWatchCompare(ctx context.Context, cfg loadtest.Config, target *loadtest.
 	fmt.Printf("throughput with/without %d watchers, median of %d rounds: %.2fx (range %.2f-%.2f)\n",
 		n, len(ratios), ratios[len(ratios)/2], ratios[0], ratios[len(ratios)-1])
 	return nil
+}
+
+// waitAuth waits until the spawned cluster has access control on, so that
+// the measured phase authenticates every request.
+func waitAuth(ctx context.Context, ep string, creds *client.Credentials) error {
+	cc, err := grpc.NewClient(ep, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(creds.PerRPC()))
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	for {
+		r, err := pb.NewAuthServiceClient(cc).WhoAmI(ctx, &pb.WhoAmIRequest{})
+		if err == nil && r.AuthEnabled && r.User == creds.User {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("access control did not come on: %v", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
