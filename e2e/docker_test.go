@@ -13,9 +13,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
 	"github.com/memdbd/memdbd/client"
+	"github.com/memdbd/memdbd/internal/testcerts"
 )
 
 // compose runs docker-compose for one project and returns its output.
@@ -86,8 +88,16 @@ func TestDockerCompose(t *testing.T) {
 
 	ports := freeAddrs(t, 6)
 	port := func(i int) string { return ports[i][strings.LastIndex(ports[i], ":")+1:] }
+	// The deployment's init step writes the certificates here. Not
+	// t.TempDir: the files belong to the containers' root, which a
+	// developer's user may not remove.
+	certsDir, err := os.MkdirTemp("", "memdbd-compose-certs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(certsDir) })
 	c := &compose{t: t, project: fmt.Sprintf("memdbde2e%d", os.Getpid()), file: filepath.Join(moduleRoot, "deploy/docker/docker-compose.yml"),
-		env: []string{"MEMDBD_IMAGE=" + image,
+		env: []string{"MEMDBD_IMAGE=" + image, "MEMDBD_CERTS_DIR=" + certsDir,
 			"MEMDBD_N1_PORT=" + port(0), "MEMDBD_N2_PORT=" + port(1), "MEMDBD_N3_PORT=" + port(2),
 			"MEMDBD_N1_ADMIN=" + port(3), "MEMDBD_N2_ADMIN=" + port(4), "MEMDBD_N3_ADMIN=" + port(5)}}
 	t.Cleanup(func() {
@@ -102,12 +112,15 @@ func TestDockerCompose(t *testing.T) {
 	if out, err := c.run("up", "-d"); err != nil {
 		t.Fatalf("docker-compose up: %v\n%s", err, out)
 	}
+	// Mutual TLS with the certificate the init step made for root.
+	tlsCreds := grpc.WithTransportCredentials(credentials.NewTLS(clientTLS(t, filepath.Join(certsDir, "ca.pem"),
+		&testcerts.Files{Cert: filepath.Join(certsDir, "root.pem"), Key: filepath.Join(certsDir, "root-key.pem")})))
 	eps := []string{ports[0], ports[1], ports[2]}
 	services := []string{"n1", "n2", "n3"}
 	container := func(i int) string { return c.project + "_" + services[i] + "_1" }
 	conns := make([]*grpc.ClientConn, 3)
 	for i := range eps {
-		conns[i] = dialT(t, eps[i])
+		conns[i] = dialT(t, eps[i], tlsCreds)
 	}
 	status := func(i int) (*pb.StatusResponse, error) {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -134,7 +147,7 @@ func TestDockerCompose(t *testing.T) {
 
 	// The client knows only the published ports: the addresses the nodes
 	// advertise (n1:7000...) do not resolve on the host.
-	cl, err := client.New(ctx, client.Config{Endpoints: eps, DisableDiscovery: true, DialOptions: dialOptions(), RequestTimeout: 5 * time.Second})
+	cl, err := client.New(ctx, client.Config{Endpoints: eps, DisableDiscovery: true, DialOptions: dialOptions(tlsCreds), RequestTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,9 +219,9 @@ func TestDockerCompose(t *testing.T) {
 
 func firstErrs(errs []error) []error { return errs[:min(3, len(errs))] }
 
-func dialT(t *testing.T, addr string) *grpc.ClientConn {
+func dialT(t *testing.T, addr string, extra ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
-	cc, err := grpc.NewClient(addr, dialOptions()...)
+	cc, err := grpc.NewClient(addr, dialOptions(extra...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
