@@ -516,6 +516,23 @@ func ModuleRoot(dir string) (string, error) {
 	}
 }
 
+// LogLines returns up to max log lines, of every node, that contain s.
+func (c *Cluster) LogLines(s string, max int) []string {
+	var out []string
+	for _, nd := range c.nodes {
+		b, err := os.ReadFile(nd.logPath)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, s) && len(out) < max {
+				out = append(out, nd.id+": "+line)
+			}
+		}
+	}
+	return out
+}
+
 // CountLog counts the lines containing s in every node's log.
 func (c *Cluster) CountLog(s string) int {
 	n := 0

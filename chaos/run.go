@@ -114,7 +114,7 @@ type Report struct {
 	// turned access control on; AuthRefusals, the calls members refused
 	// for authentication or authorization.
 	AuthBootstraps, AuthRefusals int
-	Artifacts  string
+	Artifacts                    string
 }
 
 // OK reports whether every checker passed.
@@ -387,6 +387,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		// Calls refused for want of an identity or a permission: with
 		// access control on, every call of the harness is root's.
 		report.AuthRefusals = cl.CountLog("call refused") + cl.CountLog("authentication failed")
+		for _, what := range []string{"call refused", "authentication failed"} {
+			for _, l := range cl.LogLines(what, 3) {
+				report.Events = append(report.Events, "refused: "+l)
+			}
+		}
 		report.AuthBootstraps = cl.CountLog("access control bootstrapped")
 	}
 

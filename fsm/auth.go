@@ -299,7 +299,8 @@ func (f *FSM) applyAuth(index uint64, c *cmdpb.AuthChange) error {
 		next.Enabled = false
 	case cmdpb.AuthOp_AUTH_OP_BOOTSTRAP:
 		if len(cur.users) > 0 {
-			return nil // the cluster has users: a bootstrap is done or not wanted
+			// A bootstrap is done (another member's) or not wanted.
+			return authErr(pb.ReasonPrecondition, "the cluster has users already: no bootstrap")
 		}
 		next.users[RootUser] = &authUser{hash: bytes.Clone(c.PasswordHash), roles: []string{RootRole}}
 		next.Enabled = true

@@ -339,7 +339,8 @@ func TestAuthRefusalsChangeNothing(t *testing.T) {
 
 // BOOTSTRAP on a state without users creates root (with the given hash and
 // the root role) and turns access control on; on a state with users it is
-// a successful no-op, however many times it is repeated.
+// refused with PRECONDITION and changes nothing, however many times it
+// is repeated (every bootstrapping member proposes one).
 func TestAuthBootstrap(t *testing.T) {
 	hash := validHash(t)
 
@@ -366,7 +367,9 @@ func TestAuthBootstrap(t *testing.T) {
 
 	// Again, with another password (none): nothing changes.
 	rec := authRecord(t, a)
-	h.mustApply(authOp(cmdpb.AuthOp_AUTH_OP_BOOTSTRAP))
+	if r := h.apply(authOp(cmdpb.AuthOp_AUTH_OP_BOOTSTRAP)); r.ErrorReason != pb.ReasonPrecondition {
+		t.Fatalf("second bootstrap: %v, want PRECONDITION", r)
+	}
 	if b := h.f.Auth(); b != a || !bytes.Equal(authRecord(t, b), rec) {
 		t.Fatal("second bootstrap changed the state")
 	}
@@ -378,7 +381,9 @@ func TestAuthBootstrap(t *testing.T) {
 	g := newHarness(t)
 	g.mustApply(userAdd("alice", nil))
 	before := g.f.Auth()
-	g.mustApply(authEnv(&cmdpb.AuthChange{Op: cmdpb.AuthOp_AUTH_OP_BOOTSTRAP, PasswordHash: hash}))
+	if r := g.apply(authEnv(&cmdpb.AuthChange{Op: cmdpb.AuthOp_AUTH_OP_BOOTSTRAP, PasswordHash: hash})); r.ErrorReason != pb.ReasonPrecondition {
+		t.Fatalf("bootstrap over existing users: %v, want PRECONDITION", r)
+	}
 	after := g.f.Auth()
 	if after != before || after.Enabled {
 		t.Fatalf("bootstrap over existing users changed the state (enabled %v)", after.Enabled)

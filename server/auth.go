@@ -162,6 +162,12 @@ func (a *authenticator) verify(ctx context.Context, st *fsm.AuthState, user, pas
 	if hit && ok && v.user == user && bytes.Equal(v.hash, hash) {
 		return nil
 	}
+	if !st.Enabled && (!ok || len(hash) == 0) {
+		// Access control is off, and there is nothing to check against:
+		// no failure to count (clients configured ahead of a bootstrap
+		// send credentials of a user that does not exist yet).
+		return errBadCredentials
+	}
 	lim := a.limiter(host)
 	if lim.Tokens() < 1 {
 		return fmt.Errorf("%w: too many failed authentications from %s; wait a second between attempts", errOverloaded, host)
@@ -259,6 +265,11 @@ func (s *Server) identify(ctx context.Context, st *fsm.AuthState, cs *tls.Connec
 		return id, fmt.Errorf("%w: the authorization must be \"Bearer <user>:<password>\"", errUnauthenticated)
 	}
 	if err := s.authn.verify(ctx, st, user, password, host); err != nil {
+		if !st.Enabled {
+			// Not a failure yet: with access control off the caller is
+			// served anyway (as nobody in particular).
+			return identity{method: methodNone}, err
+		}
 		s.auditLog.Warn("authentication failed", "user", user, "source", host, "request_id", requestID(ctx), "err", err)
 		if errors.Is(err, errBadCredentials) {
 			return id, fmt.Errorf("%w: %v", errUnauthenticated, err)
@@ -473,7 +484,17 @@ func envelopeNeeds(env *cmdpb.Envelope) []need {
 func (s *Server) authUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	st := s.node.FSM().Auth()
 	if !st.Enabled && info.FullMethod != pb.ClusterService_Join_FullMethodName {
-		// Nothing to check: the common case costs one atomic load.
+		if n, ok := singleNeed(req); ok && n.action == fsm.ActionRead {
+			// Nothing to check: the common case costs one atomic load.
+			return h(ctx, req)
+		}
+		// A write may reach a leader that has applied the change turning
+		// access control on before this member has: it then authorizes
+		// the caller this member names, so name it. Credentials that do
+		// not check out name nobody, as access control is off here.
+		if id, err := s.authenticate(ctx, st); err == nil {
+			ctx = context.WithValue(ctx, identityKey{}, id)
+		}
 		return h(ctx, req)
 	}
 	id, err := s.authenticate(ctx, st)

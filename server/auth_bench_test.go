@@ -73,15 +73,27 @@ func BenchmarkAccessControlGet(b *testing.B) {
 	const password = "bench-password"
 	admin := pb.NewAuthServiceClient(setup)
 	for _, step := range []func() error{
-		func() error { _, err := admin.UserAdd(ctx, &pb.UserAddRequest{Name: "root", Password: password}); return err },
-		func() error { _, err := admin.UserGrantRole(ctx, &pb.UserGrantRoleRequest{User: "root", Role: "root"}); return err },
+		func() error {
+			_, err := admin.UserAdd(ctx, &pb.UserAddRequest{Name: "root", Password: password})
+			return err
+		},
+		func() error {
+			_, err := admin.UserGrantRole(ctx, &pb.UserGrantRoleRequest{User: "root", Role: "root"})
+			return err
+		},
 		func() error { _, err := admin.RoleAdd(ctx, &pb.RoleAddRequest{Name: "r"}); return err },
 		func() error {
 			_, err := admin.RoleGrant(ctx, &pb.RoleGrantRequest{Role: "r", Permission: &pb.Permission{Action: "read", Table: "kv"}})
 			return err
 		},
-		func() error { _, err := admin.UserAdd(ctx, &pb.UserAddRequest{Name: "reader", Password: password}); return err },
-		func() error { _, err := admin.UserGrantRole(ctx, &pb.UserGrantRoleRequest{User: "reader", Role: "r"}); return err },
+		func() error {
+			_, err := admin.UserAdd(ctx, &pb.UserAddRequest{Name: "reader", Password: password})
+			return err
+		},
+		func() error {
+			_, err := admin.UserGrantRole(ctx, &pb.UserGrantRoleRequest{User: "reader", Role: "r"})
+			return err
+		},
 	} {
 		if err := step(); err != nil {
 			b.Fatal(err)

@@ -568,6 +568,12 @@ func (s *Server) bootstrapAuth() {
 		if err == nil {
 			err = fsm.ResultError(res)
 		}
+		var ce *fsm.CommandError
+		if errors.As(err, &ce) && ce.Reason == pb.ReasonPrecondition {
+			// Every bootstrapping member may propose it; the first applied
+			// creates root, the others are refused, changing nothing.
+			return
+		}
 		if err != nil {
 			s.log.Warn("creating the root user failed; will retry", "err", err)
 			continue
