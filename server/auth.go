@@ -417,6 +417,9 @@ func callNeeds(method string, req any) ([]need, error) {
 	if strings.HasPrefix(method, "/"+pb.AuthService_ServiceDesc.ServiceName+"/") {
 		return []need{{action: fsm.ActionClusterAdmin}}, nil
 	}
+	if strings.HasPrefix(method, "/grpc.reflection.") {
+		return []need{}, nil // the public API's schema, for any identified caller (grpcurl)
+	}
 	return nil, fmt.Errorf("%w: %s is not a call a client may make with access control on", errDenied, method)
 }
 
@@ -581,6 +584,9 @@ func (s *Server) authStream(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 		w.checked = true
 	}
 	err = h(srv, w)
+	if w.registered {
+		s.grants.remove(w)
+	}
 	if cause := context.Cause(ctx); errors.Is(cause, errDenied) {
 		return toStatus(cause)
 	}
@@ -604,6 +610,8 @@ type authedStream struct {
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
 	checked bool
+	// registered: in s.grants, until the stream ends (authStream).
+	registered bool
 }
 
 func (w *authedStream) Context() context.Context { return w.ctx }
@@ -621,28 +629,71 @@ func (w *authedStream) RecvMsg(m any) error {
 		return toStatus(err)
 	}
 	if needs, err := callNeeds(w.method, m); err == nil && len(needs) > 0 {
-		go w.revokeOnChange(needs)
+		w.s.grants.add(w, needs)
+		w.registered = true
+		// A change applied since the check above is seen here; any later
+		// one by watchGrants.
+		w.recheck(w.s.node.FSM().Auth(), needs)
 	}
 	return nil
 }
 
-// revokeOnChange ends the stream when the caller loses what it needs.
-func (w *authedStream) revokeOnChange(needs []need) {
-	f := w.s.node.FSM()
+// streamGrants are the open streams whose permission is checked again
+// at every access-control change (watchGrants): one goroutine for all of
+// them, not one per stream.
+type streamGrants struct {
+	mu      sync.Mutex
+	streams map[*authedStream][]need
+}
+
+func (g *streamGrants) add(w *authedStream, needs []need) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.streams == nil {
+		g.streams = map[*authedStream][]need{}
+	}
+	g.streams[w] = needs
+}
+
+func (g *streamGrants) remove(w *authedStream) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.streams, w)
+}
+
+// watchGrants ends, at every access-control change, the streams whose
+// caller lost what it needs.
+func (s *Server) watchGrants() {
+	defer s.wg.Done()
+	f := s.node.FSM()
 	for {
 		changed := f.AuthChanged()
-		if err := authorize(f.Auth(), w.id, needs); err != nil {
-			if errors.Is(err, errUnauthenticated) {
-				err = fmt.Errorf("%w: %v", errDenied, err)
-			}
-			w.s.auditLog.Info("stream ended: permission revoked", "method", w.method, "identity", w.id.String(), "err", err)
-			w.cancel(err)
-			return
+		s.grants.mu.Lock()
+		open := make(map[*authedStream][]need, len(s.grants.streams))
+		for w, needs := range s.grants.streams {
+			open[w] = needs
+		}
+		s.grants.mu.Unlock()
+		for w, needs := range open {
+			w.recheck(f.Auth(), needs)
 		}
 		select {
 		case <-changed:
-		case <-w.ctx.Done():
+		case <-s.stop:
 			return
 		}
 	}
+}
+
+// recheck ends the stream if its caller may no longer do what it needs.
+func (w *authedStream) recheck(st *fsm.AuthState, needs []need) {
+	err := authorize(st, w.id, needs)
+	if err == nil {
+		return
+	}
+	if errors.Is(err, errUnauthenticated) {
+		err = fmt.Errorf("%w: %v", errDenied, err)
+	}
+	w.s.auditLog.Info("stream ended: permission revoked", "method", w.method, "identity", w.id.String(), "err", err)
+	w.cancel(err)
 }

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	rpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
 	cmdpb "github.com/memdbd/memdbd/api/proto/memdb/command/v1"
@@ -226,6 +227,24 @@ func TestAccessControlEnforced(t *testing.T) {
 			t.Fatalf("bob's WhoAmI: %v %v", who, err)
 		}
 	}
+	// Reflection (grpcurl) serves any identified caller, not an
+	// anonymous one.
+	for _, tc := range []struct {
+		user, pw string
+		want     codes.Code
+	}{{"", "", codes.Unauthenticated}, {"alice", alicePW, codes.OK}} {
+		stream, err := rpb.NewServerReflectionClient(dialAs(t, leaderAddr, tc.user, tc.pw)).ServerReflectionInfo(ctx)
+		if err == nil {
+			err = stream.Send(&rpb.ServerReflectionRequest{MessageRequest: &rpb.ServerReflectionRequest_ListServices{}})
+		}
+		if err == nil {
+			_, err = stream.Recv()
+		}
+		if status.Code(err) != tc.want {
+			t.Fatalf("reflection as %q: %v, want %v", tc.user, err, tc.want)
+		}
+	}
+
 	// Nothing refused changed the state.
 	if r, err := root.Get(ctx, &pb.GetRequest{Table: "a", Key: str("alice-was-here")}); err != nil || r.Found {
 		t.Fatalf("a refused write took effect: %v %v", r, err)

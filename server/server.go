@@ -161,6 +161,7 @@ type Server struct {
 	health   *health.Server
 	fwd      *forwarder
 	authn    *authenticator
+	grants   streamGrants
 	// peerGRPC serves the peer service on the node's Raft port
 	// (node.PeerListener); peerFwd calls other members' peer services.
 	peerGRPC *grpc.Server
@@ -278,6 +279,8 @@ func New(cfg Config, n *node.Node) (*Server, error) {
 	}()
 	go s.watchHealth()
 	go s.registerLoop()
+	s.wg.Add(1)
+	go s.watchGrants()
 	if cfg.BootstrapRootHash != nil {
 		s.wg.Add(1)
 		go s.bootstrapAuth()
