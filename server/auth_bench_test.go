@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
 	"github.com/memdbd/memdbd/client"
@@ -26,8 +27,14 @@ import (
 // measured in the same run; the caller presents its certificate), on
 // with the caller identified by its client certificate, and on with the
 // caller identified by password (a bearer token in every call's
-// metadata). Compare ns/op.
-func BenchmarkAccessControlGet(b *testing.B) {
+// metadata). Compare ns/op. BenchmarkAccessControlGetPlaintext is the
+// same without TLS (off, and on by password), where a call costs less and
+// the credentials weigh more.
+func BenchmarkAccessControlGet(b *testing.B) { benchAccessControl(b, true) }
+
+func BenchmarkAccessControlGetPlaintext(b *testing.B) { benchAccessControl(b, false) }
+
+func benchAccessControl(b *testing.B, useTLS bool) {
 	dir := b.TempDir()
 	ca := testcerts.NewCA(b, dir, "ca")
 	member, readerCert := ca.Issue(b, "member"), ca.Issue(b, "reader")
@@ -42,13 +49,18 @@ func BenchmarkAccessControlGet(b *testing.B) {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
 	cl := testcluster.Start(b, 1, testcluster.Options{TuneServer: func(c *server.Config) {
-		c.TLS = &tls.Config{Certificates: []tls.Certificate{serverPair}, ClientCAs: pool, ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS12}
+		if useTLS {
+			c.TLS = &tls.Config{Certificates: []tls.Certificate{serverPair}, ClientCAs: pool, ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS12}
+		}
 	}})
 	addr := cl.Members[0].Addr
 	// Bounds the whole benchmark, its calibration runs included.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	transport := func(cert *testcerts.Files) grpc.DialOption {
+		if !useTLS {
+			return grpc.WithTransportCredentials(insecure.NewCredentials())
+		}
 		c := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 		if cert != nil {
 			kp, err := tls.LoadX509KeyPair(cert.Cert, cert.Key)
@@ -145,7 +157,9 @@ func BenchmarkAccessControlGet(b *testing.B) {
 		if _, err := rootAdmin.AuthEnable(ctx, &pb.AuthEnableRequest{}); err != nil {
 			b.Fatal(err)
 		}
-		b.Run("on-certificate", func(b *testing.B) { run(b, &readerCert, nil) })
+		if useTLS {
+			b.Run("on-certificate", func(b *testing.B) { run(b, &readerCert, nil) })
+		}
 		b.Run("on-password", func(b *testing.B) { run(b, nil, &client.Credentials{User: "reader", Password: password}) })
 	}
 }
