@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	pb "github.com/memdbd/memdbd/api/proto/memdb/v1"
 	"github.com/memdbd/memdbd/client"
 )
@@ -34,7 +37,7 @@ func buildVersion(t *testing.T, version string) string {
 // and every member ends on the new version. The longest write pause is
 // reported.
 func TestRollingUpgrade(t *testing.T) {
-	rollingUpgrade(t, buildVersion(t, "v1.0.0"), buildVersion(t, "v1.1.0"), "v1.1.0")
+	rollingUpgrade(t, buildVersion(t, "v1.0.0"), buildVersion(t, "v1.1.0"), "v1.1.0", false)
 }
 
 // previousRelease is the commit of the release before the peer service
@@ -71,13 +74,15 @@ func buildCommit(t *testing.T, commit, version string) string {
 // operation fails. Session writes switch to command format 3 once every
 // voter applies it.
 func TestRollingUpgradeFromPreviousRelease(t *testing.T) {
-	rollingUpgrade(t, buildCommit(t, previousRelease, "v1.0.0"), buildVersion(t, "v1.1.0"), "v1.1.0")
+	rollingUpgrade(t, buildCommit(t, previousRelease, "v1.0.0"), buildVersion(t, "v1.1.0"), "v1.1.0", true)
 }
 
 // rollingUpgrade runs a 3-node cluster on oldBin and restarts every node in
 // turn on newBin (reporting newVersion), the leader last, under a write
 // and read load.
-func rollingUpgrade(t *testing.T, oldBin, newBin, newVersion string) {
+// olderFormat: the old binary applies an older command format (access
+// control is refused until the upgrade is complete).
+func rollingUpgrade(t *testing.T, oldBin, newBin, newVersion string, olderFormat bool) {
 	c := newClusterSeeded(t, 3, func(nd *node) { nd.bin = oldBin })
 	cl := c.client()
 	ctx, cancel := c.callCtx(90 * time.Second)
@@ -188,6 +193,17 @@ func rollingUpgrade(t *testing.T, oldBin, newBin, newVersion string) {
 			upgrade(i)
 		}
 	}
+	// Access control is a newer command format: refused while the leader
+	// runs the previous release, on the upgraded members too.
+	mixed := c.others(leader)[0]
+	if olderFormat {
+		actx, acancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := pb.NewAuthServiceClient(c.conn(mixed)).RoleAdd(actx, &pb.RoleAddRequest{Name: "early"})
+		acancel()
+		if status.Code(err) != codes.FailedPrecondition {
+			t.Fatalf("an access-control change in a mixed-version cluster: %v, want FailedPrecondition", err)
+		}
+	}
 	// The leader last: hand leadership to an upgraded node first.
 	tctx, tcancel := context.WithTimeout(ctx, 10*time.Second)
 	_, err := pb.NewClusterServiceClient(c.conn(leader)).TransferLeadership(tctx, &pb.TransferLeadershipRequest{})
@@ -216,6 +232,13 @@ func rollingUpgrade(t *testing.T, oldBin, newBin, newVersion string) {
 		}
 		return nil
 	})
+	// Once every member runs it, it applies.
+	actx, acancel := context.WithTimeout(ctx, 10*time.Second)
+	_, err = pb.NewAuthServiceClient(c.conn(mixed)).RoleAdd(actx, &pb.RoleAddRequest{Name: "after-upgrade"})
+	acancel()
+	if err != nil {
+		t.Fatalf("an access-control change after the upgrade: %v", err)
+	}
 	for k := range acked {
 		gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_, err := cl.Get(gctx, "kv", client.String(k))

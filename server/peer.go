@@ -97,6 +97,14 @@ func (s *Server) propose(ctx context.Context, env *cmdpb.Envelope) (*cmdpb.Resul
 		}
 		// Lost leadership before the entry was appended: forward instead.
 	}
+	// A command newer than some member applies is refused here, as the
+	// leader would: a leader of an older version cannot even read it.
+	if v := fsm.RequiredVersion(env); v > 1 {
+		if lvl := s.node.FeatureLevel(); lvl != 0 && v > lvl {
+			return nil, fmt.Errorf("%w: this command needs every voter to apply command format %d; the cluster's feature level is %d (finish the rolling upgrade first)",
+				node.ErrFeatureLevel, v, lvl)
+		}
+	}
 	conn, _, err := s.leaderPeerConn(ctx)
 	if err != nil {
 		return nil, err
