@@ -45,7 +45,7 @@ func callerOf(ctx context.Context) (identity, source string) {
 		source = p.Addr.String()
 	}
 	if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.VerifiedChains) > 0 && len(ti.State.VerifiedChains[0]) > 0 {
-		if cn := ti.State.VerifiedChains[0][0].Subject.CommonName; cn != "" {
+		if cn := certName(ti.State.VerifiedChains[0][0]); cn != "" {
 			identity = cn
 		}
 	}

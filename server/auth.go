@@ -249,7 +249,7 @@ func (s *Server) identify(ctx context.Context, st *fsm.AuthState, cs *tls.Connec
 	id := identity{method: methodNone}
 	if cs != nil && len(cs.VerifiedChains) > 0 && len(cs.VerifiedChains[0]) > 0 {
 		leaf := cs.VerifiedChains[0][0]
-		if cn := leaf.Subject.CommonName; cn != "" {
+		if cn := certName(leaf); cn != "" {
 			id = identity{user: cn, cert: cn, method: methodCertificate}
 			for _, u := range leaf.ExtKeyUsage {
 				id.nodeCert = id.nodeCert || u == x509.ExtKeyUsageServerAuth
@@ -278,6 +278,18 @@ func (s *Server) identify(ctx context.Context, st *fsm.AuthState, cs *tls.Connec
 	}
 	id.user, id.method = user, methodToken
 	return id, nil
+}
+
+// certName is the user a client certificate names: its common name, or
+// without one its first DNS SAN.
+func certName(c *x509.Certificate) string {
+	switch {
+	case c.Subject.CommonName != "":
+		return c.Subject.CommonName
+	case len(c.DNSNames) > 0:
+		return c.DNSNames[0]
+	}
+	return ""
 }
 
 // AuthEnabled reports whether access control is on.
