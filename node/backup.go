@@ -148,7 +148,11 @@ func Seed(cfg Config, backup string) (uint64, error) {
 	}
 	snap.Release()
 	// 3. The identity, as a bootstrapped node of this cluster would have.
-	if _, err := checkIdentity(cfg.DataDir, cfg.ID, clusterToken(cfg.InitialCluster), true); err != nil {
+	logStore := cfg.LogStore
+	if logStore == "" {
+		logStore = LogStoreWAL
+	}
+	if _, err := checkIdentity(cfg.DataDir, cfg.ID, clusterToken(cfg.InitialCluster), true, logStore); err != nil {
 		return 0, err
 	}
 	return rev, nil

@@ -107,6 +107,12 @@ type Config struct {
 	// writes them to its own disk (logstore.go); a write then waits for
 	// the slower of the two instead of both in a row.
 	ParallelAppend bool
+	// LogStore is where the Raft log is kept: LogStoreWAL (hashicorp/raft-wal,
+	// one fsync per append) or LogStoreBolt (raft-boltdb, the only store
+	// before; two). Empty: what the data directory was created with, WAL
+	// for a new one. A data directory keeps the store it was created with
+	// (node.json); another is refused (migrate-log moves it).
+	LogStore string
 	// ReadLease lets the leader serve linearizable reads without a round
 	// of heartbeats while followers have promised not to elect another
 	// leader (lease.go). It assumes the members' clocks run at nearly the
@@ -180,6 +186,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.ID == "":
 		return fmt.Errorf("node id is required")
+	case c.LogStore != "" && c.LogStore != LogStoreWAL && c.LogStore != LogStoreBolt:
+		return fmt.Errorf("raft log store %q: wal or boltdb", c.LogStore)
 	case len(c.ID) > 64:
 		return fmt.Errorf("node id %q is longer than 64 bytes", c.ID)
 	case c.DataDir == "":

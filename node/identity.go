@@ -15,6 +15,9 @@ type identity struct {
 	// ClusterToken is the digest of the initial member list for a
 	// bootstrapped node, empty for one that joined.
 	ClusterToken []byte `json:"cluster_token,omitempty"`
+	// LogStore is where the Raft log is kept (LogStoreWAL, LogStoreBolt);
+	// empty in directories written before there was a choice: raft-boltdb.
+	LogStore string `json:"log_store,omitempty"`
 }
 
 const identityFile = "node.json"
@@ -22,7 +25,7 @@ const identityFile = "node.json"
 // checkIdentity loads the data directory's identity, or writes it when the
 // directory is new. It refuses a directory that belongs to another node,
 // or to another cluster than the initial member list describes.
-func checkIdentity(dir, id string, token []byte, fresh bool) (identity, error) {
+func checkIdentity(dir, id string, token []byte, fresh bool, logStore string) (identity, error) {
 	path := filepath.Join(dir, identityFile)
 	b, err := os.ReadFile(path)
 	switch {
@@ -30,16 +33,8 @@ func checkIdentity(dir, id string, token []byte, fresh bool) (identity, error) {
 		if !fresh {
 			return identity{}, fmt.Errorf("data dir %s holds Raft state but no %s; it was not created by memdbd", dir, identityFile)
 		}
-		idt := identity{NodeID: id, ClusterToken: token}
-		b, _ := json.Marshal(idt)
-		tmp := path + ".tmp"
-		if err := os.WriteFile(tmp, b, 0o600); err != nil {
-			return identity{}, err
-		}
-		if err := os.Rename(tmp, path); err != nil {
-			return identity{}, err
-		}
-		return idt, syncDir(dir)
+		idt := identity{NodeID: id, ClusterToken: token, LogStore: logStore}
+		return idt, writeIdentity(dir, idt)
 	case err != nil:
 		return identity{}, err
 	}

@@ -176,6 +176,14 @@ func (l *parallelLog) durableBound(index uint64) uint64 {
 
 func (l *parallelLog) StoreLog(log *raft.Log) error { return l.StoreLogs([]*raft.Log{log}) }
 
+// IsMonotonic passes on whether the store refuses gaps (raft-wal does):
+// Raft then empties the log after installing a snapshot rather than
+// leave entries before it that the next append would not follow.
+func (l *parallelLog) IsMonotonic() bool {
+	m, ok := l.store.(raft.MonotonicLogStore)
+	return ok && m.IsMonotonic()
+}
+
 func (l *parallelLog) StoreLogs(logs []*raft.Log) error {
 	if len(logs) == 0 {
 		return nil

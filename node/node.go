@@ -31,6 +31,10 @@ type Node struct {
 	fsm  *fsm.FSM
 	raft *raft.Raft
 	bolt *raftboltdb.BoltStore
+	// wal is the Raft log when the data directory keeps it in the WAL
+	// (logKind); nil with raft-boltdb, where bolt holds the log too.
+	wal     *walStore
+	logKind string
 	// stable is bolt as Raft's stable store, safe to close (stable.go).
 	stable *closingStable
 	// plog is the log store with the leader's parallel append
@@ -115,7 +119,14 @@ func Open(cfg Config) (*Node, error) {
 		}
 	}()
 
-	// 1. The log and stable store: one bbolt file, fsync on every append.
+	// 1. The log and the stable store. The stable store (term, vote) is
+	// always raft-boltdb (raft.db); the log is the WAL (wal/) or, for
+	// directories created with it, raft-boltdb too (logkind.go).
+	kind, err := chooseLogStore(cfg.DataDir, cfg.LogStore)
+	if err != nil {
+		return nil, err
+	}
+	n.logKind = kind
 	//
 	// The free-page list is not written on every commit (NoFreelistSync) and
 	// is kept as a hash map: an append then writes only the pages it
@@ -124,12 +135,21 @@ func Open(cfg Config) (*Node, error) {
 	// sooner. The price is a scan of the file on open to rebuild the list,
 	// bounded because the log is truncated after every snapshot. etcd runs
 	// its bbolt backend the same way.
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, err
+	}
 	n.bolt, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db"),
 		BoltOptions: &bbolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bbolt.FreelistMapType}})
 	if err != nil {
 		return nil, fmt.Errorf("opening raft log %s: %w", filepath.Join(cfg.DataDir, "raft.db"), err)
 	}
 	var store raft.LogStore = n.bolt
+	if kind == LogStoreWAL {
+		if n.wal, err = openWAL(cfg.DataDir, lg); err != nil {
+			return nil, err
+		}
+		store = n.wal
+	}
 	if testWrapLogStore != nil {
 		store = testWrapLogStore(cfg.ID, store)
 	}
@@ -169,7 +189,7 @@ func Open(cfg Config) (*Node, error) {
 	if len(cfg.InitialCluster) > 0 {
 		n.token = clusterToken(cfg.InitialCluster)
 	}
-	idt, err := checkIdentity(cfg.DataDir, cfg.ID, n.token, !hasState)
+	idt, err := checkIdentity(cfg.DataDir, cfg.ID, n.token, !hasState, kind)
 	if err != nil {
 		return nil, err
 	}
@@ -301,6 +321,11 @@ func (n *Node) closeStores() {
 		n.stable.close(func() { _ = n.bolt.Close() })
 	} else if n.bolt != nil {
 		_ = n.bolt.Close() // Open failed before Raft saw the store
+	}
+	if n.wal != nil {
+		if err := n.wal.Close(); err != nil {
+			n.log.Error("closing the raft log", "err", err)
+		}
 	}
 }
 

@@ -33,20 +33,21 @@ import (
 // subcommands are the admin commands of the memdbd binary. They need no
 // shell tools, so they also serve as container health checks.
 var subcommands = map[string]func(args []string, stdout, stderr io.Writer) int{
-	"status":   cmdStatus,
-	"members":  cmdMembers,
-	"transfer": cmdTransfer,
-	"health":   cmdHealth,
-	"promote":  cmdPromote,
-	"remove":   cmdRemove,
-	"snapshot": cmdSnapshot,
-	"backup":   cmdBackup,
-	"restore":  cmdRestore,
-	"watch":    cmdWatch,
-	"cert":     cmdCert,
-	"user":     cmdUser,
-	"role":     cmdRole,
-	"auth":     cmdAuth,
+	"status":      cmdStatus,
+	"members":     cmdMembers,
+	"transfer":    cmdTransfer,
+	"health":      cmdHealth,
+	"promote":     cmdPromote,
+	"remove":      cmdRemove,
+	"snapshot":    cmdSnapshot,
+	"backup":      cmdBackup,
+	"restore":     cmdRestore,
+	"migrate-log": cmdMigrateLog,
+	"watch":       cmdWatch,
+	"cert":        cmdCert,
+	"user":        cmdUser,
+	"role":        cmdRole,
+	"auth":        cmdAuth,
 	"version": func(_ []string, stdout, _ io.Writer) int {
 		fmt.Fprintln(stdout, version)
 		return 0
@@ -557,4 +558,29 @@ func jsonValue(v client.Value) any {
 		return v.AsBytes()
 	}
 	return v.AsTime().Format(time.RFC3339Nano)
+}
+
+// cmdMigrateLog moves a stopped member's Raft log to another store
+// (node.MigrateLog): copied, read back and compared entry by entry before
+// the data directory switches.
+func cmdMigrateLog(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("memdbd migrate-log", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dataDir := fs.String("data-dir", "", "the stopped member's data directory (required)")
+	to := fs.String("to", "", "the store to move the log to: wal or boltdb (required)")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	if *dataDir == "" || *to == "" {
+		fmt.Fprintln(stderr, "memdbd migrate-log: --data-dir and --to are required")
+		return 2
+	}
+	res, err := node.MigrateLog(*dataDir, *to, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		fmt.Fprintln(stderr, "memdbd migrate-log:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "moved the Raft log of %s from %s to %s: %d entries (%d-%d), copied and verified in %v\n",
+		*dataDir, res.From, res.To, res.Entries, res.First, res.Last, res.Took.Round(time.Millisecond))
+	return 0
 }

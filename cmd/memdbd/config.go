@@ -54,6 +54,7 @@ type config struct {
 	maxAppendEntries   int
 	readLease          bool
 	parallelAppend     bool
+	raftLogStore       string
 	snapshotThreshold  uint64
 	snapshotInterval   time.Duration
 	trailingLogs       uint64
@@ -123,6 +124,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.commitTimeout, "commit-timeout", nd.CommitTimeout, "longest delay before followers learn the commit index")
 	fs.IntVar(&c.maxAppendEntries, "max-append-entries", nd.MaxAppendEntries, "entries per replication message and per apply batch")
 	fs.BoolVar(&c.parallelAppend, "parallel-append", nd.ParallelAppend, "the leader replicates entries while it writes them to its own disk")
+	fs.StringVar(&c.raftLogStore, "raft-log-store", "", "where the Raft log is kept: wal (hashicorp/raft-wal, one fsync per append) or boltdb (raft-boltdb); "+
+		"default: what the data directory was created with, wal for a new one (memdbd migrate-log moves a stopped member's log)")
 	fs.BoolVar(&c.readLease, "read-lease", nd.ReadLease, "the leader serves linearizable reads without a heartbeat round while followers promise not to elect another leader (assumes clock rates within 10% of each other)")
 	fs.Uint64Var(&c.snapshotThreshold, "snapshot-threshold", nd.SnapshotThreshold, "log entries between snapshots")
 	fs.DurationVar(&c.snapshotInterval, "snapshot-interval", nd.SnapshotInterval, "how often the snapshot threshold is checked")
@@ -269,6 +272,7 @@ func (c *config) nodeConfig(version string) (node.Config, error) {
 	n.HeartbeatTimeout, n.ElectionTimeout, n.LeaderLeaseTimeout = c.heartbeatTimeout, c.electionTimeout, c.leaderLeaseTimeout
 	n.CommitTimeout, n.MaxAppendEntries = c.commitTimeout, c.maxAppendEntries
 	n.ParallelAppend, n.ReadLease = c.parallelAppend, c.readLease
+	n.LogStore = c.raftLogStore
 	n.SnapshotThreshold, n.SnapshotInterval, n.TrailingLogs = c.snapshotThreshold, c.snapshotInterval, c.trailingLogs
 	n.RetainSnapshots, n.MaxPendingWrites = c.retainSnapshots, c.maxPendingWrites
 	n.ExpireInterval = c.expireInterval
