@@ -74,6 +74,7 @@ func run() error {
 		tlsCA      = flag.String("tls-ca-file", "", "connect over TLS, verifying the members against this PEM CA bundle (not with -spawn)")
 		tlsCert    = flag.String("tls-cert-file", "", "PEM client certificate, for members that require one")
 		tlsKey     = flag.String("tls-key-file", "", "PEM private key of -tls-cert-file")
+		nodeArgs   = flag.String("node-args", "", "with -spawn: extra flags for every member, space-separated (e.g. \"--raft-log-store=boltdb\")")
 		auth       = flag.Bool("auth", false, "with -spawn: access control on (a root user bootstrapped), every request authenticated as root by password and authorized")
 		user       = flag.String("user", "", "user to call as, on a cluster with access control (not with -spawn; password from $MEMDBD_PASSWORD)")
 	)
@@ -130,7 +131,7 @@ func run() error {
 			}
 		}
 		cl, err = chaos.StartCluster(chaos.ClusterConfig{Binary: bin, Dir: dir, Nodes: 3, ElectionTimeout: 500 * time.Millisecond,
-			SnapshotThreshold: 16384, TrailingLogs: 10240, Direct: true, Root: creds})
+			SnapshotThreshold: 16384, TrailingLogs: 10240, Direct: true, Root: creds, ExtraArgs: strings.Fields(*nodeArgs)})
 		if err != nil {
 			return err
 		}
