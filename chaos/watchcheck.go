@@ -121,42 +121,52 @@ func (wc *watchChecker) check(ctx context.Context, c *client.Client, table strin
 			}
 		}
 		r.mu.Lock()
-		if r.err != nil {
-			defer r.mu.Unlock()
-			return Verdict{Checker: "watch", Detail: fmt.Sprintf("watch %d ended: %v", i, r.err)}
-		}
-		if len(r.order) > 0 {
-			defer r.mu.Unlock()
-			return Verdict{Checker: "watch", Detail: fmt.Sprintf("watch %d: %d order or uniqueness violations: %v", i, len(r.order), r.order[:min(5, len(r.order))])}
-		}
-		var missing, extra, wrongRev []string
-		for k, rev := range rows {
-			got, ok := r.view[k]
-			switch {
-			case !ok:
-				missing = append(missing, k)
-			case got != rev:
-				wrongRev = append(wrongRev, fmt.Sprintf("%s at %d, committed at %d", k, got, rev))
-			}
-		}
-		for k := range r.view {
-			if _, ok := rows[k]; !ok {
-				extra = append(extra, k)
-			}
-		}
-		for k, rev := range acked {
-			if got, ok := r.view[k]; ok && got != rev {
-				wrongRev = append(wrongRev, fmt.Sprintf("%s at %d, acknowledged at %d", k, got, rev))
-			}
-		}
+		problem := r.judge(i, rows, acked)
 		events += r.events
 		resets += r.resets
 		r.mu.Unlock()
-		if len(missing)+len(extra)+len(wrongRev) > 0 {
-			return Verdict{Checker: "watch", Detail: fmt.Sprintf("watch %d: %d rows never delivered %v, %d delivered but not committed %v, %d at the wrong revision %v",
-				i, len(missing), missing[:min(5, len(missing))], len(extra), extra[:min(5, len(extra))], len(wrongRev), wrongRev[:min(5, len(wrongRev))])}
+		if problem != "" {
+			return Verdict{Checker: "watch", Detail: problem}
 		}
 	}
 	return Verdict{Checker: "watch", OK: true, Detail: fmt.Sprintf("%d watches: %d events in order, each insert once at its committed revision, views equal to the table's %d rows at revision %d (%d re-lists)",
 		len(wc.watches), events, len(rows), target, resets)}
+}
+
+// judge compares what watch i delivered with the table's rows (key ->
+// create revision) and the acknowledged inserts, returning the failure or
+// "". r.mu must be held. (Split from check so that the checker can be
+// tested on planted streams without a cluster.)
+func (r *watchRecord) judge(i int, rows, acked map[string]uint64) string {
+	if r.err != nil {
+		return fmt.Sprintf("watch %d ended: %v", i, r.err)
+	}
+	if len(r.order) > 0 {
+		return fmt.Sprintf("watch %d: %d order or uniqueness violations: %v", i, len(r.order), r.order[:min(5, len(r.order))])
+	}
+	var missing, extra, wrongRev []string
+	for k, rev := range rows {
+		got, ok := r.view[k]
+		switch {
+		case !ok:
+			missing = append(missing, k)
+		case got != rev:
+			wrongRev = append(wrongRev, fmt.Sprintf("%s at %d, committed at %d", k, got, rev))
+		}
+	}
+	for k := range r.view {
+		if _, ok := rows[k]; !ok {
+			extra = append(extra, k)
+		}
+	}
+	for k, rev := range acked {
+		if got, ok := r.view[k]; ok && got != rev {
+			wrongRev = append(wrongRev, fmt.Sprintf("%s at %d, acknowledged at %d", k, got, rev))
+		}
+	}
+	if len(missing)+len(extra)+len(wrongRev) > 0 {
+		return fmt.Sprintf("watch %d: %d rows never delivered %v, %d delivered but not committed %v, %d at the wrong revision %v",
+			i, len(missing), missing[:min(5, len(missing))], len(extra), extra[:min(5, len(extra))], len(wrongRev), wrongRev[:min(5, len(wrongRev))])
+	}
+	return ""
 }

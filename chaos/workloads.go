@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -246,6 +247,13 @@ func (w *bankWorkload) audit(ctx context.Context, c *client.Client, when string)
 	if err != nil {
 		return err
 	}
+	w.auditPage(when, page)
+	return nil
+}
+
+// auditPage checks one scan of every account against the invariant (split
+// from audit so that the checker can be tested on planted reads).
+func (w *bankWorkload) auditPage(when string, page client.Page) {
 	w.reads.Add(1)
 	var sum int64
 	neg := false
@@ -260,11 +268,15 @@ func (w *bankWorkload) audit(ctx context.Context, c *client.Client, when string)
 			when, page.Header.Revision, page.Header.NodeID, len(page.Rows), sum, neg))
 		w.mu.Unlock()
 	}
-	return nil
 }
 
 func (w *bankWorkload) Check(ctx context.Context, c *client.Client, _ *Recorder) Verdict {
-	err := w.audit(ctx, c, "final read")
+	return w.verdict(w.audit(ctx, c, "final read"))
+}
+
+// verdict judges every audit so far, err being the final read's (split
+// from Check so that the checker can be tested without a cluster).
+func (w *bankWorkload) verdict(err error) Verdict {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err != nil {
@@ -319,8 +331,14 @@ func (w *setWorkload) Step(ctx context.Context, c *client.Client, worker int, _ 
 }
 
 func (w *setWorkload) Check(ctx context.Context, c *client.Client, _ *Recorder) Verdict {
+	return w.check(c.ScanAll(ctx, w.table, client.ScanOptions{Limit: 5000}))
+}
+
+// check judges the final scan of the table against what the workload saw
+// (split from Check so that the checker can be tested without a cluster).
+func (w *setWorkload) check(rows iter.Seq2[client.Row, error]) Verdict {
 	present := map[string]bool{}
-	for row, err := range c.ScanAll(ctx, w.table, client.ScanOptions{Limit: 5000}) {
+	for row, err := range rows {
 		if err != nil {
 			return Verdict{Checker: "set", Detail: "final scan failed: " + err.Error()}
 		}
@@ -395,6 +413,12 @@ func (w *counterWorkload) Check(ctx context.Context, c *client.Client, _ *Record
 	if err != nil {
 		return Verdict{Checker: "counter", Detail: "final read failed: " + err.Error()}
 	}
+	return w.verdict(row)
+}
+
+// verdict judges the counter's final row against the increments (split
+// from Check so that the checker can be tested without a cluster).
+func (w *counterWorkload) verdict(row client.Row) Verdict {
 	n, a, u := row.Fields["n"].AsInt(), w.acked.Load(), w.unknown.Load()
 	ok := n >= a && n <= a+u && uint64(n)+1 == row.Version
 	return Verdict{Checker: "counter", OK: ok, Detail: fmt.Sprintf("counter %d (version %d); %d acknowledged increments, %d unknown: want %d..%d",
